@@ -1,0 +1,49 @@
+# Two commands for a fresh machine with Python 3.11+ (see README.md):
+#   make demo   run the agent once on the embedded default config
+#   make test   install what is needed and run every test
+# Everything is installed into .venv from requirements.txt (hashes checked).
+
+PYTHON ?= python3
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+PY := $(VENV)/bin/python
+MEMBERS := $(shell sed -n 's/^-e \(.*\)/\1/p' requirements.txt)
+
+.PHONY: demo test venv lock system-tools nix-check clean
+
+$(UV): tools/uv.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --require-hashes -r tools/uv.txt
+	@touch $(UV)
+
+$(VENV)/.installed: requirements.txt $(UV) $(wildcard packages/*/pyproject.toml plugins/*/pyproject.toml)
+	test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	grep -v '^-e ' requirements.txt > $(VENV)/third-party.txt
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r $(VENV)/third-party.txt
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --no-deps --no-build-isolation $(addprefix -e ,$(MEMBERS))
+	@touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/osiris --state-dir .osiris-demo run --once
+
+# Debian tools the tests use as independent checkers (nix-instantiate,
+# openssl, systemd-analyze, grub-editenv); installed when missing and root.
+system-tools:
+	@bash tools/ensure-system-tools.sh
+
+nix-check: system-tools
+	bash tools/check-nix.sh
+
+test: venv system-tools
+	bash tools/check-nix.sh
+	$(VENV)/bin/python -m pytest
+
+lock: $(UV)
+	$(UV) pip compile requirements.in --generate-hashes --no-header --python-version 3.11 \
+		--universal --quiet -o requirements.txt
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .osiris-demo

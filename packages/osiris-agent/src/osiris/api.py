@@ -1,0 +1,81 @@
+"""The local HTTP API: ``/health``, ``/metrics`` (Prometheus text format),
+``/status``. Bound to loopback by default; it exposes no secrets and no
+facts, only states and counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from . import __version__
+
+
+class _Collector:
+    """Reads the engine and store at scrape time, so metrics are never stale
+    copies kept in step by hand."""
+
+    def __init__(self, agent: Any):
+        self.agent = agent
+
+    def collect(self):
+        engine = self.agent.engine
+        store = self.agent.store
+        info = GaugeMetricFamily("osiris_agent_info", "Agent version and site", labels=["version", "site"])
+        info.add_metric([__version__, self.agent.ctx.site.id], 1)
+        yield info
+        yield GaugeMetricFamily("osiris_up", "1 while the check loop is alive", value=1 if engine.alive() else 0)
+        yield GaugeMetricFamily("osiris_uptime_seconds", "Seconds since the engine started", value=engine.uptime())
+        yield CounterMetricFamily("osiris_sweeps", "Completed forced or one-shot sweeps", value=engine.sweeps)
+        obs = CounterMetricFamily("osiris_observations", "Observations recorded since start", labels=["status"])
+        for status, n in sorted(engine.observations_total.items()):
+            obs.add_metric([status], n)
+        yield obs
+        yield CounterMetricFamily("osiris_incidents_opened", "Incidents opened since start", value=engine.incidents_opened)
+        res = CounterMetricFamily("osiris_incidents_resolved", "Incidents resolved since start", labels=["outcome"])
+        for outcome, n in sorted(engine.incidents_resolved.items()):
+            res.add_metric([outcome], n)
+        yield res
+        counts = store.count_incidents()
+        inc = GaugeMetricFamily("osiris_incidents", "Incidents in the store by state", labels=["state"])
+        for state, n in sorted(counts.items()):
+            inc.add_metric([state], n)
+        yield inc
+        checks = GaugeMetricFamily(
+            "osiris_check_status", "Latest status per target and check (1 = this status)",
+            labels=["target", "check", "status"],
+        )
+        for row in store.latest():
+            checks.add_metric([row["target"], row["check_id"], row["status"]], 1)
+        yield checks
+        yield GaugeMetricFamily("osiris_targets_in_flight", "Targets being observed now", value=len(engine.in_flight()))
+
+
+def make_app(agent: Any) -> web.Application:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(_Collector(agent))
+
+    async def health(_request: web.Request) -> web.Response:
+        engine = agent.engine
+        alive = engine.alive()
+        body = {
+            "status": "ok" if alive else "stalled",
+            "alive": alive,
+            "heartbeat_age_s": round(engine.uptime() - (engine.heartbeat - engine.started), 3),
+            "version": __version__,
+        }
+        return web.json_response(body, status=200 if alive else 503)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def status(_request: web.Request) -> web.Response:
+        return web.json_response(agent.status())
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
+    return app

@@ -1,0 +1,2 @@
+"""Plugins shipped with the core, registered through the same ``osiris``
+entry-point group as outside plugins."""

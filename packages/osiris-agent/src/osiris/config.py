@@ -1,0 +1,291 @@
+"""The agent's config file: pydantic models and error reporting.
+
+One JSON file (YAML accepted) written by the NixOS module from
+``services.osiris.settings``. Core sections are validated here; each plugin's
+section under ``plugins`` is validated against the model the plugin declares
+(``osiris_settings`` hook). Every error names the file, the section, the key
+and what was expected, because the person reading it is an MSP engineer
+looking at a NixOS config, not at our code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path("/etc/osiris/config.json")
+DEFAULT_STATE_DIR = Path("/var/lib/osiris")
+ENV_CONFIG = "OSIRIS_CONFIG"
+ENV_STATE_DIR = "OSIRIS_STATE_DIR"
+EMBEDDED = "<embedded default>"
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+# Keys that would hold a secret inline; secrets are referenced by name.
+_SECRETISH = re.compile(r"pass(word)?|secret|token|api[_-]?key|private[_-]?key", re.I)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used. ``str()`` is the message to print."""
+
+    def __init__(self, messages: Sequence[str]):
+        self.messages = list(messages)
+        super().__init__("\n".join(self.messages))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSettings(_Model):
+    id: str = Field(default="unnamed-site", pattern=_NAME, description="Stable site identifier")
+    name: str = Field(default="", description="Practice name shown in reports")
+    appliance: str = Field(default="appliance", pattern=_NAME, description="This appliance's target name")
+
+
+class HttpSettings(_Model):
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = Field(default=8780, ge=0, le=65535)
+
+
+class AgentSettings(_Model):
+    workers: int = Field(default=8, ge=1, le=256, description="Threads for blocking clients")
+    max_concurrent_targets: int = Field(default=32, ge=1, le=4096)
+    tick: float = Field(default=5.0, gt=0, le=3600, description="Scheduler tick in seconds")
+    check_self: bool = Field(default=True, description="Watch the appliance itself as a target")
+    http: HttpSettings = HttpSettings()
+
+
+class SecretsSettings(_Model):
+    directory: Path | None = Field(
+        default=None, description="Directory of secret files; default $CREDENTIALS_DIRECTORY"
+    )
+    files: dict[str, Path] = Field(default_factory=dict, description="Secret name -> file path")
+
+    @field_validator("files")
+    @classmethod
+    def _names(cls, v: dict[str, Path]) -> dict[str, Path]:
+        for name in v:
+            if not re.match(_NAME, name):
+                raise ValueError(f"secret name {name!r} must match {_NAME}")
+        return v
+
+
+class TargetSettings(_Model):
+    name: str = Field(pattern=_NAME)
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_-]*$", description="Executor kind, e.g. windows")
+    role: str = Field(default="", description="e.g. dc, server, workstation")
+    address: str = ""
+    credential: str | None = Field(default=None, pattern=_NAME, description="Secret name, never the secret")
+    options: dict[str, Any] = Field(default_factory=dict, description="Executor-specific connection options")
+
+    @field_validator("options")
+    @classmethod
+    def _no_inline_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            if _SECRETISH.search(key) and not key.endswith("_secret"):
+                raise ValueError(
+                    f"option {key!r} looks like an inline secret: reference a secret by name "
+                    f"(e.g. {key}_secret: \"name\") and provide it as a credential file"
+                )
+        return v
+
+
+class CheckOverride(_Model):
+    enabled: bool = True
+    interval: float | None = Field(default=None, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Config(_Model):
+    site: SiteSettings = SiteSettings()
+    state_dir: Path = DEFAULT_STATE_DIR
+    agent: AgentSettings = AgentSettings()
+    secrets: SecretsSettings = SecretsSettings()
+    targets: list[TargetSettings] = Field(default_factory=list)
+    checks: dict[str, CheckOverride] = Field(default_factory=dict, description="Per-check overrides by id")
+    plugin_modules: list[str] = Field(default_factory=list, description="Extra plugin modules to import")
+    plugins: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="One section per plugin, validated by that plugin's model"
+    )
+
+    @model_validator(mode="after")
+    def _unique_targets(self) -> Config:
+        seen: set[str] = set()
+        for t in self.targets:
+            if t.name in seen or t.name == self.site.appliance:
+                raise ValueError(f"target name {t.name!r} is used twice (or is the appliance's own name)")
+            seen.add(t.name)
+        return self
+
+
+class LoadedConfig:
+    """A validated config and where it came from."""
+
+    def __init__(self, config: Config, source: str, plugin_settings: dict[str, BaseModel] | None = None):
+        self.config = config
+        self.source = source
+        self.plugin_settings: dict[str, BaseModel] = plugin_settings or {}
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+def _describe(loc: Sequence[Any]) -> tuple[str, str]:
+    parts = [str(p) for p in loc]
+    if not parts:
+        return "(top level)", "(top level)"
+    if parts[0] == "plugins" and len(parts) >= 2:
+        return f"plugins.{parts[1]}", ".".join(parts[2:]) or "(section)"
+    if parts[0] == "targets" and len(parts) >= 2:
+        return f"targets[{parts[1]}]", ".".join(parts[2:]) or "(entry)"
+    return parts[0], ".".join(parts[1:]) or parts[0]
+
+
+_TYPE_WORDS = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "dict_type": "an object",
+    "list_type": "a list",
+    "missing": "a value (the key is required)",
+}
+
+
+def format_validation_error(source: str, exc: ValidationError, prefix: Sequence[str] = ()) -> list[str]:
+    msgs = []
+    for err in exc.errors():
+        loc = [*prefix, *err["loc"]]
+        section, key = _describe(loc)
+        typ = err["type"]
+        got = err.get("input")
+        if typ == "extra_forbidden":
+            msgs.append(
+                f"{source}: section '{section}': unknown key '{key}': expected only the documented "
+                "keys (see `osiris config schema`)"
+            )
+            continue
+        expected = _TYPE_WORDS.get(typ) or err["msg"]
+        got_text = "" if typ == "missing" else f", got {json.dumps(got, default=str)[:80]}"
+        msgs.append(f"{source}: section '{section}', key '{key}': expected {expected}{got_text}")
+    return msgs
+
+
+def _parse_text(text: str, source: str) -> Any:
+    if source.endswith((".yaml", ".yml")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+            raise ConfigError([f"{source}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}"]) from exc
+
+
+def read_raw(path: Path | None) -> tuple[dict[str, Any], str]:
+    """Read a config file, or the embedded default when ``path`` is None."""
+    if path is None:
+        text = resources.files("osiris").joinpath("default-config.json").read_text()
+        source = EMBEDDED
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError([f"{source}: cannot read config file: {exc.strerror}"]) from exc
+    data = _parse_text(text, source)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{source}: section '(top level)': expected an object, got {type(data).__name__}"])
+    return data, source
+
+
+def resolve_path(cli_path: str | Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if environ is None else environ
+    if cli_path:
+        return Path(cli_path)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    if DEFAULT_CONFIG_PATH.exists():
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+def validate_core(data: Mapping[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(source, exc)) from exc
+
+
+def validate_plugins(config: Config, source: str, sections: Mapping[str, Any]) -> dict[str, BaseModel]:
+    """Validate each ``plugins.<name>`` section against its plugin's model.
+
+    ``sections`` maps section name -> SettingsSection. A section for which no
+    installed plugin declares settings is an error: it is almost always a
+    typo or a plugin that is not installed, and silently ignoring it would
+    leave a site unprotected.
+    """
+    errors: list[str] = []
+    out: dict[str, BaseModel] = {}
+    for name, raw in config.plugins.items():
+        if name not in sections:
+            known = ", ".join(sorted(sections)) or "none"
+            errors.append(
+                f"{source}: section 'plugins.{name}': no installed plugin has settings named '{name}' "
+                f"(plugins with settings: {known})"
+            )
+    for name, section in sections.items():
+        raw = config.plugins.get(name, {})
+        try:
+            out[name] = section.model.model_validate(raw)
+        except ValidationError as exc:
+            errors.extend(format_validation_error(source, exc, prefix=("plugins", name)))
+    if errors:
+        raise ConfigError(errors)
+    return out
+
+
+def state_dir(config: Config, cli_value: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if cli_value:
+        return Path(cli_value)
+    if env.get(ENV_STATE_DIR):
+        return Path(env[ENV_STATE_DIR])
+    return config.state_dir
+
+
+def json_schema(sections: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of the whole file, plugin sections included."""
+    schema = Config.model_json_schema()
+    plugin_props = {}
+    defs = schema.setdefault("$defs", {})
+    for name, section in sorted(sections.items()):
+        sub = section.model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(sub.pop("$defs", {}))
+        if section.description:
+            sub.setdefault("description", section.description)
+        plugin_props[name] = sub
+    schema["properties"]["plugins"] = {
+        "type": "object",
+        "description": "One section per plugin",
+        "properties": plugin_props,
+        "additionalProperties": False,
+    }
+    return schema

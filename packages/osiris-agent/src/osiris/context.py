@@ -1,0 +1,73 @@
+"""What plugins get handed: the validated config, their settings, secrets,
+the state directory and a bounded thread pool for blocking clients."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from .config import Config
+from .secrets import Secret, SecretStore
+
+T = TypeVar("T")
+
+
+class AgentContext:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        source: str,
+        state_dir: Path,
+        secrets: SecretStore,
+        plugin_settings: dict[str, BaseModel] | None = None,
+        agent_version: str = "0",
+    ):
+        self.config = config
+        self.source = source
+        self.site = config.site
+        self.state_dir = Path(state_dir)
+        self.secrets = secrets
+        self.plugin_settings = plugin_settings or {}
+        self.agent_version = agent_version
+        self.log = logging.getLogger("osiris")
+        self._pool: ThreadPoolExecutor | None = None
+        # Set by the agent once the store and registry exist.
+        self.store: Any = None
+        self.registry: Any = None
+
+    def settings(self, name: str) -> BaseModel:
+        """The validated settings of plugin section ``name``."""
+        try:
+            return self.plugin_settings[name]
+        except KeyError:
+            raise KeyError(f"no settings section {name!r} (declare it with the osiris_settings hook)") from None
+
+    def secret(self, name: str) -> Secret:
+        return self.secrets.get(name)
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.config.agent.workers, thread_name_prefix="osiris-blocking"
+            )
+        return self._pool
+
+    async def run_blocking(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a blocking call (pywinrm, a subprocess...) in the bounded
+        pool so the event loop, and with it the watchdog, keeps going."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

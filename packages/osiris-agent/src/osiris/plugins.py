@@ -1,0 +1,186 @@
+"""Plugin discovery and the registry of what plugins contribute.
+
+Plugins are found through the ``osiris`` entry-point group; the core's own
+built-ins are entry points of the ``osiris-agent`` distribution and load the
+same way. Modules named in the config (``plugin_modules``) are registered
+too, for plugins that are not installed as distributions.
+
+Selection, in the spirit of pytest's ``PYTEST_PLUGINS`` and
+``PYTEST_DISABLE_PLUGIN_AUTOLOAD``:
+
+* ``OSIRIS_PLUGINS``: ``all`` (default), ``none``, or a comma-separated list
+  of the outside (non built-in) plugins to load;
+* ``OSIRIS_DISABLE_PLUGINS``: a comma-separated list of plugins (built-in or
+  not) never to load.
+
+After registration ``check_pending()`` makes a hook implementation that
+matches no spec (a typo, or a plugin written for a newer API) fail at
+start-up instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import inspect
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "osiris"
+CORE_DISTRIBUTION = "osiris-agent"
+ENV_SELECT = "OSIRIS_PLUGINS"
+ENV_DISABLE = "OSIRIS_DISABLE_PLUGINS"
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or breaks the plugin API."""
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    distribution: str | None
+    module: str
+    builtin: bool
+    hooks: list[str] = field(default_factory=list)
+
+
+def _names(value: str | None) -> set[str]:
+    return {v.strip() for v in (value or "").split(",") if v.strip()}
+
+
+class PluginManager:
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+
+    # -- loading -----------------------------------------------------------
+
+    def load(
+        self,
+        *,
+        extra_modules: Iterable[str] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        select = env.get(ENV_SELECT, "all").strip() or "all"
+        selected = None if select == "all" else (set() if select == "none" else _names(select))
+        disabled = _names(env.get(ENV_DISABLE))
+
+        for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist else None
+            builtin = dist == CORE_DISTRIBUTION
+            if ep.name in disabled:
+                log.info("plugin %s disabled by %s", ep.name, ENV_DISABLE)
+                continue
+            if not builtin and selected is not None and ep.name not in selected:
+                continue
+            if ep.name in self.infos:
+                raise PluginError(
+                    f"plugin name {ep.name!r} is provided twice "
+                    f"({self.infos[ep.name].distribution} and {dist})"
+                )
+            try:
+                module = ep.load()
+            except Exception as exc:  # noqa: BLE001 - report which plugin broke
+                raise PluginError(f"plugin {ep.name!r} ({dist}): cannot import {ep.value}: {exc}") from exc
+            version = ep.dist.version if ep.dist else "0"
+            self.register(module, ep.name, version=version, distribution=dist, builtin=builtin)
+
+        for modname in extra_modules:
+            name = modname.rsplit(".", 1)[-1]
+            if name in disabled:
+                continue
+            try:
+                module = importlib.import_module(modname)
+            except Exception as exc:  # noqa: BLE001
+                raise PluginError(f"plugin module {modname!r} (from config plugin_modules): {exc}") from exc
+            version = str(getattr(module, "__version__", "0"))
+            self.register(module, name, version=version, distribution=None, builtin=False)
+        self.check()
+
+    def register(
+        self,
+        plugin: ModuleType | object,
+        name: str,
+        *,
+        version: str = "0",
+        distribution: str | None = None,
+        builtin: bool = False,
+    ) -> None:
+        try:
+            self.pm.register(plugin, name=name)
+        except ValueError as exc:
+            raise PluginError(f"plugin {name!r}: {exc}") from exc
+        hooks = sorted(impl_name for impl_name in dir(plugin) if impl_name.startswith("osiris_"))
+        module = getattr(plugin, "__name__", type(plugin).__module__)
+        self.infos[name] = PluginInfo(name, version, distribution, module, builtin, hooks)
+
+    def check(self) -> None:
+        """Fail fast on hook implementations that match no spec."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(
+                f"plugin {exc.plugin_name!r} implements a hook the agent does not know "
+                f"(plugin API {hookspecs.API_VERSION}): {exc}"
+            ) from exc
+        # A function that looks like a hook but was not marked @hookimpl is
+        # the other common mistake: pluggy ignores it silently.
+        for name, info in self.infos.items():
+            plugin = self.pm.get_plugin(name)
+            for attr in info.hooks:
+                fn = getattr(plugin, attr, None)
+                if callable(fn) and self.pm.parse_hookimpl_opts(plugin, attr) is None:
+                    raise PluginError(
+                        f"plugin {name!r}: {attr} is not marked with @osiris.hookimpl"
+                    )
+                if not hasattr(self.pm.hook, attr):
+                    raise PluginError(f"plugin {name!r}: unknown hook {attr}")
+
+    # -- calling -----------------------------------------------------------
+
+    def contributions(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call a contributing hook and return ``(plugin name, record)`` pairs.
+
+        Each implementation is called on its own (rather than through the
+        hook caller) so that every record is attributed to its plugin: the
+        evidence log and ``osiris plugins`` say who contributed what.
+        """
+        caller = getattr(self.pm.hook, hook_name)
+        out: list[tuple[str, Any]] = []
+        for impl in reversed(caller.get_hookimpls()):
+            args = {a: kwargs[a] for a in impl.argnames}
+            try:
+                result = impl.function(**args)
+            except Exception as exc:  # noqa: BLE001
+                raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} failed: {exc}") from exc
+            if result is None:
+                continue
+            items = result if isinstance(result, (list, tuple)) else [result]
+            out.extend((impl.plugin_name, item) for item in items)
+        return out
+
+    async def call_lifecycle(self, hook_name: str, **kwargs: Any) -> None:
+        for name, result in self.contributions(hook_name, **kwargs):
+            if inspect.isawaitable(result):
+                try:
+                    await result
+                except Exception as exc:  # noqa: BLE001
+                    raise PluginError(f"plugin {name!r}: {hook_name} failed: {exc}") from exc
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook

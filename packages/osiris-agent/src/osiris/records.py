@@ -1,0 +1,286 @@
+"""Typed records that cross the plugin boundary.
+
+Hooks return these (a check spec, a runbook spec, an executor...) and the
+engine passes them on; they are frozen dataclasses so that a plugin cannot
+change what another plugin contributed after registration.
+
+The records carry no behaviour of their own beyond validation: the engine,
+the ladder and the evidence log decide what to do with them.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "Status",
+    "Severity",
+    "Risk",
+    "Verdict",
+    "CheckSpec",
+    "RunbookSpec",
+    "Target",
+    "Observation",
+    "RunbookResult",
+    "Executor",
+    "Source",
+    "EvidenceSink",
+    "EscalationChannel",
+    "UpdateBackend",
+    "HealthCheck",
+    "HealthResult",
+    "PlanProposal",
+    "SettingsSection",
+    "utcnow",
+]
+
+# Check and runbook ids are part of the public record (evidence, rules,
+# reports): dotted lower-case words, stable across versions.
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
+# 45 CFR 164.3xx citations to the paragraph, e.g. 164.312(a)(2)(iii).
+_CITATION = re.compile(r"^164\.3(0[2-9]|1[0-8])(\([a-z0-9]+\))*$")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Status(str, enum.Enum):
+    """Outcome of one check on one target."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"  # could not observe: unreachable host, script error, bad facts
+
+
+class Severity(str, enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+class Risk(str, enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a check's evaluator makes of the facts it was given."""
+
+    status: Status
+    reason: str
+
+
+def _check_id(kind: str, value: str) -> None:
+    if not _ID.match(value):
+        raise ValueError(
+            f"{kind} id {value!r}: expected dotted lower-case words such as "
+            "'windows.firewall.profiles_enabled'"
+        )
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """What to observe.
+
+    ``target_kind`` picks the executor (``local`` for the appliance itself,
+    ``windows`` for WinRM hosts...). The executor decides how ``script`` or
+    ``probe`` is run; ``evaluate`` turns the resulting facts into a verdict
+    and must be a pure function of ``(facts, params)`` so that a verdict can
+    be recomputed from evidence.
+    """
+
+    id: str
+    title: str
+    target_kind: str
+    evaluate: Callable[[Mapping[str, Any], Mapping[str, Any]], Verdict]
+    hipaa: tuple[str, ...]
+    roles: frozenset[str] = frozenset()  # empty: every role
+    severity: Severity = Severity.MEDIUM
+    interval: float = 300.0  # seconds between observations of one target
+    cis: str | None = None
+    description: str = ""
+    # Executor-specific source (e.g. a PowerShell fragment); data reaches it
+    # as parameters, never spliced into the text.
+    script: str | None = None
+    # In-process probe for executors that run Python (target kind ``local``).
+    probe: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check_id("check", self.id)
+        if not self.hipaa:
+            raise ValueError(f"check {self.id}: at least one HIPAA citation is required")
+        for cite in self.hipaa:
+            if not _CITATION.match(cite):
+                raise ValueError(
+                    f"check {self.id}: HIPAA citation {cite!r}: expected a 45 CFR "
+                    "164.302-164.318 paragraph such as '164.312(a)(2)(iii)'"
+                )
+        if self.interval <= 0:
+            raise ValueError(f"check {self.id}: interval must be positive")
+        if self.script is None and self.probe is None:
+            raise ValueError(f"check {self.id}: needs a script or a probe")
+        object.__setattr__(self, "roles", frozenset(self.roles))
+        object.__setattr__(self, "severity", Severity(self.severity))
+
+    def applies_to(self, target: Target) -> bool:
+        return target.kind == self.target_kind and (not self.roles or target.role in self.roles)
+
+
+@dataclass(frozen=True)
+class RunbookSpec:
+    """How to heal: a script for the target's executor, with a typed
+    parameter schema (JSON Schema) so that planners can only fill values,
+    never write code."""
+
+    id: str
+    title: str
+    target_kind: str
+    fixes: tuple[str, ...]  # check ids that verification re-runs
+    risk: Risk
+    script: str | None = None
+    action: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    params_schema: Mapping[str, Any] = field(
+        default_factory=lambda: {"type": "object", "properties": {}, "additionalProperties": False}
+    )
+    timeout: float = 120.0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_id("runbook", self.id)
+        if not self.fixes:
+            raise ValueError(f"runbook {self.id}: must name the checks it fixes")
+        if self.script is None and self.action is None:
+            raise ValueError(f"runbook {self.id}: needs a script or an action")
+        object.__setattr__(self, "risk", Risk(self.risk))
+
+
+@dataclass(frozen=True)
+class Target:
+    """A machine the appliance looks after. Connection details are the
+    executor's business (``options``); secrets are referenced by name."""
+
+    name: str
+    kind: str
+    role: str = ""
+    address: str = ""
+    credential: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Observation:
+    target: str
+    check: str
+    status: Status
+    reason: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    observed_at: datetime = field(default_factory=utcnow)
+    duration_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))
+
+
+@dataclass(frozen=True)
+class RunbookResult:
+    target: str
+    runbook: str
+    ok: bool
+    detail: str
+    output: Mapping[str, Any] = field(default_factory=dict)
+    duration_ms: float = 0.0
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Reaches targets of one kind. Both methods are async; an executor
+    that wraps a blocking client runs it through ``ctx.run_blocking`` so the
+    event loop (and the watchdog) never stall."""
+
+    kind: str
+
+    async def observe(self, target: Target, checks: Sequence[CheckSpec]) -> list[Observation]:
+        """Run every check in ``checks`` on ``target`` (one round trip where
+        the transport allows it) and return one observation per check. An
+        unreachable target yields error observations, not an exception."""
+        ...
+
+    async def run_runbook(
+        self, target: Target, runbook: RunbookSpec, params: Mapping[str, Any]
+    ) -> RunbookResult: ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Pushes observations into the engine (e.g. a gRPC server for endpoint
+    agents). ``run`` is started as a task and cancelled at shutdown."""
+
+    name: str
+
+    async def run(self, emit: Callable[[Observation], Awaitable[None]]) -> None: ...
+
+
+@runtime_checkable
+class EvidenceSink(Protocol):
+    name: str
+
+    async def deliver(self, bundle_id: str, payload: bytes) -> None: ...
+
+
+@runtime_checkable
+class EscalationChannel(Protocol):
+    name: str
+
+    async def escalate(self, incident: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class UpdateBackend(Protocol):
+    name: str
+
+    async def status(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One thing the post-boot health gate must see before marking a slot
+    good."""
+
+    name: str
+    run: Callable[[], Awaitable[HealthResult]]
+
+
+@dataclass(frozen=True)
+class PlanProposal:
+    """An L2 planner's answer: one installed runbook and its parameters."""
+
+    runbook: str
+    params: Mapping[str, Any]
+    rationale: str = ""
+
+
+@dataclass(frozen=True)
+class SettingsSection:
+    """A plugin's section of the config file and the pydantic model that
+    validates it. ``name`` is the key under ``plugins`` in the config."""
+
+    name: str
+    model: type  # a pydantic.BaseModel subclass
+    description: str = ""

@@ -1,0 +1,173 @@
+"""The agent process: one asyncio loop under systemd.
+
+systemd integration follows sd_notify(3) through ``sdnotify``: ``READY=1``
+once config, plugins, state and the HTTP API are up; ``WATCHDOG=1`` every
+half ``WATCHDOG_USEC``, sent only while the check loop's heartbeat is fresh,
+so that a wedged loop is restarted by systemd instead of pretending to be
+well; ``STATUS=`` lines that ``systemctl status`` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import sdnotify
+from aiohttp import web
+
+from .api import make_app
+from .app import Loaded
+from .engine import Engine
+from .records import EscalationChannel, EvidenceSink, Source, UpdateBackend
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
+    """Half the watchdog timeout systemd asked for, or None when it asked
+    for none (or asked another process: WATCHDOG_PID)."""
+    env = os.environ if environ is None else environ
+    usec = env.get("WATCHDOG_USEC")
+    if not usec:
+        return None
+    pid = env.get("WATCHDOG_PID")
+    if pid and pid.isdigit() and int(pid) != os.getpid():
+        return None
+    try:
+        value = int(usec)
+    except ValueError:
+        return None
+    return value / 2 / 1_000_000 if value > 0 else None
+
+
+class Agent:
+    def __init__(self, loaded: Loaded):
+        self.loaded = loaded
+        self.ctx = loaded.ctx
+        self.store = Store(self.ctx.state_dir)
+        self.ctx.store = self.store
+        cfg = loaded.config.agent
+        self.engine = Engine(
+            loaded.registry, self.store, loaded.targets,
+            max_concurrent_targets=cfg.max_concurrent_targets, tick=cfg.tick,
+        )
+        self.ctx.engine = self.engine
+        self.notifier = sdnotify.SystemdNotifier()
+        self.stop = asyncio.Event()
+        self.http_port: int | None = None
+        self.sources: list[Source] = []
+        self.sinks: list[EvidenceSink] = []
+        self.channels: list[EscalationChannel] = []
+        self.update_backends: list[UpdateBackend] = []
+        self._status = "starting"
+
+    def notify(self, *lines: str) -> None:
+        self.notifier.notify("\n".join(lines))
+
+    def set_status(self, text: str) -> None:
+        self._status = text
+        self.notify(f"STATUS={text}")
+
+    def status(self) -> dict[str, Any]:
+        latest = self.store.latest()
+        per_target: dict[str, dict[str, Any]] = {}
+        for row in latest:
+            t = per_target.setdefault(row["target"], {"pass": 0, "fail": 0, "error": 0, "checks": {}})
+            t[row["status"]] += 1
+            t["checks"][row["check_id"]] = {"status": row["status"], "reason": row["reason"], "observed_at": row["observed_at"]}
+        return {
+            "site": self.ctx.site.model_dump(),
+            "status": self._status,
+            "alive": self.engine.alive(),
+            "targets": per_target,
+            "incidents": self.store.count_incidents(),
+            "in_flight": self.engine.in_flight(),
+        }
+
+    def _summary(self) -> str:
+        counts = self.store.count_incidents()
+        fails = sum(1 for r in self.store.latest() if r["status"] == "fail")
+        return f"watching {len(self.engine.targets)} targets; {fails} failing checks; {counts['open']} open incidents"
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            if self.engine.alive():
+                self.notify("WATCHDOG=1")
+            else:
+                log.error("check loop heartbeat is stale; withholding WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.engine.tick, 5.0))
+            self.set_status(self._summary())
+
+    async def _start_http(self) -> web.AppRunner | None:
+        http = self.loaded.config.agent.http
+        if not http.enabled:
+            return None
+        runner = web.AppRunner(make_app(self), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, http.listen, http.port)
+        await site.start()
+        sock = site._server.sockets[0] if site._server and site._server.sockets else None  # noqa: SLF001
+        self.http_port = sock.getsockname()[1] if sock else http.port
+        log.info("HTTP API on http://%s:%s/", http.listen, self.http_port)
+        return runner
+
+    def _collect(self, hook: str, typ: type) -> list[Any]:
+        out = []
+        for plugin, item in self.loaded.pm.contributions(hook, ctx=self.ctx):
+            if not isinstance(item, typ):
+                raise TypeError(f"plugin {plugin!r}: {hook} returned {type(item).__name__}, expected {typ.__name__}")
+            out.append(item)
+        return out
+
+    async def run(self, *, once: bool = False) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread (tests)
+                pass
+        tasks: list[asyncio.Task] = []
+        runner = None
+        pm = self.loaded.pm
+        try:
+            await pm.call_lifecycle("osiris_startup", ctx=self.ctx)
+            self.sources = self._collect("osiris_sources", Source)
+            self.sinks = self._collect("osiris_evidence_sinks", EvidenceSink)
+            self.channels = self._collect("osiris_escalation_channels", EscalationChannel)
+            self.update_backends = self._collect("osiris_update_backends", UpdateBackend)
+            runner = await self._start_http()
+            for source in self.sources:
+                tasks.append(asyncio.create_task(source.run(self.engine.record), name=f"source:{source.name}"))
+            interval = watchdog_interval()
+            if interval:
+                tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+            self.notify("READY=1", f"STATUS=started; watching {len(self.engine.targets)} targets")
+            self._status = "running"
+            if once:
+                await self.engine.sweep(force=True)
+                self.set_status(self._summary())
+            else:
+                tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+                await self.engine.run(self.stop)
+            return 0
+        finally:
+            self.notify("STOPPING=1", "STATUS=stopping")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if runner is not None:
+                await runner.cleanup()
+            try:
+                await pm.call_lifecycle("osiris_shutdown", ctx=self.ctx)
+            finally:
+                self.ctx.close()
+                self.store.close()

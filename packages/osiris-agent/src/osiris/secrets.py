@@ -1,0 +1,83 @@
+"""Secrets, referenced by name and read from files at the moment of use.
+
+The config names a secret (``"credential": "winrm-admin"``); the value comes
+from systemd credentials (``$CREDENTIALS_DIRECTORY/<name>``, set up by
+``LoadCredential=``) or from a file named in ``secrets.files``, so it is never
+in the config file, the Nix store, logs or evidence. :class:`Secret` hides
+its value from ``repr``/``str`` so that an accidental log line or exception
+message shows ``Secret('winrm-admin')`` and nothing more.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+ENV_CREDENTIALS = "CREDENTIALS_DIRECTORY"
+
+
+class SecretError(Exception):
+    pass
+
+
+class Secret:
+    __slots__ = ("name", "_value")
+
+    def __init__(self, name: str, value: str):
+        self.name = name
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret's value. Call only where it is handed to a client."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.name!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other.name == self.name and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+class SecretStore:
+    def __init__(
+        self,
+        directory: Path | None = None,
+        files: Mapping[str, Path] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ):
+        env = os.environ if environ is None else environ
+        if directory is None and env.get(ENV_CREDENTIALS):
+            directory = Path(env[ENV_CREDENTIALS])
+        self.directory = directory
+        self.files = dict(files or {})
+
+    def path_of(self, name: str) -> Path:
+        if name in self.files:
+            return Path(self.files[name])
+        if self.directory is not None:
+            return self.directory / name
+        raise SecretError(
+            f"secret {name!r}: not listed in secrets.files and no credentials directory "
+            f"(${ENV_CREDENTIALS} is unset and secrets.directory is not configured)"
+        )
+
+    def exists(self, name: str) -> bool:
+        try:
+            return self.path_of(name).is_file()
+        except SecretError:
+            return False
+
+    def get(self, name: str) -> Secret:
+        path = self.path_of(name)
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SecretError(f"secret {name!r}: cannot read {path}: {exc.strerror}") from None
+        # A trailing newline from `echo secret > file` is not part of it.
+        return Secret(name, raw.rstrip("\r\n"))

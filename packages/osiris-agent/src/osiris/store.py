@@ -1,0 +1,335 @@
+"""The state store: one SQLite database in WAL mode under the state directory.
+
+Migrations are an ordered list of SQL scripts; ``PRAGMA user_version``
+records how many have run, so a newer agent upgrades an older database in
+place and an older agent refuses a database from the future rather than
+corrupting it. Later features add tables by appending migrations, never by
+editing old ones.
+
+Calls are synchronous and short (indexed single-row writes on a local
+file); the engine calls them from the event loop. SQLite serialises writers,
+and WAL lets the CLI read while the agent writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .records import Observation, Status, Target
+
+DB_NAME = "osiris.sqlite3"
+
+MIGRATIONS: list[str] = [
+    # 1: targets, observations, incidents
+    """
+    CREATE TABLE targets (
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT '',
+        address TEXT NOT NULL DEFAULT '',
+        first_seen TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE observations (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        check_id TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pass', 'fail', 'error')),
+        reason TEXT NOT NULL,
+        facts TEXT NOT NULL,
+        observed_at TEXT NOT NULL,
+        duration_ms REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX observations_target_check ON observations (target, check_id, id);
+    -- Latest status per target and check: what the scheduler and /status read.
+    CREATE TABLE check_state (
+        target TEXT NOT NULL,
+        check_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        observation_id INTEGER NOT NULL REFERENCES observations (id),
+        observed_at TEXT NOT NULL,
+        PRIMARY KEY (target, check_id)
+    );
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        check_id TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('open', 'resolved')),
+        opened_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        resolved_at TEXT,
+        outcome TEXT,
+        tier TEXT CHECK (tier IS NULL OR tier IN ('L1', 'L2', 'L3', 'none')),
+        detail TEXT NOT NULL DEFAULT '',
+        occurrences INTEGER NOT NULL DEFAULT 1,
+        first_observation_id INTEGER NOT NULL REFERENCES observations (id),
+        last_observation_id INTEGER NOT NULL REFERENCES observations (id),
+        CHECK ((state = 'open') = (outcome IS NULL))
+    );
+    -- One open incident per target and check, enforced by the database.
+    CREATE UNIQUE INDEX incidents_one_open ON incidents (target, check_id) WHERE state = 'open';
+    CREATE INDEX incidents_state ON incidents (state, id);
+    """,
+]
+
+OUTCOMES = ("healed", "recovered", "escalated", "failed", "suppressed", "dismissed", "timeout", "error")
+TIERS = ("L1", "L2", "L3", "none")
+
+
+class StoreError(Exception):
+    pass
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _now() -> str:
+    return _iso(datetime.now(timezone.utc))
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: int
+    target: str
+    check_id: str
+    state: str
+    opened_at: str
+    updated_at: str
+    resolved_at: str | None
+    outcome: str | None
+    tier: str | None
+    detail: str
+    occurrences: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Store:
+    def __init__(self, state_dir: Path | str):
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / DB_NAME
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as exc:
+            raise StoreError(f"state directory {self.state_dir}: cannot create: {exc.strerror}") from exc
+        # The database holds hostnames and facts about the estate: owner and
+        # group only. umask covers the WAL and SHM files SQLite creates.
+        old = os.umask(0o027)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        except sqlite3.Error as exc:
+            raise StoreError(f"state database {self.path}: {exc}") from exc
+        finally:
+            os.umask(old)
+        self.db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    # -- schema --------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self, migrations: Sequence[str] = MIGRATIONS) -> None:
+        current = self.schema_version
+        if current > len(migrations):
+            raise StoreError(
+                f"state database {self.path} has schema version {current}, newer than this agent "
+                f"knows ({len(migrations)}); refusing to touch it"
+            )
+        for version in range(current + 1, len(migrations) + 1):
+            # One script per migration, schema and version bump in one
+            # transaction: a crash leaves the old version or the new one.
+            script = f"BEGIN IMMEDIATE;\n{migrations[version - 1]}\nPRAGMA user_version = {version};\nCOMMIT;"
+            with self._lock:
+                try:
+                    self.db.executescript(script)
+                except sqlite3.Error as exc:
+                    if self.db.in_transaction:
+                        self.db.execute("ROLLBACK")
+                    raise StoreError(f"state database {self.path}: migration {version} failed: {exc}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            else:
+                self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- targets ---------------------------------------------------------------
+
+    def upsert_targets(self, targets: Sequence[Target]) -> None:
+        now = _now()
+        with self.transaction() as db:
+            for t in targets:
+                db.execute(
+                    """INSERT INTO targets (name, kind, role, address, first_seen, updated_at)
+                       VALUES (?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, role = excluded.role,
+                           address = excluded.address, updated_at = excluded.updated_at""",
+                    (t.name, t.kind, t.role, t.address, now, now),
+                )
+
+    def targets(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM targets ORDER BY name")]
+
+    # -- observations ------------------------------------------------------------
+
+    def add_observation(self, obs: Observation) -> int:
+        """Record an observation and update the latest status. Returns its id."""
+        with self.transaction() as db:
+            cur = db.execute(
+                """INSERT INTO observations (target, check_id, status, reason, facts, observed_at, duration_ms)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    obs.target,
+                    obs.check,
+                    obs.status.value,
+                    obs.reason,
+                    json.dumps(obs.facts, sort_keys=True, default=str),
+                    _iso(obs.observed_at),
+                    obs.duration_ms,
+                ),
+            )
+            oid = int(cur.lastrowid)
+            db.execute(
+                """INSERT INTO check_state (target, check_id, status, reason, observation_id, observed_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (target, check_id) DO UPDATE SET status = excluded.status,
+                       reason = excluded.reason, observation_id = excluded.observation_id,
+                       observed_at = excluded.observed_at""",
+                (obs.target, obs.check, obs.status.value, obs.reason, oid, _iso(obs.observed_at)),
+            )
+        return oid
+
+    def latest(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM check_state ORDER BY target, check_id")]
+
+    def last_observed(self) -> dict[tuple[str, str], datetime]:
+        return {
+            (r["target"], r["check_id"]): datetime.fromisoformat(r["observed_at"])
+            for r in self.db.execute("SELECT target, check_id, observed_at FROM check_state")
+        }
+
+    def observations(self, target: str | None = None, check_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM observations WHERE 1=1"
+        args: list[Any] = []
+        if target:
+            sql += " AND target = ?"
+            args.append(target)
+        if check_id:
+            sql += " AND check_id = ?"
+            args.append(check_id)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        rows = [dict(r) for r in self.db.execute(sql, args)]
+        for r in rows:
+            r["facts"] = json.loads(r["facts"])
+        return rows
+
+    def count_observations(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM observations").fetchone()[0])
+
+    # -- incidents -----------------------------------------------------------------
+
+    def open_incident(self, target: str, check_id: str, observation_id: int) -> tuple[Incident, bool]:
+        """Open an incident for (target, check) or count one more occurrence
+        of the open one. Returns the incident and whether it is new."""
+        now = _now()
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'",
+                (target, check_id),
+            ).fetchone()
+            if row is not None:
+                db.execute(
+                    """UPDATE incidents SET occurrences = occurrences + 1, updated_at = ?,
+                           last_observation_id = ? WHERE id = ?""",
+                    (now, observation_id, row["id"]),
+                )
+                iid, new = int(row["id"]), False
+            else:
+                cur = db.execute(
+                    """INSERT INTO incidents (target, check_id, state, opened_at, updated_at,
+                           first_observation_id, last_observation_id)
+                       VALUES (?, ?, 'open', ?, ?, ?, ?)""",
+                    (target, check_id, now, now, observation_id, observation_id),
+                )
+                iid, new = int(cur.lastrowid), True
+        return self.incident(iid), new
+
+    def resolve_incident(self, incident_id: int, outcome: str, tier: str = "none", detail: str = "") -> Incident:
+        if outcome not in OUTCOMES:
+            raise StoreError(f"outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
+        if tier not in TIERS:
+            raise StoreError(f"tier {tier!r}: expected one of {', '.join(TIERS)}")
+        now = _now()
+        with self.transaction() as db:
+            cur = db.execute(
+                """UPDATE incidents SET state = 'resolved', outcome = ?, tier = ?, detail = ?,
+                       resolved_at = ?, updated_at = ? WHERE id = ? AND state = 'open'""",
+                (outcome, tier, detail, now, now, incident_id),
+            )
+            if cur.rowcount != 1:
+                exists = db.execute("SELECT state FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+                if exists is None:
+                    raise StoreError(f"incident {incident_id}: no such incident")
+                raise StoreError(f"incident {incident_id}: already {exists['state']}")
+        return self.incident(incident_id)
+
+    def incident(self, incident_id: int) -> Incident:
+        row = self.db.execute(
+            """SELECT id, target, check_id, state, opened_at, updated_at, resolved_at, outcome, tier,
+                      detail, occurrences FROM incidents WHERE id = ?""",
+            (incident_id,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"incident {incident_id}: no such incident")
+        return Incident(**dict(row))
+
+    def open_incident_for(self, target: str, check_id: str) -> Incident | None:
+        row = self.db.execute(
+            "SELECT id FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'", (target, check_id)
+        ).fetchone()
+        return self.incident(int(row["id"])) if row else None
+
+    def incidents(self, state: str | None = "open", limit: int = 1000) -> list[Incident]:
+        sql = """SELECT id, target, check_id, state, opened_at, updated_at, resolved_at, outcome, tier,
+                        detail, occurrences FROM incidents"""
+        args: list[Any] = []
+        if state:
+            sql += " WHERE state = ?"
+            args.append(state)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return [Incident(**dict(r)) for r in self.db.execute(sql, args)]
+
+    def count_incidents(self) -> dict[str, int]:
+        out = {"open": 0, "resolved": 0}
+        for r in self.db.execute("SELECT state, count(*) AS n FROM incidents GROUP BY state"):
+            out[r["state"]] = int(r["n"])
+        return out
