@@ -177,8 +177,11 @@ def format_validation_error(source: str, exc: ValidationError, prefix: Sequence[
                 "keys (see `osiris config schema`)"
             )
             continue
-        expected = _TYPE_WORDS.get(typ) or err["msg"]
-        got_text = "" if typ == "missing" else f", got {json.dumps(got, default=str)[:80]}"
+        expected = _TYPE_WORDS.get(typ) or err["msg"].removeprefix("Value error, ")
+        # Echo what was found only for scalars that failed a type or range
+        # check: a custom validator may be refusing a secret typed inline.
+        echo = typ != "missing" and not typ.startswith("value_error") and isinstance(got, (str, int, float, bool))
+        got_text = f", got {json.dumps(got)[:80]}" if echo else ""
         msgs.append(f"{source}: section '{section}', key '{key}': expected {expected}{got_text}")
     return msgs
 

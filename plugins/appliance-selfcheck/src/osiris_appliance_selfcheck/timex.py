@@ -2,8 +2,10 @@
 
 Python's standard library does not expose adjtimex, and no well-kept
 library wraps just this call; it is a dozen lines of ctypes. ``modes = 0``
-makes it a pure read (allowed under systemd's ProtectClock=, which only
-denies clock changes). The kernel's view is the one that matters: it is what
+makes it a pure read. systemd's ProtectClock= filters adjtimex altogether,
+so the unit leaves it off and allows the syscall explicitly (see
+modules/osiris-hardening.nix); without capabilities the call cannot change
+the clock. The kernel's view is the one that matters: it is what
 timestamps every bundle, whichever NTP daemon disciplines it.
 """
 

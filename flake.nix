@@ -1,0 +1,88 @@
+{
+  description = "Osiris: an on-premises HIPAA compliance appliance for MSPs";
+
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
+
+  outputs =
+    { self, nixpkgs }:
+    let
+      inherit (nixpkgs) lib;
+
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
+
+      # Every plugin is its own Python distribution and derivation.
+      # Adding one is one line here: name = directory with a default.nix.
+      plugins = {
+        appliance-selfcheck = ./plugins/appliance-selfcheck;
+      };
+
+      # Attribute name in python3Packages (and the flake's packages).
+      pluginAttr = name: "osiris-${name}";
+
+      # nixpkgs with our overlay, so packages, checks and hosts all see the
+      # same pkgs.osiris-agent the NixOS module defaults to.
+      pkgsFor =
+        system:
+        import nixpkgs {
+          inherit system;
+          overlays = [ self.overlays.default ];
+        };
+
+      forAllSystems = f: lib.genAttrs systems (system: f (pkgsFor system));
+    in
+    {
+      # Python packages go into every interpreter's package set (so a host on
+      # another python3 still gets a consistent set); pkgs.osiris-agent and
+      # pkgs.osirisPlugins are the python3 ones the module uses by default.
+      overlays.default = final: prev: {
+        pythonPackagesExtensions = prev.pythonPackagesExtensions ++ [
+          (
+            pyFinal: _pyPrev:
+            {
+              osiris-agent = pyFinal.callPackage ./packages/osiris-agent/default.nix { };
+            }
+            // lib.mapAttrs' (
+              name: dir:
+              lib.nameValuePair (pluginAttr name) (
+                pyFinal.callPackage (dir + "/default.nix") { inherit (pyFinal) osiris-agent; }
+              )
+            ) plugins
+          )
+        ];
+        osiris-agent = final.python3Packages.osiris-agent;
+        osirisPlugins = lib.mapAttrs (name: _: final.python3Packages.${pluginAttr name}) plugins;
+      };
+
+      packages = forAllSystems (
+        pkgs:
+        {
+          inherit (pkgs) osiris-agent;
+          default = pkgs.osiris-agent;
+        }
+        // lib.mapAttrs' (name: drv: lib.nameValuePair (pluginAttr name) drv) pkgs.osirisPlugins
+      );
+
+      # The module refers to pkgs only; hosts add overlays.default.
+      nixosModules.osiris = ./modules/osiris.nix;
+      nixosModules.default = self.nixosModules.osiris;
+
+      # runNixOSTest sets the nodes' pkgs to the (overlaid) pkgs it is called on.
+      checks = forAllSystems (pkgs: {
+        nixos-osiris = pkgs.testers.runNixOSTest ./tests/nixos/osiris.nix;
+      });
+
+      nixosConfigurations.appliance-vm = lib.nixosSystem {
+        modules = [
+          {
+            nixpkgs.hostPlatform = "x86_64-linux";
+            nixpkgs.overlays = [ self.overlays.default ];
+          }
+          self.nixosModules.osiris
+          ./hosts/appliance-vm/configuration.nix
+        ];
+      };
+    };
+}

@@ -1,0 +1,106 @@
+"""Config validation: every error names file, section, key and expectation."""
+
+import json
+import subprocess
+
+import pytest
+
+from osiris.app import load
+from osiris.config import ConfigError
+
+from .conftest import OSIRIS
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([str(OSIRIS), *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_wrong_type_in_plugin_section_exits_2_naming_everything(write_config):
+    path = write_config({"plugins": {"appliance-selfcheck": {"min_free_percent": "lots"}}})
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2, res.stderr
+    assert str(path) in res.stderr
+    assert "plugins.appliance-selfcheck" in res.stderr
+    assert "min_free_percent" in res.stderr
+    assert "expected a number" in res.stderr and '"lots"' in res.stderr
+
+
+def test_unknown_key_exits_2_naming_everything(write_config):
+    path = write_config({"plugins": {"appliance-selfcheck": {"min_free_pct": 5}}})
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2
+    assert str(path) in res.stderr and "plugins.appliance-selfcheck" in res.stderr
+    assert "unknown key 'min_free_pct'" in res.stderr
+
+
+def test_unknown_core_key_and_bad_core_type(write_config):
+    path = write_config({"agent": {"workers": "many", "wrokers": 2, "http": {"port": 0}}})
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2
+    assert "section 'agent', key 'workers': expected an integer" in res.stderr
+    assert "section 'agent': unknown key 'wrokers'" in res.stderr
+
+
+def test_section_for_a_plugin_that_is_not_installed(write_config):
+    path = write_config({"plugins": {"apliance-selfcheck": {}}})
+    with pytest.raises(ConfigError, match="no installed plugin has settings named 'apliance-selfcheck'"):
+        load(path)
+
+
+def test_inline_secret_is_refused(write_config):
+    path = write_config({"targets": [{"name": "dc1", "kind": "local", "options": {"password": "hunter2"}}]})
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    msg = str(exc.value)
+    assert "targets[0]" in msg and "options" in msg and "inline secret" in msg
+    assert "hunter2" not in msg, "a secret typed inline must not be echoed back"
+
+
+def test_target_of_unknown_kind(write_config):
+    path = write_config({"targets": [{"name": "dc1", "kind": "winrmx"}]})
+    with pytest.raises(ConfigError, match=r"targets\[0\]', key 'kind'.*'winrmx'"):
+        load(path)
+
+
+def test_json_syntax_error_has_line_and_column(write_config, tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"site": {"id": "x",}}')
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2
+    assert f"{path}:1:" in res.stderr and "not valid JSON" in res.stderr
+
+
+def test_yaml_is_accepted(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"site:\n  id: yaml-site\nstate_dir: {tmp_path / 's'}\nplugins:\n  appliance-selfcheck:\n    min_free_percent: 3\n")
+    loaded = load(path)
+    assert loaded.config.site.id == "yaml-site"
+    assert loaded.ctx.settings("appliance-selfcheck").min_free_percent == 3
+
+
+def test_check_override_of_unknown_check(write_config):
+    path = write_config({"checks": {"appliance.nope": {"interval": 5}}})
+    with pytest.raises(ConfigError, match="section 'checks', key 'appliance.nope'"):
+        load(path)
+
+
+def test_check_override_changes_params(write_config):
+    path = write_config({"checks": {"appliance.storage.state_free_space": {"interval": 7, "params": {"min_free_mib": 1}}}})
+    spec = load(path).registry.checks["appliance.storage.state_free_space"].spec
+    assert spec.interval == 7 and spec.params["min_free_mib"] == 1 and "path" in spec.params
+
+
+def test_schema_includes_plugin_sections():
+    res = run_cli("config", "schema")
+    assert res.returncode == 0, res.stderr
+    schema = json.loads(res.stdout)
+    section = schema["properties"]["plugins"]["properties"]["appliance-selfcheck"]
+    assert "min_free_percent" in section["properties"]
+    assert schema["properties"]["plugins"]["additionalProperties"] is False
+
+
+def test_good_config_checks_ok(write_config):
+    path = write_config({"site": {"id": "clinic-1"}, "plugins": {"appliance-selfcheck": {"min_free_percent": 5}}})
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "ok" in res.stdout

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# What CI can check of the Nix side without nixpkgs or network:
+#   (a) every .nix file parses;
+#   (b) pure data files evaluate (the unit's sandbox, modules/osiris-hardening.nix);
+#   (c) flake.lock pins nixpkgs exactly as ../shared/nixpkgs-pin.json says;
+#   (d) a unit file rendered from that sandbox scores at most MAX_EXPOSURE
+#       with `systemd-analyze security --offline=true`.
+# Needs nix-instantiate (Debian: nix-bin), python3 and systemd-analyze.
+set -euo pipefail
+
+# Exposure threshold, in systemd-analyze's unit (score x 10): 20 means 2.0.
+MAX_EXPOSURE=${MAX_EXPOSURE:-20}
+
+fail() { echo "check-nix: FAIL: $*" >&2; exit 1; }
+
+command -v nix-instantiate >/dev/null ||
+    { echo "check-nix: nix-instantiate not found; install it with: apt-get install nix-bin" >&2; exit 1; }
+command -v python3 >/dev/null || fail "python3 not found"
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+# Parsing and evaluating plain data need no store: the dummy store works
+# for root and non-root alike, with no daemon and no writable /nix.
+nixi() { nix-instantiate --store dummy:// "$@"; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+echo "== (a) parse every .nix file"
+mapfile -d '' files < <(find . \( -name .git -o -name .venv -o -name .tools -o -name node_modules -o -name 'result*' \) -prune \
+    -o -type f -name '*.nix' -print0 | sort -z)
+[ "${#files[@]}" -gt 0 ] || fail "no .nix files found under $root"
+bad=0
+for f in "${files[@]}"; do
+    if nixi --parse "$f" >/dev/null 2>"$tmp/err"; then
+        echo "  ok    ${f#./}"
+    else
+        echo "  ERROR ${f#./}"; sed 's/^/        /' "$tmp/err"; bad=1
+    fi
+done
+[ "$bad" = 0 ] || fail "some .nix files do not parse"
+
+echo "== (b) evaluate pure data files"
+hardening=modules/osiris-hardening.nix
+nixi --eval --strict --json "$hardening" >"$tmp/hardening.json" 2>"$tmp/err" ||
+    { cat "$tmp/err" >&2; fail "$hardening does not evaluate on its own (it must stay pure data)"; }
+echo "  ok    $hardening ($(python3 -c 'import json,sys; print(len(json.load(sys.stdin)))' <"$tmp/hardening.json") directives)"
+
+# The renderer below assumes the module's fixed unit keys; catch drift.
+module=modules/osiris.nix
+for needle in 'import ./osiris-hardening.nix' 'Type = "notify"' 'NotifyAccess = "main"' \
+    'WatchdogSec = "60s"' 'User = "osiris"' 'StateDirectory = "osiris"' 'LoadCredential'; do
+    grep -qF "$needle" "$module" || fail "$module no longer contains '$needle' (update tools/check-nix.sh)"
+done
+echo "  ok    $module sets the unit keys the score below assumes"
+
+echo "== (c) flake.lock pins nixpkgs"
+pin=../shared/nixpkgs-pin.json
+if [ -f "$pin" ]; then
+    python3 - "$pin" <<'EOF' || fail "flake.lock does not match $pin"
+import json, sys
+pin = json.load(open(sys.argv[1]))
+try:
+    lock = json.load(open("flake.lock"))
+except (OSError, ValueError) as e:
+    sys.exit(f"  flake.lock is not valid JSON: {e}")
+want = {"locked": pin["locked"], "original": pin["original"]}
+node = lock.get("nodes", {}).get("nixpkgs")
+root = lock.get("nodes", {}).get(lock.get("root", ""), {})
+problems = []
+if lock.get("version") != 7:
+    problems.append(f"version is {lock.get('version')!r}, expected 7")
+if root.get("inputs", {}).get("nixpkgs") != "nixpkgs":
+    problems.append("root node does not have input nixpkgs -> node 'nixpkgs'")
+if node != want:
+    problems.append(f"nodes.nixpkgs is {json.dumps(node)}, expected {json.dumps(want)}")
+if problems:
+    sys.exit("\n".join("  " + p for p in problems))
+print(f"  ok    flake.lock: nixpkgs {want['original']['ref']} @ {want['locked']['rev'][:12]}")
+EOF
+else
+    echo "  skip  $pin not found (outside the shared workspace); flake.lock not compared"
+fi
+
+echo "== (d) score the sandbox with systemd-analyze"
+command -v systemd-analyze >/dev/null || fail "systemd-analyze not found (apt-get install systemd)"
+unit="$tmp/osiris-agent.service"
+python3 - "$tmp/hardening.json" "$unit" <<'EOF'
+import json, sys
+hardening = json.load(open(sys.argv[1]))
+# Mirrors the fixed keys of systemd.services.osiris-agent in modules/osiris.nix.
+fixed = {
+    "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60s",
+    "Restart": "on-failure", "ExecStart": "/run/current-system/sw/bin/osiris --config /etc/osiris/config.json run",
+    "User": "osiris", "Group": "osiris", "DynamicUser": False,
+    "StateDirectory": "osiris", "StateDirectoryMode": "0750",
+    "Environment": "OSIRIS_STATE_DIR=/var/lib/osiris",
+    "LoadCredential": "winrm-admin:/run/keys/osiris/winrm-admin",
+}
+clash = set(fixed) & set(hardening)
+if clash:
+    sys.exit(f"hardening sets keys the module sets itself: {sorted(clash)}")
+def render(v):  # as NixOS does: booleans true/false, lists one line each
+    return "true" if v is True else "false" if v is False else str(v)
+lines = ["[Unit]", "Description=Osiris compliance agent (rendered by tools/check-nix.sh)", "", "[Service]"]
+for key, value in {**fixed, **hardening}.items():
+    for v in value if isinstance(value, list) else [value]:
+        lines.append(f"{key}={render(v)}")
+lines += ["", "[Install]", "WantedBy=multi-user.target"]
+open(sys.argv[2], "w").write("\n".join(lines) + "\n")
+EOF
+set +e
+systemd-analyze security --offline=true --threshold="$MAX_EXPOSURE" "$unit" >"$tmp/score" 2>&1
+rc=$?
+set -e
+grep -E '^✗' "$tmp/score" | sed 's/^/  /' || true
+score=$(sed -n 's/.*Overall exposure level for osiris-agent.service: \([0-9.]*\).*/\1/p' "$tmp/score")
+[ -n "$score" ] || { cat "$tmp/score" >&2; fail "systemd-analyze gave no score"; }
+echo "  exposure score: $score (threshold $(python3 -c "print($MAX_EXPOSURE/10)"))"
+[ "$rc" = 0 ] || fail "osiris-agent.service exposure $score is above the threshold"
+
+echo "check-nix: all checks passed"
