@@ -63,7 +63,7 @@ def make_app(agent: Any) -> web.Application:
         body = {
             "status": "ok" if alive else "stalled",
             "alive": alive,
-            "heartbeat_age_s": round(engine.uptime() - (engine.heartbeat - engine.started), 3),
+            "heartbeat_age_s": round(engine.heartbeat_age(), 3),
             "version": __version__,
         }
         return web.json_response(body, status=200 if alive else 503)

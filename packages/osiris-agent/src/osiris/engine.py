@@ -135,9 +135,12 @@ class Engine:
         if self._in_flight:
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
 
+    def heartbeat_age(self) -> float:
+        return time.monotonic() - self.heartbeat
+
     def alive(self, grace: float | None = None) -> bool:
         grace = grace if grace is not None else max(3 * self.tick, 15.0)
-        return time.monotonic() - self.heartbeat <= grace
+        return self.heartbeat_age() <= grace
 
     # -- observing ----------------------------------------------------------------
 

@@ -133,8 +133,9 @@ class PluginManager:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
+            name = self.pm.get_name(exc.plugin) or str(exc.plugin)
             raise PluginError(
-                f"plugin {exc.plugin_name!r} implements a hook the agent does not know "
+                f"plugin {name!r} implements a hook the agent does not know "
                 f"(plugin API {hookspecs.API_VERSION}): {exc}"
             ) from exc
         # A function that looks like a hook but was not marked @hookimpl is
@@ -161,7 +162,7 @@ class PluginManager:
         """
         caller = getattr(self.pm.hook, hook_name)
         out: list[tuple[str, Any]] = []
-        for impl in reversed(caller.get_hookimpls()):
+        for impl in caller.get_hookimpls():  # registration order
             args = {a: kwargs[a] for a in impl.argnames}
             try:
                 result = impl.function(**args)

@@ -1,0 +1,33 @@
+import logging
+
+import pytest
+
+from osiris.secrets import Secret, SecretError, SecretStore
+
+
+def test_credentials_directory_is_read_at_use(tmp_path):
+    (tmp_path / "winrm-admin").write_text("LAB\\admin:s3cr3t!\n")
+    store = SecretStore(environ={"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    secret = store.get("winrm-admin")
+    assert secret.reveal() == "LAB\\admin:s3cr3t!"
+    (tmp_path / "winrm-admin").write_text("rotated")
+    assert store.get("winrm-admin").reveal() == "rotated"
+
+
+def test_files_mapping_wins_and_missing_secret_names_itself(tmp_path):
+    (tmp_path / "f").write_text("x")
+    store = SecretStore(files={"api": tmp_path / "f"}, environ={})
+    assert store.get("api").reveal() == "x"
+    with pytest.raises(SecretError, match="secret 'other'.*CREDENTIALS_DIRECTORY"):
+        store.get("other")
+    store = SecretStore(tmp_path, environ={})
+    with pytest.raises(SecretError, match="secret 'gone': cannot read"):
+        store.get("gone")
+
+
+def test_secret_value_never_reaches_repr_str_or_logs(caplog):
+    s = Secret("winrm-admin", "hunter2")
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("t").info("using %s / %r / %s", s, s, [s])
+    assert "hunter2" not in caplog.text and "winrm-admin" in caplog.text
+    assert "hunter2" not in f"{s} {s!r} {[s]}"

@@ -1,0 +1,88 @@
+import os
+import shutil
+
+import pytest
+
+from osiris.app import load
+from osiris.engine import Engine
+from osiris.records import Status
+from osiris.store import Store
+from osiris_appliance_selfcheck import plugin
+from osiris_appliance_selfcheck.timex import STATES, read_clock_state
+
+FREE = {"path": "/s", "total_bytes": 100 * 2**30, "free_bytes": 5 * 2**30, "free_percent": 5.0}
+
+
+def test_free_space_thresholds():
+    p = {"min_free_percent": 10, "min_free_mib": 1024}
+    v = plugin.evaluate_free_space(FREE, p)
+    assert v.status is Status.FAIL and "5120 MiB free (5.0%)" in v.reason
+    assert plugin.evaluate_free_space(FREE, {"min_free_percent": 4, "min_free_mib": 1024}).status is Status.PASS
+    assert plugin.evaluate_free_space(FREE, {"min_free_percent": 4, "min_free_mib": 6000}).status is Status.FAIL
+
+
+def test_free_space_probe_agrees_with_the_os(tmp_path):
+    facts = plugin.probe_free_space({"path": str(tmp_path)})
+    usage = shutil.disk_usage(tmp_path)
+    assert facts["total_bytes"] == usage.total
+    # free space moves while other processes write; allow 1%
+    assert abs(facts["free_bytes"] - usage.free) <= usage.total * 0.01
+
+
+def test_clock_state_is_read_from_the_kernel():
+    facts = read_clock_state()
+    assert facts["state"] in STATES.values()
+    assert facts["maxerror_us"] >= 0
+    # synchronized is derived from the state and the unsync flag, nothing else
+    expected = facts["state"] != "TIME_ERROR" and not facts["unsync_flag"]
+    assert facts["synchronized"] is expected
+
+
+def test_clock_evaluation():
+    p = {"max_clock_error_ms": 500}
+    synced = {"synchronized": True, "state": "TIME_OK", "maxerror_us": 20_000}
+    assert plugin.evaluate_clock(synced, p).status is Status.PASS
+    assert plugin.evaluate_clock({**synced, "maxerror_us": 900_000}, p).status is Status.FAIL
+    v = plugin.evaluate_clock({**synced, "synchronized": False, "state": "TIME_ERROR"}, p)
+    assert v.status is Status.FAIL and "TIME_ERROR" in v.reason
+
+
+def test_loose_key_fails_and_runbook_fixes_it_idempotently(tmp_path):
+    state = tmp_path / "state"
+    (state / "keys").mkdir(parents=True)
+    os.chmod(state, 0o750)
+    key = state / "keys" / "appliance.ed25519"
+    key.write_bytes(b"k" * 32)
+    os.chmod(key, 0o644)
+    params = {"state_dir": str(state), "key_paths": []}
+    v = plugin.evaluate_permissions(plugin.probe_permissions(params), {})
+    assert v.status is Status.FAIL and "appliance.ed25519" in v.reason and "0644" in v.reason
+    assert plugin.fix_permissions(params) == {"changed": [str(key)]}
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    assert plugin.evaluate_permissions(plugin.probe_permissions(params), {}).status is Status.PASS
+    assert plugin.fix_permissions(params) == {"changed": []}
+
+
+def test_missing_configured_key_and_open_state_dir_fail(tmp_path):
+    os.chmod(tmp_path, 0o757)
+    params = {"state_dir": str(tmp_path), "key_paths": [str(tmp_path / "nope.key")]}
+    v = plugin.evaluate_permissions(plugin.probe_permissions(params), {})
+    assert v.status is Status.FAIL and "nope.key: missing" in v.reason and "0757" in v.reason
+
+
+async def test_plugin_end_to_end_through_the_engine(tmp_path):
+    cfg = {"state_dir": str(tmp_path / "state"),
+           "plugins": {"appliance-selfcheck": {"min_free_percent": 0, "min_free_mib": 0}}}
+    loaded = load(config_data=cfg, environ={"OSIRIS_PLUGINS": "appliance-selfcheck"})
+    store = Store(loaded.ctx.state_dir)
+    try:
+        observations = await Engine(loaded.registry, store, loaded.targets).sweep(force=True)
+    finally:
+        loaded.ctx.close()
+    by_id = {o.check: o for o in observations}
+    assert set(by_id) == {"appliance.storage.state_free_space", "appliance.clock.synchronized",
+                          "appliance.files.private"}
+    assert by_id["appliance.storage.state_free_space"].status is Status.PASS
+    assert by_id["appliance.files.private"].status is Status.PASS
+    assert by_id["appliance.clock.synchronized"].status in (Status.PASS, Status.FAIL)
+    assert all(o.target == "appliance" for o in observations)
