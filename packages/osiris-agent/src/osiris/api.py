@@ -51,6 +51,11 @@ class _Collector:
             checks.add_metric([row["target"], row["check_id"], row["status"]], 1)
         yield checks
         yield GaugeMetricFamily("osiris_targets_in_flight", "Targets being observed now", value=len(engine.in_flight()))
+        ladder = self.agent.ladder
+        yield GaugeMetricFamily("osiris_rules_loaded", "L1 rules in force", value=len(ladder.rules.rules))
+        yield GaugeMetricFamily("osiris_rules_errors", "Problems in rule files (last good set kept)",
+                                value=len(ladder.rule_errors))
+        yield GaugeMetricFamily("osiris_healing_active", "Incidents being healed now", value=len(ladder._active))  # noqa: SLF001
 
 
 def make_app(agent: Any) -> web.Application:
@@ -74,7 +79,35 @@ def make_app(agent: Any) -> web.Application:
     async def status(_request: web.Request) -> web.Response:
         return web.json_response(agent.status())
 
+    def _candidate_response(fn, cid: int, by: str) -> web.Response:
+        from .store import StoreError
+
+        try:
+            c = fn(cid, by)
+        except StoreError as exc:
+            return web.json_response({"error": str(exc)}, status=409 if "already" in str(exc) else 400)
+        agent.ladder.reload()
+        return web.json_response(c.as_dict())
+
+    async def candidates(_request: web.Request) -> web.Response:
+        return web.json_response([c.as_dict() for c in agent.ladder.learning.candidates(None)])
+
+    async def decide(request: web.Request) -> web.Response:
+        try:
+            cid = int(request.match_info["id"])
+            body = await request.json()
+            by = body["by"]
+            if not isinstance(by, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": "expected JSON body {\"by\": \"<approver name>\"}"}, status=400)
+        learning = agent.ladder.learning
+        fn = learning.approve if request.match_info["decision"] == "approve" else learning.reject
+        return _candidate_response(fn, cid, by)
+
     app = web.Application()
+    app.router.add_get("/rules/candidates", candidates)
+    app.router.add_post("/rules/candidates/{id}/{decision:approve|reject}", decide)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)

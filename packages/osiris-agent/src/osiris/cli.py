@@ -257,6 +257,94 @@ def incidents_resolve(state: State, incident_id: int, outcome: str, tier: str, d
     click.echo(f"incident {inc.id} resolved: {inc.outcome} ({inc.tier})")
 
 
+def _ladder(state: State):
+    """A ladder over the store for the CLI: rules and learning, no healing."""
+    from .engine import Engine
+    from .healing.ladder import Ladder
+
+    loaded = state.loaded()
+    store = state.store()
+    engine = Engine(loaded.registry, store, loaded.targets)
+    return Ladder(loaded.ctx, loaded.pm, loaded.registry, engine, store, loaded.config.healing)
+
+
+@cli.group()
+def rules() -> None:
+    """L1 healing rules, learned patterns and promotion candidates."""
+
+
+@rules.command("list")
+@pass_state
+def rules_list(state: State) -> None:
+    """Rules in force, in the order they are tried; exit 2 on rule errors."""
+    ladder = _ladder(state)
+    ladder.reload(force=True)
+    rows = [(r.id, r.model.match.check, ",".join(r.model.match.roles) or "*", r.model.action.runbook,
+             r.model.mode or "-", f"{r.file}:{r.line}") for r in ladder.rules.rules]
+    click.echo(table(rows, ["RULE", "CHECK", "ROLES", "RUNBOOK", "MODE", "SOURCE"]))
+    for msg in ladder.rule_errors:
+        click.echo(f"osiris: {msg}", err=True)
+    if ladder.rule_errors:
+        sys.exit(EXIT_CONFIG)
+
+
+@rules.command("patterns")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_state
+def rules_patterns(state: State, fmt: str) -> None:
+    """Healing outcomes per (check, role, runbook, tier)."""
+    patterns = _ladder(state).learning.patterns()
+    if fmt == "json":
+        click.echo(json.dumps(patterns, indent=2))
+        return
+    rows = [(p["check_id"], p["role"] or "*", p["runbook"], p["tier"], p["attempts"], p["successes"],
+             p["mean_time_to_heal_s"] if p["mean_time_to_heal_s"] is not None else "-") for p in patterns]
+    click.echo(table(rows, ["CHECK", "ROLE", "RUNBOOK", "TIER", "ATTEMPTS", "OK", "MTTH_S"]))
+
+
+@rules.command("candidates")
+@click.option("--all", "show_all", is_flag=True, help="Approved and rejected ones too.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_state
+def rules_candidates(state: State, show_all: bool, fmt: str) -> None:
+    """L2 fixes proven often enough to become L1 rules."""
+    items = _ladder(state).learning.candidates(None if show_all else "candidate")
+    if fmt == "json":
+        click.echo(json.dumps([c.as_dict() for c in items], indent=2))
+        return
+    rows = [(c.id, c.state, c.check_id, c.role or "*", c.runbook, f"{c.successes}/{c.attempts}",
+             c.decided_by or "", c.decided_at or "") for c in items]
+    click.echo(table(rows, ["ID", "STATE", "CHECK", "ROLE", "RUNBOOK", "OK", "BY", "AT"]))
+
+
+def _decide(state: State, decision: str, cid: int, by: str) -> None:
+    learning = _ladder(state).learning
+    try:
+        c = (learning.approve if decision == "approve" else learning.reject)(cid, by)
+    except StoreError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    where = f"; rule written to {c.rule_file}" if c.rule_file else ""
+    click.echo(f"candidate {c.id} {c.state} by {c.decided_by} at {c.decided_at}{where}")
+
+
+@rules.command("approve")
+@click.argument("candidate_id", type=int)
+@click.option("--by", required=True, help="Who approves (kept with the rule).")
+@pass_state
+def rules_approve(state: State, candidate_id: int, by: str) -> None:
+    """Promote a candidate to an L1 rule (the running agent loads it)."""
+    _decide(state, "approve", candidate_id, by)
+
+
+@rules.command("reject")
+@click.argument("candidate_id", type=int)
+@click.option("--by", required=True, help="Who rejects.")
+@pass_state
+def rules_reject(state: State, candidate_id: int, by: str) -> None:
+    """Reject a candidate; it is not proposed again."""
+    _decide(state, "reject", candidate_id, by)
+
+
 _plugin_commands_added = False
 
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -99,6 +99,50 @@ class TargetSettings(_Model):
         return v
 
 
+HealingMode = Literal["off", "dry-run", "standard", "full"]
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class MaintenanceWindow(_Model):
+    """A weekly window during which healing is held (drift is still observed)."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(default_factory=lambda: list(_DAYS))
+    start: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time")
+    end: str = Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time; before start wraps past midnight")
+    timezone: str = Field(default="UTC", description="IANA time zone, e.g. America/Chicago")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+
+class FlapGuardSettings(_Model):
+    max_heals: int = Field(default=3, ge=1, description="Heals of one check on one host per window before escalating")
+    window: float = Field(default=86400, gt=0, description="Seconds")
+
+
+class PromotionSettings(_Model):
+    min_successes: int = Field(default=5, ge=1)
+    min_success_rate: float = Field(default=0.9, gt=0, le=1)
+
+
+class HealingSettings(_Model):
+    mode: HealingMode = Field(default="standard", description="off, dry-run, standard (low-risk runbooks), full")
+    rules_dirs: list[Path] = Field(default_factory=list, description="Extra L1 rule directories")
+    reload_interval: float = Field(default=5.0, gt=0, description="Seconds between checks for changed rule files")
+    flap_guard: FlapGuardSettings = FlapGuardSettings()
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
+    promotion: PromotionSettings = PromotionSettings()
+    verify_timeout: float = Field(default=120, gt=0)
+
+
 class CheckOverride(_Model):
     enabled: bool = True
     interval: float | None = Field(default=None, gt=0)
@@ -109,6 +153,7 @@ class Config(_Model):
     site: SiteSettings = SiteSettings()
     state_dir: Path = DEFAULT_STATE_DIR
     agent: AgentSettings = AgentSettings()
+    healing: HealingSettings = HealingSettings()
     secrets: SecretsSettings = SecretsSettings()
     targets: list[TargetSettings] = Field(default_factory=list)
     checks: dict[str, CheckOverride] = Field(default_factory=dict, description="Per-check overrides by id")

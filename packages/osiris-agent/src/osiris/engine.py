@@ -185,6 +185,8 @@ class Engine:
         self._last_run[(obs.target, obs.check)] = max(obs.observed_at, self._last_run.get((obs.target, obs.check), obs.observed_at))
         self.observations_total[obs.status.value] += 1
         if obs.status is Status.FAIL:
+            if self.store.open_incident_for(obs.target, obs.check) is None and self.store.parked(obs.target, obs.check):
+                return  # same drift episode, already escalated or set aside: no new incident
             incident, new = self.store.open_incident(obs.target, obs.check, oid)
             if new:
                 self.incidents_opened += 1

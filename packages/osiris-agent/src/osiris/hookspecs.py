@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     import click
 
     from .context import AgentContext
@@ -35,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PROJECT = "osiris"
 #: Bumped when a hook is added (minor) or a hook's contract changes (major).
-API_VERSION = "1.0"
+API_VERSION = "1.1"  # 1.1: osiris_rules
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -59,6 +61,12 @@ def osiris_checks(ctx: AgentContext) -> list[CheckSpec] | CheckSpec | None:
 @hookspec
 def osiris_runbooks(ctx: AgentContext) -> list[RunbookSpec] | RunbookSpec | None:
     """Contribute runbooks: how to heal the drift that checks find."""
+
+
+@hookspec
+def osiris_rules(ctx: AgentContext) -> list[Path] | Path | None:
+    """Ship default L1 healing rules: paths of YAML rule files. Site rules
+    (``<state_dir>/rules``) and promoted rules override them by rule id."""
 
 
 @hookspec

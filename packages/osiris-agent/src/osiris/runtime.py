@@ -22,6 +22,7 @@ from aiohttp import web
 from .api import make_app
 from .app import Loaded
 from .engine import Engine
+from .healing.ladder import Ladder
 from .records import EscalationChannel, EvidenceSink, Source, UpdateBackend
 from .store import Store
 
@@ -57,6 +58,7 @@ class Agent:
             max_concurrent_targets=cfg.max_concurrent_targets, tick=cfg.tick,
         )
         self.ctx.engine = self.engine
+        self.ladder = Ladder(self.ctx, loaded.pm, loaded.registry, self.engine, self.store, loaded.config.healing)
         self.notifier = sdnotify.SystemdNotifier()
         self.stop = asyncio.Event()
         self.http_port: int | None = None
@@ -87,6 +89,12 @@ class Agent:
             "targets": per_target,
             "incidents": self.store.count_incidents(),
             "in_flight": self.engine.in_flight(),
+            "healing": {
+                "mode": self.loaded.config.healing.mode,
+                "rules": len(self.ladder.rules.rules),
+                "rule_errors": self.ladder.rule_errors,
+                "active": sorted(self.ladder._active),  # noqa: SLF001
+            },
         }
 
     def _summary(self) -> str:
@@ -144,6 +152,8 @@ class Agent:
             self.sinks = self._collect("osiris_evidence_sinks", EvidenceSink)
             self.channels = self._collect("osiris_escalation_channels", EscalationChannel)
             self.update_backends = self._collect("osiris_update_backends", UpdateBackend)
+            self.ladder.channels = self.channels
+            self.ladder.start()
             runner = await self._start_http()
             for source in self.sources:
                 tasks.append(asyncio.create_task(source.run(self.engine.record), name=f"source:{source.name}"))
@@ -154,9 +164,11 @@ class Agent:
             self._status = "running"
             if once:
                 await self.engine.sweep(force=True)
+                await self.ladder.drain()
                 self.set_status(self._summary())
             else:
                 tasks.append(asyncio.create_task(self._status_loop(), name="status"))
+                tasks.append(asyncio.create_task(self.ladder.run(self.stop), name="ladder"))
                 await self.engine.run(self.stop)
             return 0
         finally:

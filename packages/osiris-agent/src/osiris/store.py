@@ -80,9 +80,59 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX incidents_one_open ON incidents (target, check_id) WHERE state = 'open';
     CREATE INDEX incidents_state ON incidents (state, id);
     """,
+    # 2: healing. A drift episode that ended without a fix (escalated,
+    # dry-run, dismissed...) is "parked" until the check passes again, so
+    # the same drift does not open, heal or notify again every sweep.
+    """
+    ALTER TABLE check_state ADD COLUMN parked_incident INTEGER REFERENCES incidents (id);
+    CREATE TABLE heal_attempts (
+        id INTEGER PRIMARY KEY,
+        incident_id INTEGER NOT NULL REFERENCES incidents (id),
+        tier TEXT NOT NULL CHECK (tier IN ('L1', 'L2')),
+        rule_id TEXT,
+        runbook TEXT NOT NULL,
+        params TEXT NOT NULL,
+        dry_run INTEGER NOT NULL DEFAULT 0,
+        ok INTEGER,
+        detail TEXT NOT NULL DEFAULT '',
+        dispatched_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE INDEX heal_attempts_incident ON heal_attempts (incident_id);
+    -- Learning: outcomes per (check, role, runbook, tier).
+    CREATE TABLE pattern_stats (
+        check_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        runbook TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        successes INTEGER NOT NULL DEFAULT 0,
+        heal_seconds_total REAL NOT NULL DEFAULT 0,
+        last_params TEXT NOT NULL DEFAULT '{}',
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (check_id, role, runbook, tier)
+    );
+    CREATE TABLE rule_candidates (
+        id INTEGER PRIMARY KEY,
+        check_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        runbook TEXT NOT NULL,
+        params TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        successes INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('candidate', 'approved', 'rejected')),
+        created_at TEXT NOT NULL,
+        decided_by TEXT,
+        decided_at TEXT,
+        rule_file TEXT,
+        UNIQUE (check_id, role, runbook)
+    );
+    """,
 ]
 
-OUTCOMES = ("healed", "recovered", "escalated", "failed", "suppressed", "dismissed", "timeout", "error")
+OUTCOMES = ("healed", "recovered", "escalated", "failed", "suppressed", "dismissed", "dry-run", "held", "timeout", "error")
+# Outcomes that end a drift episode: the check was seen passing.
+EPISODE_ENDS = ("healed", "recovered")
 TIERS = ("L1", "L2", "L3", "none")
 
 
@@ -221,7 +271,9 @@ class Store:
                    VALUES (?, ?, ?, ?, ?, ?)
                    ON CONFLICT (target, check_id) DO UPDATE SET status = excluded.status,
                        reason = excluded.reason, observation_id = excluded.observation_id,
-                       observed_at = excluded.observed_at""",
+                       observed_at = excluded.observed_at,
+                       parked_incident = CASE WHEN excluded.status = 'pass' THEN NULL
+                                              ELSE check_state.parked_incident END""",
                 (obs.target, obs.check, obs.status.value, obs.reason, oid, _iso(obs.observed_at)),
             )
         return oid
@@ -299,6 +351,12 @@ class Store:
                 if exists is None:
                     raise StoreError(f"incident {incident_id}: no such incident")
                 raise StoreError(f"incident {incident_id}: already {exists['state']}")
+            if outcome not in EPISODE_ENDS:
+                db.execute(
+                    """UPDATE check_state SET parked_incident = ? WHERE status != 'pass' AND
+                           (target, check_id) = (SELECT target, check_id FROM incidents WHERE id = ?)""",
+                    (incident_id, incident_id),
+                )
         return self.incident(incident_id)
 
     def incident(self, incident_id: int) -> Incident:
@@ -316,6 +374,28 @@ class Store:
             "SELECT id FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'", (target, check_id)
         ).fetchone()
         return self.incident(int(row["id"])) if row else None
+
+    def parked(self, target: str, check_id: str) -> int | None:
+        """The incident that ended this drift episode without a fix, if the
+        check has not passed since."""
+        row = self.db.execute(
+            "SELECT parked_incident FROM check_state WHERE target = ? AND check_id = ?", (target, check_id)
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def observation(self, observation_id: int) -> dict[str, Any]:
+        row = self.db.execute("SELECT * FROM observations WHERE id = ?", (observation_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"observation {observation_id}: no such observation")
+        out = dict(row)
+        out["facts"] = json.loads(out["facts"])
+        return out
+
+    def last_observation_of(self, incident_id: int) -> dict[str, Any]:
+        row = self.db.execute("SELECT last_observation_id FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"incident {incident_id}: no such incident")
+        return self.observation(int(row[0]))
 
     def incidents(self, state: str | None = "open", limit: int = 1000) -> list[Incident]:
         sql = """SELECT id, target, check_id, state, opened_at, updated_at, resolved_at, outcome, tier,

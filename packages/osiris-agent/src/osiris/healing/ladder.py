@@ -1,0 +1,433 @@
+"""The healing ladder: L1 rule -> L2 planner -> L3 escalation.
+
+The ladder listens to the engine's incident events. For each new incident
+it walks the ladder in its own task (the engine never waits for healing),
+and every path ends in ``engine.resolve`` with an outcome and the tier that
+resolved it, including exceptions and timeouts: the learning loop feeds on
+outcomes, so an incident left open is a bug.
+
+Safety rails, in the order they are applied:
+
+* maintenance windows hold healing (the incident stays open, not owned, and
+  is taken up when the window closes, unless the check recovers first);
+* the flap guard escalates instead of healing a check that has been healed
+  ``max_heals`` times on the same host within the window;
+* the healing mode (site, capped per rule): ``off`` heals nothing,
+  ``dry-run`` records the would-be action and changes nothing, ``standard``
+  runs low-risk runbooks only, ``full`` runs any;
+* only installed runbooks that fix the incident's check run, with
+  parameters valid against the runbook's schema (L2 planners choose among
+  them, never write scripts);
+* one runbook at a time per host.
+
+Success means verification passed: the checks the runbook fixes are re-run
+through the same executor and the incident's check must pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from ..config import HealingSettings
+from ..records import CheckSpec, EscalationChannel, PlanProposal, RunbookSpec, Status, Target, utcnow
+from ..store import Incident, Store
+from .learning import Learning
+from .maintenance import active_window
+from .rules import RuleError, RuleSet, allows, effective_mode, load_rules, rule_files, validate_params
+
+log = logging.getLogger(__name__)
+
+SITE_RULES = "rules"
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+class Ladder:
+    def __init__(
+        self,
+        ctx: Any,
+        pm: Any,
+        registry: Any,
+        engine: Any,
+        store: Store,
+        settings: HealingSettings,
+        channels: Sequence[EscalationChannel] = (),
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.ctx = ctx
+        self.pm = pm
+        self.registry = registry
+        self.engine = engine
+        self.store = store
+        self.settings = settings
+        self.channels = list(channels)
+        self.clock = clock
+        self.rules = RuleSet()
+        self.rule_errors: list[str] = []
+        self.site_rules_dir = Path(ctx.state_dir) / SITE_RULES
+        self.learning = Learning(store, self.site_rules_dir, settings.promotion.min_successes,
+                                 settings.promotion.min_success_rate)
+        self._active: dict[int, asyncio.Task] = {}
+        self._held: set[int] = set()
+        self._host_locks: dict[str, asyncio.Lock] = {}
+        self._rule_sources: list[Path] = []
+        self.counts: dict[str, int] = {}
+        engine.listeners.append(self)
+
+    # -- engine listener ----------------------------------------------------------
+
+    def owns(self, incident: Incident) -> bool:
+        return incident.id in self._active
+
+    async def __call__(self, event: Any) -> None:
+        if event.kind == "opened":
+            self._start(event.incident)
+        elif event.kind == "resolved":
+            self._held.discard(event.incident.id)
+
+    def _start(self, incident: Incident) -> None:
+        if incident.id in self._active:
+            return
+        self._held.discard(incident.id)
+        task = asyncio.create_task(self._handle(incident), name=f"heal:{incident.id}")
+        self._active[incident.id] = task
+        task.add_done_callback(lambda _t, i=incident.id: self._active.pop(i, None))
+
+    async def drain(self) -> None:
+        """Wait until no incident is being handled (tests, shutdown)."""
+        while self._active:
+            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load rules and adopt incidents left open by a previous run."""
+        self.reload(force=True)
+        for incident in self.store.incidents("open"):
+            self._start(incident)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.reload_interval)
+            except asyncio.TimeoutError:
+                pass
+            self.tick()
+        for task in list(self._active.values()):
+            task.cancel()  # left open; adopted at the next start
+        await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+
+    def tick(self) -> None:
+        self.reload()
+        if self._held and active_window(self.settings.maintenance_windows, self.clock()) is None:
+            for iid in sorted(self._held):
+                try:
+                    incident = self.store.incident(iid)
+                except Exception:  # noqa: BLE001
+                    self._held.discard(iid)
+                    continue
+                if incident.state == "open":
+                    self._start(incident)
+                else:
+                    self._held.discard(iid)
+
+    # -- rules ----------------------------------------------------------------------
+
+    def rule_sources(self) -> list[Path]:
+        shipped = [Path(p) for _plugin, p in self.pm.contributions("osiris_rules", ctx=self.ctx)]
+        return rule_files(shipped, [self.site_rules_dir, *self.settings.rules_dirs])
+
+    def reload(self, force: bool = False) -> bool:
+        """Reload when a rule file appeared, vanished or changed. Returns
+        whether a new rule set is in force; on errors the last good set
+        stays and ``rule_errors`` says why."""
+        files = self.rule_sources()
+        current = {}
+        for f in files:
+            try:
+                current[str(f)] = f.stat().st_mtime
+            except OSError:
+                current[str(f)] = -1.0
+        if not force and current == self.rules.files and not self.rule_errors:
+            return False
+        if not force and self.rule_errors and current == getattr(self, "_failed_files", None):
+            return False
+        try:
+            rules = load_rules(files, self.registry.runbooks, self.registry.checks)
+        except RuleError as exc:
+            self.rule_errors = exc.messages
+            self._failed_files = current
+            for msg in exc.messages:
+                log.error("rules: %s (keeping the last good rule set of %d rules)", msg, len(self.rules.rules))
+            return False
+        self.rules, self.rule_errors = rules, []
+        log.info("rules: %d rules loaded from %d files", len(rules.rules), len(files))
+        return True
+
+    # -- the ladder ---------------------------------------------------------------------
+
+    async def _handle(self, incident: Incident) -> None:
+        try:
+            await self._walk(incident)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every path ends in resolve
+            log.exception("healing incident %d failed", incident.id)
+            await self._resolve(incident, "error", "none", f"ladder error: {type(exc).__name__}: {exc}")
+        finally:
+            if not asyncio.current_task().cancelling():
+                await self._ensure_ended(incident)
+
+    async def _ensure_ended(self, incident: Incident) -> None:
+        if incident.id in self._held:
+            return
+        current = self.store.incident(incident.id)
+        if current.state == "open":
+            await self._resolve(incident, "error", "none", "healing path ended without an outcome")
+
+    async def _walk(self, incident: Incident) -> None:
+        target = self.engine.targets.get(incident.target)
+        contributed = self.registry.checks.get(incident.check_id)
+        if target is None or contributed is None:
+            await self._resolve(incident, "error", "none", "target or check is no longer configured")
+            return
+        spec: CheckSpec = contributed.spec
+        facts = self.store.last_observation_of(incident.id)
+        now = self.clock()
+        window = active_window(self.settings.maintenance_windows, now)
+        if window is not None:
+            self._held.add(incident.id)
+            log.info("incident %d held: maintenance window %s-%s %s", incident.id, window.start, window.end,
+                     window.timezone)
+            return
+        history: list[dict[str, Any]] = []
+        heals = self._recent_heals(incident, now)
+        if heals >= self.settings.flap_guard.max_heals:
+            await self._escalate(incident, target, spec, facts, history,
+                                 f"flap guard: healed {heals} times in {self.settings.flap_guard.window:g} s; "
+                                 "the setting keeps reverting")
+            return
+        mode = self.settings.mode
+        if mode == "off":
+            await self._escalate(incident, target, spec, facts, history, "healing is off for this site")
+            return
+
+        # L1: the first matching rule.
+        rule = self.rules.match(spec.id, target.role, facts["facts"])
+        if rule is not None:
+            runbook = self.registry.runbooks[rule.model.action.runbook].spec
+            rule_mode = effective_mode(mode, rule.model.mode)
+            if not allows(rule_mode, runbook.risk.value):
+                history.append({"tier": "L1", "rule": rule.id, "runbook": runbook.id, "ok": False,
+                                "detail": f"{runbook.risk.value}-risk runbook not allowed in {rule_mode} mode"})
+            else:
+                params = dict(rule.model.action.params)
+                if rule_mode == "dry-run":
+                    await self._dry_run(incident, target, runbook, params, "L1", rule.id)
+                    return
+                if await self._attempt(incident, target, spec, runbook, params, "L1", rule.id, history):
+                    await self._resolve(incident, "healed", "L1", f"rule {rule.id}: runbook {runbook.id} verified")
+                    return
+
+        # L2: ask the planners to choose among allowed installed runbooks.
+        candidates = self._candidates(spec, target, mode)
+        if candidates:
+            proposal = await self._plan(incident, target, spec, facts, history, candidates)
+            if proposal is not None:
+                runbook = candidates[proposal.runbook]
+                if mode == "dry-run":
+                    await self._dry_run(incident, target, runbook, dict(proposal.params), "L2", None)
+                    return
+                if await self._attempt(incident, target, spec, runbook, dict(proposal.params), "L2", None, history):
+                    await self._resolve(incident, "healed", "L2", f"planner chose {runbook.id}; verified")
+                    return
+
+        # L3: tell a human.
+        await self._escalate(incident, target, spec, facts, history, "no rule or plan healed the drift")
+
+    def _recent_heals(self, incident: Incident, now: datetime) -> int:
+        since = _iso(now - timedelta(seconds=self.settings.flap_guard.window))
+        row = self.store.db.execute(
+            """SELECT count(*) FROM incidents WHERE target = ? AND check_id = ? AND state = 'resolved'
+                   AND outcome = 'healed' AND resolved_at >= ?""",
+            (incident.target, incident.check_id, since)).fetchone()
+        return int(row[0])
+
+    def _candidates(self, spec: CheckSpec, target: Target, mode: str) -> dict[str, RunbookSpec]:
+        out = {}
+        for rid, c in sorted(self.registry.runbooks.items()):
+            rb: RunbookSpec = c.spec
+            if spec.id in rb.fixes and rb.target_kind == target.kind and allows(mode, rb.risk.value):
+                out[rid] = rb
+        return out
+
+    def incident_view(self, incident: Incident, target: Target, spec: CheckSpec, facts: Mapping[str, Any],
+                      history: list[dict[str, Any]], candidates: Mapping[str, RunbookSpec]) -> dict[str, Any]:
+        """What planners and escalation channels are told about an incident."""
+        return {
+            "id": incident.id,
+            "site": self.ctx.site.id,
+            "target": incident.target,
+            "role": target.role,
+            "check_id": spec.id,
+            "check_title": spec.title,
+            "severity": spec.severity.value,
+            "hipaa": list(spec.hipaa),
+            "reason": facts["reason"],
+            "facts": facts["facts"],
+            "opened_at": incident.opened_at,
+            "tier_history": list(history),
+            "candidates": [
+                {"id": rb.id, "title": rb.title, "risk": rb.risk.value, "params_schema": dict(rb.params_schema)}
+                for rb in candidates.values()
+            ],
+        }
+
+    async def _plan(self, incident, target, spec, facts, history, candidates) -> PlanProposal | None:
+        view = self.incident_view(incident, target, spec, facts, history, candidates)
+        # osiris_plan is firstresult; planners may be async, so the ladder
+        # calls them itself in pluggy's order and awaits each answer.
+        for impl in reversed(self.pm.hook.osiris_plan.get_hookimpls()):
+            args = {"incident": view, "ctx": self.ctx}
+            try:
+                answer = impl.function(**{a: args[a] for a in impl.argnames})
+                if inspect.isawaitable(answer):
+                    answer = await asyncio.wait_for(answer, timeout=120)
+            except Exception as exc:  # noqa: BLE001
+                history.append({"tier": "L2", "planner": impl.plugin_name, "ok": False,
+                                "detail": f"planner failed: {type(exc).__name__}: {exc}"})
+                continue
+            if answer is None:
+                continue
+            problem = None
+            if not isinstance(answer, PlanProposal):
+                problem = f"returned {type(answer).__name__}, expected PlanProposal"
+            elif answer.runbook not in candidates:
+                problem = f"proposed {answer.runbook!r}, not an allowed installed runbook for this check"
+            else:
+                errors = validate_params(candidates[answer.runbook].params_schema, answer.params)
+                if errors:
+                    problem = f"parameters rejected: {'; '.join(errors)}"
+            if problem:
+                history.append({"tier": "L2", "planner": impl.plugin_name, "ok": False, "detail": problem})
+                log.warning("incident %d: planner %s %s", incident.id, impl.plugin_name, problem)
+                continue
+            return answer
+        return None
+
+    def _lock(self, host: str) -> asyncio.Lock:
+        return self._host_locks.setdefault(host, asyncio.Lock())
+
+    def _new_attempt(self, incident: Incident, tier: str, rule_id: str | None, runbook: RunbookSpec,
+                     params: Mapping[str, Any], dry_run: bool) -> int:
+        with self.store.transaction() as db:
+            cur = db.execute(
+                """INSERT INTO heal_attempts (incident_id, tier, rule_id, runbook, params, dry_run, dispatched_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (incident.id, tier, rule_id, runbook.id, json.dumps(dict(params), sort_keys=True), int(dry_run),
+                 _iso(utcnow())))
+            return int(cur.lastrowid)
+
+    def _finish_attempt(self, attempt_id: int, ok: bool | None, detail: str) -> None:
+        with self.store.transaction() as db:
+            db.execute("UPDATE heal_attempts SET ok = ?, detail = ?, finished_at = ? WHERE id = ?",
+                       (None if ok is None else int(ok), detail, _iso(utcnow()), attempt_id))
+
+    def _evidence(self, kind: str, payload: dict[str, Any]) -> None:
+        evidence = getattr(self.ctx, "evidence", None)
+        if evidence is not None:
+            try:
+                evidence.record(kind, payload)
+            except Exception:  # noqa: BLE001 - evidence failures are logged by the evidence log
+                log.exception("could not record %s evidence", kind)
+
+    async def _dry_run(self, incident, target, runbook, params, tier, rule_id) -> None:
+        aid = self._new_attempt(incident, tier, rule_id, runbook, params, dry_run=True)
+        detail = f"dry-run: would run {runbook.id} ({runbook.risk.value} risk) with {json.dumps(params, sort_keys=True)}"
+        self._finish_attempt(aid, None, detail)
+        self._evidence("healing_attempt", {"incident": incident.id, "target": target.name, "tier": tier,
+                                           "rule": rule_id, "runbook": runbook.id, "params": params,
+                                           "dry_run": True, "ok": None, "detail": detail})
+        await self._resolve(incident, "dry-run", tier, detail)
+
+    async def _attempt(self, incident, target, spec, runbook, params, tier, rule_id, history) -> bool:
+        executor = self.registry.executor(target.kind)
+        aid = self._new_attempt(incident, tier, rule_id, runbook, params, dry_run=False)
+        ok, detail, verification = False, "", None
+        async with self._lock(target.name):
+            try:
+                result = await asyncio.wait_for(executor.run_runbook(target, runbook, params), runbook.timeout)
+                if not result.ok:
+                    detail = f"runbook failed: {result.detail}"
+                else:
+                    verification = await self._verify(target, spec, runbook)
+                    ok = verification.status is Status.PASS
+                    detail = f"verified: {verification.reason}" if ok else f"verification failed: {verification.reason}"
+            except asyncio.TimeoutError:
+                detail = f"runbook gave no answer within {runbook.timeout:g} s"
+            except Exception as exc:  # noqa: BLE001 - a failed attempt moves up the ladder
+                detail = f"runbook raised {type(exc).__name__}: {exc}"
+        self._finish_attempt(aid, ok, detail)
+        opened = datetime.fromisoformat(incident.opened_at)
+        self.learning.record(spec.id, target.role, runbook.id, tier, ok,
+                             (utcnow() - opened).total_seconds(), dict(params))
+        history.append({"tier": tier, "rule": rule_id, "runbook": runbook.id, "ok": ok, "detail": detail})
+        self._evidence("healing_attempt", {
+            "incident": incident.id, "target": target.name, "check": spec.id, "tier": tier, "rule": rule_id,
+            "runbook": runbook.id, "params": dict(params), "dry_run": False, "ok": ok, "detail": detail,
+            "verification": None if verification is None else {
+                "status": verification.status.value, "reason": verification.reason, "facts": dict(verification.facts)},
+        })
+        return ok
+
+    async def _verify(self, target: Target, spec: CheckSpec, runbook: RunbookSpec):
+        """Re-run the checks the runbook fixes (that apply to this host);
+        the incident's own check decides."""
+        executor = self.registry.executor(target.kind)
+        checks = [c for c in self.registry.checks_for(target) if c.id in runbook.fixes]
+        if spec.id not in {c.id for c in checks}:
+            checks.append(spec)
+        observations = await asyncio.wait_for(executor.observe(target, checks), self.settings.verify_timeout)
+        observations = self.engine._complete(target, checks, observations)  # noqa: SLF001
+        mine = None
+        for obs in observations:
+            await self.engine.record(obs)
+            if obs.check == spec.id:
+                mine = obs
+        return mine
+
+    async def _escalate(self, incident, target, spec, facts, history, why: str) -> None:
+        view = self.incident_view(incident, target, spec, facts, history, {})
+        view["escalation_reason"] = why
+        if not self.channels:
+            await self._resolve(incident, "failed", "L3", f"{why}; no escalation channel is configured")
+            return
+        reached, failures = [], []
+        for channel in self.channels:
+            try:
+                await channel.escalate(view)
+                reached.append(channel.name)
+            except Exception as exc:  # noqa: BLE001
+                failures.append(f"{channel.name}: {type(exc).__name__}: {exc}")
+        if reached:
+            extra = f" ({'; '.join(failures)})" if failures else ""
+            await self._resolve(incident, "escalated", "L3", f"{why}; told {', '.join(reached)}{extra}")
+        else:
+            await self._resolve(incident, "failed", "L3", f"{why}; every channel failed: {'; '.join(failures)}")
+
+    async def _resolve(self, incident: Incident, outcome: str, tier: str, detail: str) -> None:
+        current = self.store.incident(incident.id)
+        if current.state != "open":
+            return
+        self.counts[f"{outcome}:{tier}"] = self.counts.get(f"{outcome}:{tier}", 0) + 1
+        await self.engine.resolve(incident.id, outcome, tier, detail)

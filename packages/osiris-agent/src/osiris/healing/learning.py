@@ -1,0 +1,169 @@
+"""The learning loop: outcomes per pattern, promotion candidates, approval.
+
+A pattern is (check, role, runbook, tier). An L2 plan that has healed the
+same pattern often enough and reliably enough (``healing.promotion``)
+becomes a candidate; a human approves it (CLI or HTTP API), which writes a
+promoted L1 rule file under ``<state_dir>/rules`` that the running agent
+picks up without a restart. Who approved and when is kept with the
+candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..store import Store, StoreError
+from .rules import dump_rule
+
+PROMOTED_PREFIX = "promoted-"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: int
+    check_id: str
+    role: str
+    runbook: str
+    params: dict[str, Any]
+    attempts: int
+    successes: int
+    state: str
+    created_at: str
+    decided_by: str | None
+    decided_at: str | None
+    rule_file: str | None
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.attempts if self.attempts else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "success_rate": round(self.success_rate, 3)}
+
+
+class Learning:
+    def __init__(self, store: Store, rules_dir: Path, min_successes: int = 5, min_success_rate: float = 0.9):
+        self.store = store
+        self.rules_dir = Path(rules_dir)
+        self.min_successes = min_successes
+        self.min_success_rate = min_success_rate
+
+    def record(self, check_id: str, role: str, runbook: str, tier: str, ok: bool, heal_seconds: float,
+               params: dict[str, Any]) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                """INSERT INTO pattern_stats (check_id, role, runbook, tier, attempts, successes,
+                       heal_seconds_total, last_params, updated_at)
+                   VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)
+                   ON CONFLICT (check_id, role, runbook, tier) DO UPDATE SET
+                       attempts = attempts + 1, successes = successes + excluded.successes,
+                       heal_seconds_total = heal_seconds_total + excluded.heal_seconds_total,
+                       last_params = CASE WHEN excluded.successes = 1 THEN excluded.last_params
+                                          ELSE last_params END,
+                       updated_at = excluded.updated_at""",
+                (check_id, role, runbook, tier, int(ok), heal_seconds if ok else 0.0,
+                 json.dumps(params, sort_keys=True), _now()),
+            )
+        if tier == "L2":
+            self._refresh_candidate(check_id, role, runbook)
+
+    def patterns(self) -> list[dict[str, Any]]:
+        rows = [dict(r) for r in self.store.db.execute(
+            "SELECT * FROM pattern_stats ORDER BY check_id, role, runbook, tier")]
+        for r in rows:
+            r["mean_time_to_heal_s"] = round(r["heal_seconds_total"] / r["successes"], 3) if r["successes"] else None
+            r["last_params"] = json.loads(r["last_params"])
+        return rows
+
+    def _refresh_candidate(self, check_id: str, role: str, runbook: str) -> None:
+        row = self.store.db.execute(
+            "SELECT attempts, successes, last_params FROM pattern_stats WHERE check_id = ? AND role = ? "
+            "AND runbook = ? AND tier = 'L2'", (check_id, role, runbook)).fetchone()
+        if row is None:
+            return
+        attempts, successes = int(row["attempts"]), int(row["successes"])
+        eligible = successes >= self.min_successes and successes / attempts >= self.min_success_rate
+        with self.store.transaction() as db:
+            existing = db.execute(
+                "SELECT id, state FROM rule_candidates WHERE check_id = ? AND role = ? AND runbook = ?",
+                (check_id, role, runbook)).fetchone()
+            if existing is None:
+                if eligible:
+                    db.execute(
+                        """INSERT INTO rule_candidates (check_id, role, runbook, params, attempts, successes,
+                               state, created_at) VALUES (?, ?, ?, ?, ?, ?, 'candidate', ?)""",
+                        (check_id, role, runbook, row["last_params"], attempts, successes, _now()))
+            elif existing["state"] == "candidate" and not eligible:
+                # It slipped below the bar: withdraw it until it earns it again.
+                db.execute("DELETE FROM rule_candidates WHERE id = ?", (existing["id"],))
+            elif existing["state"] == "candidate":
+                db.execute("UPDATE rule_candidates SET attempts = ?, successes = ?, params = ? WHERE id = ?",
+                           (attempts, successes, row["last_params"], existing["id"]))
+
+    def candidates(self, state: str | None = "candidate") -> list[Candidate]:
+        sql = "SELECT * FROM rule_candidates"
+        args: tuple = ()
+        if state:
+            sql += " WHERE state = ?"
+            args = (state,)
+        out = []
+        for r in self.store.db.execute(sql + " ORDER BY id", args):
+            d = dict(r)
+            d["params"] = json.loads(d["params"])
+            out.append(Candidate(**d))
+        return out
+
+    def candidate(self, cid: int) -> Candidate:
+        for c in self.candidates(None):
+            if c.id == cid:
+                return c
+        raise StoreError(f"rule candidate {cid}: no such candidate")
+
+    def approve(self, cid: int, by: str) -> Candidate:
+        """Write the promoted rule file, then record the decision."""
+        if not by.strip():
+            raise StoreError("approval needs the approver's name (--by)")
+        c = self.candidate(cid)
+        if c.state != "candidate":
+            raise StoreError(f"rule candidate {cid}: already {c.state}")
+        rule = {
+            "id": f"promoted-{c.id}-{c.check_id}",
+            "description": f"Promoted from L2 after {c.successes}/{c.attempts} successful heals",
+            "match": {"check": c.check_id, **({"roles": [c.role]} if c.role else {})},
+            "action": {"runbook": c.runbook, "params": c.params},
+            "promoted_from": c.id,
+        }
+        when = _now()
+        header = f"Promoted L1 rule, written by osiris.\nApproved by {by} at {when} (candidate {c.id})."
+        self.rules_dir.mkdir(parents=True, exist_ok=True)
+        path = self.rules_dir / f"{PROMOTED_PREFIX}{c.id}.yaml"
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(dump_rule(rule, header))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # readers never see half a rule
+        self._decide(cid, "approved", by, when, str(path))
+        return self.candidate(cid)
+
+    def reject(self, cid: int, by: str) -> Candidate:
+        if not by.strip():
+            raise StoreError("rejection needs the reviewer's name (--by)")
+        c = self.candidate(cid)
+        if c.state != "candidate":
+            raise StoreError(f"rule candidate {cid}: already {c.state}")
+        self._decide(cid, "rejected", by, _now(), None)
+        return self.candidate(cid)
+
+    def _decide(self, cid: int, state: str, by: str, when: str, rule_file: str | None) -> None:
+        with self.store.transaction() as db:
+            db.execute("UPDATE rule_candidates SET state = ?, decided_by = ?, decided_at = ?, rule_file = ? "
+                       "WHERE id = ?", (state, by, when, rule_file, cid))

@@ -1,0 +1,429 @@
+"""The healing ladder on the appliance's own (local) executor: L1, L2, L3,
+safety rails, rule reloading and promotion. Chaos tests against the lab
+live in tests/ (cross-package)."""
+
+import importlib
+import json
+import textwrap
+from datetime import datetime, timezone
+
+import pytest
+
+from osiris.app import load
+from osiris.engine import Engine
+from osiris.healing.ladder import Ladder
+from osiris.store import Store
+
+PLUGIN = '''
+from osiris import CheckSpec, Risk, RunbookSpec, Status, Verdict, hookimpl
+from osiris.records import PlanProposal
+
+STATE = {"setting": "bad", "fix_works": True, "plan": None, "escalations": [],
+         "channel_fails": False, "raise": False, "runs": []}
+
+def probe(params):
+    return {"setting": STATE["setting"], "nested": {"level": 3}}
+
+def evaluate(facts, params):
+    return Verdict(Status.PASS if facts["setting"] == "good" else Status.FAIL, f"setting={facts['setting']}")
+
+def fix(params):
+    STATE["runs"].append(("test.fix", dict(params)))
+    if STATE["raise"]:
+        raise RuntimeError("access denied")
+    if STATE["fix_works"]:
+        STATE["setting"] = "good"
+    return {}
+
+def fix_param(params):
+    STATE["runs"].append(("test.fix_param", dict(params)))
+    STATE["setting"] = params["value"]
+    return {}
+
+class Channel:
+    name = "test-channel"
+    async def escalate(self, incident):
+        if STATE["channel_fails"]:
+            raise ConnectionError("channel down")
+        STATE["escalations"].append(incident)
+
+@hookimpl
+def osiris_checks(ctx):
+    return CheckSpec(id="test.setting", title="setting is good", target_kind="local",
+                     hipaa=("164.312(b)",), probe=probe, evaluate=evaluate, interval=3600)
+
+@hookimpl
+def osiris_runbooks(ctx):
+    return [
+        RunbookSpec(id="test.fix", title="fix", target_kind="local", fixes=("test.setting",),
+                    risk=Risk.LOW, action=fix, timeout=5),
+        RunbookSpec(id="test.fix_risky", title="fix risky", target_kind="local", fixes=("test.setting",),
+                    risk=Risk.HIGH, action=fix, timeout=5),
+        RunbookSpec(id="test.fix_param", title="fix with a value", target_kind="local", fixes=("test.setting",),
+                    risk=Risk.LOW, action=fix_param, timeout=5,
+                    params_schema={"type": "object", "properties": {"value": {"enum": ["good", "bad"]}},
+                                   "required": ["value"], "additionalProperties": False}),
+    ]
+
+@hookimpl
+def osiris_plan(incident, ctx):
+    plan = STATE["plan"]
+    return plan(incident) if callable(plan) else plan
+
+@hookimpl
+def osiris_escalation_channels(ctx):
+    return Channel()
+'''
+
+RULE = """
+rules:
+  - id: fix-setting
+    match:
+      check: test.setting
+      facts:
+        nested.level: {{gt: 2}}
+    action:
+      runbook: {runbook}
+      params: {params}
+"""
+
+
+class Harness:
+    def __init__(self, plugin, loaded, now=None):
+        self.mod = plugin
+        self.loaded = loaded
+        self.store = Store(loaded.ctx.state_dir)
+        self.engine = Engine(loaded.registry, self.store, loaded.targets)
+        self.now = now
+        clock = (lambda: self.now) if now else None
+        kwargs = {"clock": clock} if clock else {}
+        self.ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, self.engine, self.store,
+                             loaded.config.healing, [], **kwargs)
+        self.ladder.channels = [c for _p, c in loaded.pm.contributions("osiris_escalation_channels", ctx=loaded.ctx)]
+        self.rules_dir = loaded.ctx.state_dir / "rules"
+
+    def rule(self, runbook="test.fix", params="{}", name="site.yaml"):
+        self.rules_dir.mkdir(parents=True, exist_ok=True)
+        (self.rules_dir / name).write_text(RULE.format(runbook=runbook, params=params))
+        self.ladder.reload(force=True)
+
+    async def sweep(self):
+        await self.engine.sweep(force=True)
+        await self.ladder.drain()
+
+    def incidents(self, state=None):
+        return self.store.incidents(state)
+
+    def assert_none_open(self):
+        assert self.store.incidents("open") == [], "an incident stayed open after its path ended"
+
+
+@pytest.fixture
+def make(plugin_module, write_config):
+    created = []
+
+    def make(healing=None, now=None):
+        name = f"ladder_plugin_{len(created)}"
+        plugin_module(name, PLUGIN)
+        mod = importlib.import_module(name)
+        cfg = write_config({"plugin_modules": [name], "healing": healing or {"mode": "full"}}, name=f"{name}.json")
+        h = Harness(mod, load(cfg, environ={"OSIRIS_PLUGINS": "none"}), now)
+        created.append(h)
+        return h
+
+    yield make
+    for h in created:
+        h.loaded.ctx.close()
+
+
+async def test_l1_rule_heals_and_verifies(make):
+    h = make()
+    h.rule()
+    h.ladder.start()
+    await h.sweep()
+    [inc] = h.incidents()
+    assert (inc.outcome, inc.tier) == ("healed", "L1") and "verified" in inc.detail
+    assert h.mod.STATE["setting"] == "good"
+    attempt = dict(h.store.db.execute("SELECT * FROM heal_attempts").fetchone())
+    assert attempt["ok"] == 1 and attempt["tier"] == "L1" and attempt["rule_id"] == "fix-setting"
+    # verification was recorded as an observation
+    assert h.store.latest()[0]["status"] == "pass"
+
+
+async def test_l1_failure_goes_to_l2_then_l3_and_escalates_once(make):
+    h = make()
+    h.rule()
+    h.ladder.start()
+    h.mod.STATE["fix_works"] = False
+    h.mod.STATE["plan"] = __import__("osiris.records", fromlist=["PlanProposal"]).PlanProposal(
+        "test.fix_param", {"value": "bad"}, "try setting it explicitly")
+    await h.sweep()
+    [inc] = h.incidents()
+    assert (inc.outcome, inc.tier) == ("escalated", "L3")
+    [esc] = h.mod.STATE["escalations"]
+    tiers = [(a["tier"], a["runbook"], a["ok"]) for a in esc["tier_history"]]
+    assert tiers == [("L1", "test.fix", False), ("L2", "test.fix_param", False)]
+    assert esc["check_id"] == "test.setting" and esc["target"] == "appliance"
+    # The drift persists: no new incident, no second escalation, no heal.
+    runs = len(h.mod.STATE["runs"])
+    await h.sweep()
+    await h.sweep()
+    assert len(h.incidents()) == 1 and len(h.mod.STATE["escalations"]) == 1
+    assert len(h.mod.STATE["runs"]) == runs
+    # Once it passes, a new drift is a new incident.
+    h.mod.STATE["setting"] = "good"
+    await h.sweep()
+    h.mod.STATE["setting"] = "bad"
+    h.mod.STATE["fix_works"] = True
+    await h.sweep()
+    assert [i.outcome for i in h.incidents()] == ["healed", "escalated"]
+    h.assert_none_open()
+
+
+async def test_l2_plan_heals_when_no_rule_matches(make):
+    from osiris.records import PlanProposal
+
+    h = make()
+    h.ladder.start()
+    h.mod.STATE["plan"] = PlanProposal("test.fix_param", {"value": "good"})
+    await h.sweep()
+    [inc] = h.incidents()
+    assert (inc.outcome, inc.tier) == ("healed", "L2")
+
+
+@pytest.mark.parametrize("proposal,problem", [
+    (("test.nonexistent", {}), "not an allowed installed runbook"),
+    (("test.fix_param", {"value": "rm -rf /"}), "parameters rejected"),
+    (("test.fix_param", {"value": "good", "script": "Invoke-Evil"}), "parameters rejected"),
+])
+async def test_planner_answers_outside_installed_runbooks_are_refused(make, proposal, problem):
+    from osiris.records import PlanProposal
+
+    h = make()
+    h.ladder.start()
+    h.mod.STATE["plan"] = PlanProposal(*proposal)
+    await h.sweep()
+    [inc] = h.incidents()
+    assert (inc.outcome, inc.tier) == ("escalated", "L3")
+    assert h.mod.STATE["runs"] == []
+    [esc] = h.mod.STATE["escalations"]
+    assert problem in esc["tier_history"][0]["detail"]
+
+
+async def test_flap_guard_trips_escalates_once_and_stops_healing(make):
+    h = make({"mode": "full", "flap_guard": {"max_heals": 2, "window": 3600}})
+    h.rule()
+    h.ladder.start()
+    for _ in range(5):
+        await h.sweep()
+        h.mod.STATE["setting"] = "bad"  # reverts after every heal
+    outcomes = [(i.outcome, i.tier) for i in reversed(h.incidents())]
+    assert outcomes == [("healed", "L1"), ("healed", "L1"), ("escalated", "L3")]
+    assert len(h.mod.STATE["escalations"]) == 1
+    assert "flap guard" in h.mod.STATE["escalations"][0]["escalation_reason"]
+    assert len(h.mod.STATE["runs"]) == 2
+    h.assert_none_open()
+
+
+async def test_dry_run_changes_nothing_and_records_the_would_be_action(make):
+    h = make({"mode": "dry-run"})
+    h.rule()
+    h.ladder.start()
+    await h.sweep()
+    [inc] = h.incidents()
+    assert (inc.outcome, inc.tier) == ("dry-run", "L1")
+    assert "would run test.fix" in inc.detail
+    assert h.mod.STATE["setting"] == "bad" and h.mod.STATE["runs"] == []
+    attempt = dict(h.store.db.execute("SELECT * FROM heal_attempts").fetchone())
+    assert attempt["dry_run"] == 1 and attempt["ok"] is None
+
+
+async def test_standard_mode_refuses_high_risk_runbooks(make):
+    h = make({"mode": "standard"})
+    h.rule(runbook="test.fix_risky")
+    h.ladder.start()
+    offered = []
+    h.mod.STATE["plan"] = lambda incident: offered.append(incident["candidates"])
+    await h.sweep()
+    [inc] = h.incidents()
+    assert inc.tier == "L3" and h.mod.STATE["runs"] == []
+    [esc] = h.mod.STATE["escalations"]
+    assert "high-risk runbook not allowed in standard mode" in esc["tier_history"][0]["detail"]
+    # L2 candidates offered to planners exclude it too.
+    [candidates] = offered
+    assert {c["id"] for c in candidates} == {"test.fix", "test.fix_param"}
+    assert all(c["risk"] == "low" and "params_schema" in c for c in candidates)
+
+
+async def test_mode_off_escalates_without_healing(make):
+    h = make({"mode": "off"})
+    h.rule()
+    h.ladder.start()
+    await h.sweep()
+    [inc] = h.incidents()
+    assert inc.outcome == "escalated" and "healing is off" in inc.detail and h.mod.STATE["runs"] == []
+
+
+async def test_maintenance_window_holds_healing_until_it_closes(make):
+    sunday_late = datetime(2026, 11, 29, 23, 30, tzinfo=timezone.utc)  # a Sunday
+    h = make({"mode": "full", "maintenance_windows": [{"days": ["sun"], "start": "22:00", "end": "02:00"}]},
+             now=sunday_late)
+    h.rule()
+    h.ladder.start()
+    await h.sweep()
+    [inc] = h.incidents()
+    assert inc.state == "open" and h.mod.STATE["runs"] == []
+    h.now = datetime(2026, 11, 30, 1, 59, tzinfo=timezone.utc)  # Monday, still in Sunday's window
+    h.ladder.tick()
+    await h.ladder.drain()
+    assert h.store.incident(inc.id).state == "open"
+    h.now = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+    h.ladder.tick()
+    await h.ladder.drain()
+    assert (h.store.incident(inc.id).outcome, h.store.incident(inc.id).tier) == ("healed", "L1")
+
+
+async def test_held_incident_that_recovers_is_resolved_recovered(make):
+    h = make({"mode": "full", "maintenance_windows": [{"start": "00:00", "end": "23:59"}]},
+             now=datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc))
+    h.rule()
+    h.ladder.start()
+    await h.sweep()
+    h.mod.STATE["setting"] = "good"
+    await h.sweep()
+    [inc] = h.incidents()
+    assert inc.outcome == "recovered"
+    h.assert_none_open()
+
+
+async def test_runbook_exception_and_dead_channels_still_end_in_resolve(make):
+    h = make()
+    h.rule()
+    h.ladder.start()
+    h.mod.STATE["raise"] = True
+    h.mod.STATE["channel_fails"] = True
+    await h.sweep()
+    [inc] = h.incidents()
+    assert (inc.outcome, inc.tier) == ("failed", "L3")
+    assert "channel down" in inc.detail
+    attempt = dict(h.store.db.execute("SELECT * FROM heal_attempts").fetchone())
+    assert "access denied" in attempt["detail"] and attempt["ok"] == 0
+
+
+async def test_bad_rule_file_is_reported_with_line_and_last_good_set_kept(make):
+    h = make()
+    h.rule()
+    assert [r.id for r in h.ladder.rules.rules] == ["fix-setting"]
+    (h.rules_dir / "broken.yaml").write_text(textwrap.dedent("""
+        rules:
+          - id: good-one
+            match: {check: test.setting}
+            action: {runbook: test.fix}
+          - id: typo
+            match: {check: test.setting}
+            action: {runbook: test.fix_typo}
+    """))
+    assert h.ladder.reload() is False
+    [err] = h.ladder.rule_errors
+    assert "broken.yaml:6: rule 'typo'" in err and "test.fix_typo" in err and "not provided" in err
+    assert [r.id for r in h.ladder.rules.rules] == ["fix-setting"], "last good set stays in force"
+    (h.rules_dir / "broken.yaml").write_text("rules:\n  - id: x\n    match: {check: test.setting\n")
+    h.ladder.reload()
+    assert "broken.yaml:" in h.ladder.rule_errors[0] and "not valid YAML" in h.ladder.rule_errors[0]
+    (h.rules_dir / "broken.yaml").write_text("rules:\n  - id: x\n    match: {check: test.setting}\n    action: {runbook: test.fix, parms: {}}\n")
+    h.ladder.reload()
+    assert h.ladder.rule_errors == ["%s:4: rules.0.action.parms: unknown key" % (h.rules_dir / "broken.yaml")]
+    (h.rules_dir / "broken.yaml").unlink()
+    assert h.ladder.reload() is True and h.ladder.rule_errors == []
+
+
+async def test_promotion_after_five_l2_successes_then_l1(make, tmp_path):
+    from click.testing import CliRunner
+
+    from osiris.cli import cli
+    from osiris.records import PlanProposal
+
+    h = make({"mode": "full", "flap_guard": {"max_heals": 50}})
+    h.ladder.start()
+    h.mod.STATE["plan"] = PlanProposal("test.fix_param", {"value": "good"})
+    for i in range(5):
+        h.mod.STATE["setting"] = "bad"
+        await h.sweep()
+        assert h.ladder.learning.candidates() == [] or i == 4
+    assert [(i.outcome, i.tier) for i in h.incidents()] == [("healed", "L2")] * 5
+    [cand] = h.ladder.learning.candidates()
+    assert (cand.check_id, cand.runbook, cand.successes, cand.attempts) == ("test.setting", "test.fix_param", 5, 5)
+    assert cand.params == {"value": "good"}
+    [pattern] = h.ladder.learning.patterns()
+    assert pattern["tier"] == "L2" and pattern["successes"] == 5 and pattern["mean_time_to_heal_s"] >= 0
+    # Approve through the CLI (another process's view of the same state).
+    res = CliRunner().invoke(cli, ["--config", h.loaded.source, "rules", "approve", str(cand.id), "--by", "Dr. Alvarez"],
+                             env={"OSIRIS_PLUGINS": "none"})
+    assert res.exit_code == 0, res.output
+    assert "approved by Dr. Alvarez" in res.output
+    approved = h.ladder.learning.candidate(cand.id)
+    assert approved.state == "approved" and approved.decided_by == "Dr. Alvarez" and approved.decided_at
+    # The running ladder picks the rule file up without a restart.
+    h.ladder.tick()
+    assert [r.id for r in h.ladder.rules.rules] == [f"promoted-{cand.id}-test.setting"]
+    h.mod.STATE["plan"] = None
+    h.mod.STATE["setting"] = "bad"
+    await h.sweep()
+    latest = h.incidents()[0]
+    assert (latest.outcome, latest.tier) == ("healed", "L1")
+    # A decided candidate cannot be decided again.
+    res = CliRunner().invoke(cli, ["--config", h.loaded.source, "rules", "reject", str(cand.id), "--by", "x"],
+                             env={"OSIRIS_PLUGINS": "none"})
+    assert res.exit_code == 1 and "already approved" in res.output
+
+
+async def test_open_incidents_from_a_previous_run_are_adopted(make):
+    h = make()
+    h.rule()
+    await h.engine.sweep(force=True)  # no ladder started yet: incident opened, nobody healing
+    [inc] = h.store.incidents("open")
+    h.ladder.start()
+    await h.ladder.drain()
+    assert h.store.incident(inc.id).outcome == "healed"
+
+
+async def test_http_api_approves_and_rejects_candidates(plugin_module, write_config):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from osiris.api import make_app
+    from osiris.runtime import Agent
+
+    plugin_module("ladder_api_plugin", PLUGIN)
+    agent = Agent(load(write_config({"plugin_modules": ["ladder_api_plugin"]}), environ={"OSIRIS_PLUGINS": "none"}))
+    learning = agent.ladder.learning
+    for role in ("appliance", "dc"):
+        for _ in range(5):
+            learning.record("test.setting", role, "test.fix_param", "L2", True, 1.5, {"value": "good"})
+    learning.record("test.setting", "dc", "test.fix_param", "L2", False, 0, {"value": "good"})  # 5/6 < 90%
+    client = TestClient(TestServer(make_app(agent)))
+    await client.start_server()
+    try:
+        cands = await (await client.get("/rules/candidates")).json()
+        # the dc pattern fell below 90% after its failure and was withdrawn
+        assert [(c["role"], c["state"], c["successes"]) for c in cands] == [("appliance", "candidate", 5)]
+        learning.record("test.setting", "dc", "test.fix_param", "L2", True, 1.0, {"value": "good"})
+        learning.record("test.setting", "dc", "test.fix_param", "L2", True, 1.0, {"value": "good"})
+        assert [c.role for c in learning.candidates()] == ["appliance"], "6/8 is still below 90%"
+        for _ in range(12):
+            learning.record("test.setting", "dc", "test.fix_param", "L2", True, 1.0, {"value": "good"})
+        cands = await (await client.get("/rules/candidates")).json()
+        assert [(c["role"], c["successes"], c["attempts"]) for c in cands] == [("appliance", 5, 5), ("dc", 19, 20)]
+        r = await client.post(f"/rules/candidates/{cands[0]['id']}/approve", json={})
+        assert r.status == 400 and "by" in (await r.json())["error"]
+        r = await client.post(f"/rules/candidates/{cands[0]['id']}/approve", json={"by": "msp-oncall"})
+        body = await r.json()
+        assert r.status == 200 and body["state"] == "approved" and body["decided_by"] == "msp-oncall"
+        assert [r.id for r in agent.ladder.rules.rules] == [f"promoted-{cands[0]['id']}-test.setting"]
+        r = await client.post(f"/rules/candidates/{cands[0]['id']}/reject", json={"by": "x"})
+        assert r.status == 409
+        r = await client.post(f"/rules/candidates/{cands[1]['id']}/reject", json={"by": "msp-oncall"})
+        assert (await r.json())["state"] == "rejected"
+    finally:
+        await client.close()
+        agent.ctx.close()
+        agent.store.close()
