@@ -17,6 +17,8 @@
       # Adding one is one line here: name = directory with a default.nix.
       plugins = {
         appliance-selfcheck = ./plugins/appliance-selfcheck;
+        escalate-webhook = ./plugins/escalate-webhook;
+        l2-llm = ./plugins/l2-llm;
       };
 
       # Attribute name in python3Packages (and the flake's packages).

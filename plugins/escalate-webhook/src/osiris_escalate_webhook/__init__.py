@@ -1,0 +1,1 @@
+"""Osiris L3 escalation channel: signed JSON webhooks."""
