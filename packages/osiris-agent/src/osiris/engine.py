@@ -181,21 +181,20 @@ class Engine:
 
     async def record(self, obs: Observation) -> None:
         """Record one observation (from an executor or a pushing source)."""
-        oid = self.store.add_observation(obs)
-        self._last_run[(obs.target, obs.check)] = max(obs.observed_at, self._last_run.get((obs.target, obs.check), obs.observed_at))
+        oid, incident, new = self.store.record(obs)
+        key = (obs.target, obs.check)
+        last = self._last_run.get(key)
+        self._last_run[key] = obs.observed_at if last is None else max(last, obs.observed_at)
         self.observations_total[obs.status.value] += 1
+        if incident is None:
+            return  # nothing open, or the same drift episode already set aside
         if obs.status is Status.FAIL:
-            if self.store.open_incident_for(obs.target, obs.check) is None and self.store.parked(obs.target, obs.check):
-                return  # same drift episode, already escalated or set aside: no new incident
-            incident, new = self.store.open_incident(obs.target, obs.check, oid)
             if new:
                 self.incidents_opened += 1
                 log.warning("incident %d opened: %s on %s: %s", incident.id, obs.check, obs.target, obs.reason)
             await self._notify(IncidentEvent("opened" if new else "recurred", incident, obs))
-        elif obs.status is Status.PASS:
-            open_ = self.store.open_incident_for(obs.target, obs.check)
-            if open_ is not None and not self._claimed(open_):
-                await self.resolve(open_.id, "recovered", "none", f"check passed: {obs.reason}")
+        elif obs.status is Status.PASS and not self._claimed(incident):
+            await self.resolve(incident.id, "recovered", "none", f"check passed: {obs.reason}")
 
     def _claimed(self, incident: Incident) -> bool:
         """Whether a listener (the ladder) owns this incident's path. Without

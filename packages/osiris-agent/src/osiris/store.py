@@ -128,6 +128,10 @@ MIGRATIONS: list[str] = [
         UNIQUE (check_id, role, runbook)
     );
     """,
+    # 3: the flap guard counts recent heals per target and check.
+    """
+    CREATE INDEX incidents_target_check ON incidents (target, check_id, resolved_at);
+    """,
 ]
 
 OUTCOMES = ("healed", "recovered", "escalated", "failed", "suppressed", "dismissed", "dry-run", "held", "timeout", "error")
@@ -164,6 +168,11 @@ class Incident:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+_INCIDENT_COLUMNS = (
+    "id, target, check_id, state, opened_at, updated_at, resolved_at, outcome, tier, detail, occurrences"
+)
 
 
 class Store:
@@ -249,33 +258,74 @@ class Store:
 
     # -- observations ------------------------------------------------------------
 
+    def record(self, obs: Observation) -> tuple[int, Incident | None, bool]:
+        """Record an observation and apply it to incidents, in one transaction.
+
+        Returns ``(observation id, incident, new)``: for a failure, the
+        incident opened (``new``) or counted again, or ``None`` when the drift
+        episode is parked; for a pass or an error, the open incident if any.
+        This is the engine's hot path, hence one transaction and no re-reads.
+        """
+        now = _now()
+        with self.transaction() as db:
+            oid = self._insert_observation(db, obs)
+            row = db.execute(
+                f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'",
+                (obs.target, obs.check),
+            ).fetchone()
+            if obs.status is not Status.FAIL:
+                return oid, Incident(**dict(row)) if row else None, False
+            if row is not None:
+                db.execute(
+                    "UPDATE incidents SET occurrences = occurrences + 1, updated_at = ?, last_observation_id = ? "
+                    "WHERE id = ?", (now, oid, row["id"]))
+                inc = Incident(**{**dict(row), "occurrences": row["occurrences"] + 1, "updated_at": now})
+                return oid, inc, False
+            parked = db.execute(
+                "SELECT parked_incident FROM check_state WHERE target = ? AND check_id = ?", (obs.target, obs.check)
+            ).fetchone()
+            if parked is not None and parked[0] is not None:
+                return oid, None, False
+            cur = db.execute(
+                """INSERT INTO incidents (target, check_id, state, opened_at, updated_at,
+                       first_observation_id, last_observation_id)
+                   VALUES (?, ?, 'open', ?, ?, ?, ?)""",
+                (obs.target, obs.check, now, now, oid, oid),
+            )
+            inc = Incident(int(cur.lastrowid), obs.target, obs.check, "open", now, now, None, None, None, "", 1)
+            return oid, inc, True
+
     def add_observation(self, obs: Observation) -> int:
         """Record an observation and update the latest status. Returns its id."""
         with self.transaction() as db:
-            cur = db.execute(
-                """INSERT INTO observations (target, check_id, status, reason, facts, observed_at, duration_ms)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    obs.target,
-                    obs.check,
-                    obs.status.value,
-                    obs.reason,
-                    json.dumps(obs.facts, sort_keys=True, default=str),
-                    _iso(obs.observed_at),
-                    obs.duration_ms,
-                ),
-            )
-            oid = int(cur.lastrowid)
-            db.execute(
-                """INSERT INTO check_state (target, check_id, status, reason, observation_id, observed_at)
-                   VALUES (?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (target, check_id) DO UPDATE SET status = excluded.status,
-                       reason = excluded.reason, observation_id = excluded.observation_id,
-                       observed_at = excluded.observed_at,
-                       parked_incident = CASE WHEN excluded.status = 'pass' THEN NULL
-                                              ELSE check_state.parked_incident END""",
-                (obs.target, obs.check, obs.status.value, obs.reason, oid, _iso(obs.observed_at)),
-            )
+            return self._insert_observation(db, obs)
+
+    @staticmethod
+    def _insert_observation(db: sqlite3.Connection, obs: Observation) -> int:
+        cur = db.execute(
+            """INSERT INTO observations (target, check_id, status, reason, facts, observed_at, duration_ms)
+               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            (
+                obs.target,
+                obs.check,
+                obs.status.value,
+                obs.reason,
+                json.dumps(obs.facts, sort_keys=True, default=str),
+                _iso(obs.observed_at),
+                obs.duration_ms,
+            ),
+        )
+        oid = int(cur.lastrowid)
+        db.execute(
+            """INSERT INTO check_state (target, check_id, status, reason, observation_id, observed_at)
+               VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (target, check_id) DO UPDATE SET status = excluded.status,
+                   reason = excluded.reason, observation_id = excluded.observation_id,
+                   observed_at = excluded.observed_at,
+                   parked_incident = CASE WHEN excluded.status = 'pass' THEN NULL
+                                          ELSE check_state.parked_incident END""",
+            (obs.target, obs.check, obs.status.value, obs.reason, oid, _iso(obs.observed_at)),
+        )
         return oid
 
     def latest(self) -> list[dict[str, Any]]:

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import HealingSettings
-from ..records import CheckSpec, EscalationChannel, PlanProposal, RunbookSpec, Status, Target, utcnow
-from ..store import Incident, Store
+from ..records import CheckSpec, EscalationChannel, Observation, PlanProposal, RunbookSpec, Status, Target, utcnow
+from ..store import Incident, Store, StoreError
 from .learning import Learning
 from .maintenance import active_window
 from .rules import RuleError, RuleSet, allows, effective_mode, load_rules, rule_files, validate_params
@@ -79,6 +79,7 @@ class Ladder:
                                  settings.promotion.min_success_rate)
         self._active: dict[int, asyncio.Task] = {}
         self._held: set[int] = set()
+        self._ended: set[int] = set()
         self._host_locks: dict[str, asyncio.Lock] = {}
         self._rule_sources: list[Path] = []
         self.counts: dict[str, int] = {}
@@ -91,15 +92,15 @@ class Ladder:
 
     async def __call__(self, event: Any) -> None:
         if event.kind == "opened":
-            self._start(event.incident)
+            self._start(event.incident, event.observation)
         elif event.kind == "resolved":
             self._held.discard(event.incident.id)
 
-    def _start(self, incident: Incident) -> None:
+    def _start(self, incident: Incident, observation: Observation | None = None) -> None:
         if incident.id in self._active:
             return
         self._held.discard(incident.id)
-        task = asyncio.create_task(self._handle(incident), name=f"heal:{incident.id}")
+        task = asyncio.create_task(self._handle(incident, observation), name=f"heal:{incident.id}")
         self._active[incident.id] = task
         task.add_done_callback(lambda _t, i=incident.id: self._active.pop(i, None))
 
@@ -176,33 +177,31 @@ class Ladder:
 
     # -- the ladder ---------------------------------------------------------------------
 
-    async def _handle(self, incident: Incident) -> None:
+    async def _handle(self, incident: Incident, observation: Observation | None) -> None:
         try:
-            await self._walk(incident)
+            await self._walk(incident, observation)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every path ends in resolve
             log.exception("healing incident %d failed", incident.id)
             await self._resolve(incident, "error", "none", f"ladder error: {type(exc).__name__}: {exc}")
         finally:
-            if not asyncio.current_task().cancelling():
-                await self._ensure_ended(incident)
+            ended = incident.id in self._ended or incident.id in self._held
+            self._ended.discard(incident.id)
+            if not ended and not asyncio.current_task().cancelling():
+                await self._resolve(incident, "error", "none", "healing path ended without an outcome")
 
-    async def _ensure_ended(self, incident: Incident) -> None:
-        if incident.id in self._held:
-            return
-        current = self.store.incident(incident.id)
-        if current.state == "open":
-            await self._resolve(incident, "error", "none", "healing path ended without an outcome")
-
-    async def _walk(self, incident: Incident) -> None:
+    async def _walk(self, incident: Incident, observation: Observation | None) -> None:
         target = self.engine.targets.get(incident.target)
         contributed = self.registry.checks.get(incident.check_id)
         if target is None or contributed is None:
             await self._resolve(incident, "error", "none", "target or check is no longer configured")
             return
         spec: CheckSpec = contributed.spec
-        facts = self.store.last_observation_of(incident.id)
+        if observation is not None:
+            facts = {"facts": observation.facts, "reason": observation.reason}
+        else:  # adopted from a previous run
+            facts = self.store.last_observation_of(incident.id)
         now = self.clock()
         window = active_window(self.settings.maintenance_windows, now)
         if window is not None:
@@ -328,20 +327,21 @@ class Ladder:
     def _lock(self, host: str) -> asyncio.Lock:
         return self._host_locks.setdefault(host, asyncio.Lock())
 
-    def _new_attempt(self, incident: Incident, tier: str, rule_id: str | None, runbook: RunbookSpec,
-                     params: Mapping[str, Any], dry_run: bool) -> int:
+    def _save_attempt(self, incident: Incident, tier: str, rule_id: str | None, runbook: RunbookSpec,
+                      params: Mapping[str, Any], dry_run: bool, dispatched_at: datetime, ok: bool | None,
+                      detail: str, role: str | None = None) -> None:
+        """Store the attempt and, for a real one, its pattern statistics, in
+        one transaction."""
         with self.store.transaction() as db:
-            cur = db.execute(
-                """INSERT INTO heal_attempts (incident_id, tier, rule_id, runbook, params, dry_run, dispatched_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            if not dry_run:
+                opened = datetime.fromisoformat(incident.opened_at)
+                self.learning.record(incident.check_id, role or "", runbook.id, tier, bool(ok),
+                                     (utcnow() - opened).total_seconds(), dict(params), db=db)
+            db.execute(
+                """INSERT INTO heal_attempts (incident_id, tier, rule_id, runbook, params, dry_run, dispatched_at,
+                       ok, detail, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (incident.id, tier, rule_id, runbook.id, json.dumps(dict(params), sort_keys=True), int(dry_run),
-                 _iso(utcnow())))
-            return int(cur.lastrowid)
-
-    def _finish_attempt(self, attempt_id: int, ok: bool | None, detail: str) -> None:
-        with self.store.transaction() as db:
-            db.execute("UPDATE heal_attempts SET ok = ?, detail = ?, finished_at = ? WHERE id = ?",
-                       (None if ok is None else int(ok), detail, _iso(utcnow()), attempt_id))
+                 _iso(dispatched_at), None if ok is None else int(ok), detail, _iso(utcnow())))
 
     def _evidence(self, kind: str, payload: dict[str, Any]) -> None:
         evidence = getattr(self.ctx, "evidence", None)
@@ -352,9 +352,8 @@ class Ladder:
                 log.exception("could not record %s evidence", kind)
 
     async def _dry_run(self, incident, target, runbook, params, tier, rule_id) -> None:
-        aid = self._new_attempt(incident, tier, rule_id, runbook, params, dry_run=True)
         detail = f"dry-run: would run {runbook.id} ({runbook.risk.value} risk) with {json.dumps(params, sort_keys=True)}"
-        self._finish_attempt(aid, None, detail)
+        self._save_attempt(incident, tier, rule_id, runbook, params, True, utcnow(), None, detail)
         self._evidence("healing_attempt", {"incident": incident.id, "target": target.name, "tier": tier,
                                            "rule": rule_id, "runbook": runbook.id, "params": params,
                                            "dry_run": True, "ok": None, "detail": detail})
@@ -362,9 +361,9 @@ class Ladder:
 
     async def _attempt(self, incident, target, spec, runbook, params, tier, rule_id, history) -> bool:
         executor = self.registry.executor(target.kind)
-        aid = self._new_attempt(incident, tier, rule_id, runbook, params, dry_run=False)
         ok, detail, verification = False, "", None
         async with self._lock(target.name):
+            dispatched = utcnow()
             try:
                 result = await asyncio.wait_for(executor.run_runbook(target, runbook, params), runbook.timeout)
                 if not result.ok:
@@ -377,10 +376,8 @@ class Ladder:
                 detail = f"runbook gave no answer within {runbook.timeout:g} s"
             except Exception as exc:  # noqa: BLE001 - a failed attempt moves up the ladder
                 detail = f"runbook raised {type(exc).__name__}: {exc}"
-        self._finish_attempt(aid, ok, detail)
-        opened = datetime.fromisoformat(incident.opened_at)
-        self.learning.record(spec.id, target.role, runbook.id, tier, ok,
-                             (utcnow() - opened).total_seconds(), dict(params))
+        self._save_attempt(incident, tier, rule_id, runbook, params, False, dispatched, ok, detail, target.role)
+        self.learning.refresh(spec.id, target.role, runbook.id, tier)
         history.append({"tier": tier, "rule": rule_id, "runbook": runbook.id, "ok": ok, "detail": detail})
         self._evidence("healing_attempt", {
             "incident": incident.id, "target": target.name, "check": spec.id, "tier": tier, "rule": rule_id,
@@ -426,8 +423,10 @@ class Ladder:
             await self._resolve(incident, "failed", "L3", f"{why}; every channel failed: {'; '.join(failures)}")
 
     async def _resolve(self, incident: Incident, outcome: str, tier: str, detail: str) -> None:
-        current = self.store.incident(incident.id)
-        if current.state != "open":
+        self._ended.add(incident.id)
+        try:
+            await self.engine.resolve(incident.id, outcome, tier, detail)
+        except StoreError as exc:  # resolved meanwhile by hand (CLI) or by recovery
+            log.info("incident %d: %s", incident.id, exc)
             return
         self.counts[f"{outcome}:{tier}"] = self.counts.get(f"{outcome}:{tier}", 0) + 1
-        await self.engine.resolve(incident.id, outcome, tier, detail)
