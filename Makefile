@@ -10,7 +10,7 @@ UV := $(TOOLS)/bin/uv
 PY := $(VENV)/bin/python
 MEMBERS := $(shell sed -n 's/^-e \(.*\)/\1/p' requirements.txt)
 
-.PHONY: demo test venv lock system-tools nix-check clean
+.PHONY: demo test venv lock system-tools nix-check hipaa-mapping clean
 
 $(UV): tools/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -40,6 +40,10 @@ nix-check: system-tools
 test: venv system-tools
 	bash tools/check-nix.sh
 	$(VENV)/bin/python -m pytest
+
+# The committed control mapping (tests/test_hipaa_mapping.py checks it).
+hipaa-mapping: venv
+	OSIRIS_STATE_DIR=$$(mktemp -d) OSIRIS_CONFIG= $(VENV)/bin/osiris checks --format markdown > docs/hipaa-mapping.md
 
 lock: $(UV)
 	$(UV) pip compile requirements.in --generate-hashes --no-header --python-version 3.11 \
