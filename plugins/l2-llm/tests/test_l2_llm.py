@@ -139,8 +139,9 @@ async def test_a_good_answer_becomes_a_proposal(tmp_path, api):
 
 async def test_one_candidate_constrains_params_to_its_schema(tmp_path, api):
     api.reply = lambda: answer(RESET["id"], {})
-    proposal = await plan(enabled(tmp_path, api), {**INCIDENT, "candidates": [RESET]})
+    proposal = await plan(enabled(tmp_path, api, temperature=None), {**INCIDENT, "candidates": [RESET]})
     assert proposal.runbook == RESET["id"] and proposal.params == {}
+    assert "temperature" not in api.requests[0][1] and api.requests[0][1]["max_tokens"] == 400
     schema = api.requests[0][1]["response_format"]["json_schema"]["schema"]
     assert schema["properties"]["params"] == RESET["params_schema"]
     assert schema["properties"]["runbook"]["enum"] == [RESET["id"]]

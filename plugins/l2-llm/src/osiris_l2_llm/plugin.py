@@ -69,8 +69,9 @@ class Settings(BaseModel):
     )
     timeout: float = Field(default=30.0, gt=0, description="Seconds for the whole request")
     ca_file: FilePath | None = Field(default=None, description="PEM CA bundle to validate the endpoint (default: system CAs)")
-    max_tokens: int = Field(default=400, ge=16, description="Upper bound on the answer's length, tokens")
-    temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature (0: most deterministic)")
+    # null leaves a parameter out, for models that refuse it (some reasoning models).
+    max_tokens: int | None = Field(default=400, ge=16, description="Upper bound on the answer's length, tokens (null: not sent)")
+    temperature: float | None = Field(default=0.0, ge=0, le=2, description="Sampling temperature, 0 most deterministic (null: not sent)")
     strict: bool = Field(default=True, description="Ask the server to enforce the answer schema strictly")
 
     @field_validator("url")
@@ -130,6 +131,7 @@ def question(incident: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def request_body(settings: Settings, incident: Mapping[str, Any]) -> dict[str, Any]:
+    limits = {"temperature": settings.temperature, "max_tokens": settings.max_tokens}
     return {
         "model": settings.model,
         "messages": [
@@ -140,8 +142,7 @@ def request_body(settings: Settings, incident: Mapping[str, Any]) -> dict[str, A
             "type": "json_schema",
             "json_schema": {"name": "runbook_choice", "strict": settings.strict, "schema": answer_schema(incident["candidates"])},
         },
-        "temperature": settings.temperature,
-        "max_tokens": settings.max_tokens,
+        **{k: v for k, v in limits.items() if v is not None},
     }
 
 
