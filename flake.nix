@@ -19,6 +19,7 @@
         appliance-selfcheck = ./plugins/appliance-selfcheck;
         escalate-webhook = ./plugins/escalate-webhook;
         l2-llm = ./plugins/l2-llm;
+        windows = ./plugins/windows;
       };
 
       # Attribute name in python3Packages (and the flake's packages).

@@ -1,0 +1,128 @@
+"""The registry of what the lab can "run": emulations of script units.
+
+The lab does not interpret PowerShell. Our scripts carry versioned markers
+(``# osiris-check: windows.smb.v1_disabled/v1``) and the lab runs the
+registered emulation of that exact unit and version against the host's
+state: a check emulation returns the facts the real fragment would print,
+a runbook emulation changes the state as the real one would change Windows.
+A unit with no emulation, or a new version of a fragment whose emulation
+was not updated, is reported as an error, never as a silent success.
+
+Emulations register with the decorators below. Built-in ones (for the
+``windows`` plugin's checks) live in :mod:`osiris_lab.emulations`; another
+distribution contributes more through the ``osiris_lab.emulations``
+entry-point group (a module imported for its side effects), e.g.::
+
+    [project.entry-points."osiris_lab.emulations"]
+    windows-baseline = "osiris_windows_baseline_lab"
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .state import HostState
+
+ENTRY_POINT_GROUP = "osiris_lab.emulations"
+
+Emulated = Callable[["HostView", Mapping[str, Any]], Mapping[str, Any]]
+
+
+class PSError(Exception):
+    """What the real script would throw on this host, e.g. a cmdlet that
+    does not exist there. ``error_type`` is the .NET exception type name
+    PowerShell reports."""
+
+    def __init__(self, message: str, error_type: str = "System.Management.Automation.RuntimeException"):
+        super().__init__(message)
+        self.message = message
+        self.error_type = error_type
+
+
+def command_not_found(name: str) -> PSError:
+    return PSError(
+        f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable "
+        "program. Check the spelling of the name, or if a path was included, verify that the path is correct "
+        "and try again.",
+        "System.Management.Automation.CommandNotFoundException",
+    )
+
+
+@dataclass(frozen=True)
+class HostView:
+    """What an emulation sees: the host's identity and its state."""
+
+    name: str
+    role: str
+    state: HostState
+
+    def __getitem__(self, path: str) -> Any:
+        return self.state.get(path)
+
+
+@dataclass(frozen=True)
+class Emulation:
+    kind: str  # "check" | "runbook"
+    id: str
+    version: int
+    fn: Emulated
+    cost_ms: float  # simulated run time on the host, inside the PowerShell process
+
+
+_REGISTRY: dict[tuple[str, str, int], Emulation] = {}
+_LOCK = threading.Lock()
+_loaded = False
+
+
+def _register(kind: str, unit_id: str, version: int, cost_ms: float) -> Callable[[Emulated], Emulated]:
+    def deco(fn: Emulated) -> Emulated:
+        key = (kind, unit_id, version)
+        with _LOCK:
+            old = _REGISTRY.get(key)
+            if old is not None and old.fn.__qualname__ != fn.__qualname__:
+                raise ValueError(f"{kind} {unit_id}/v{version} is emulated twice ({old.fn.__module__} and {fn.__module__})")
+            _REGISTRY[key] = Emulation(kind, unit_id, version, fn, cost_ms)
+        return fn
+
+    return deco
+
+
+def check(unit_id: str, version: int = 1, *, cost_ms: float = 5.0) -> Callable[[Emulated], Emulated]:
+    """Register the emulation of a check fragment: (host, params) -> facts."""
+    return _register("check", unit_id, version, cost_ms)
+
+
+def runbook(unit_id: str, version: int = 1, *, cost_ms: float = 50.0) -> Callable[[Emulated], Emulated]:
+    """Register the emulation of a runbook fragment: (host, params) -> output;
+    it changes ``host.state`` as the real script changes Windows."""
+    return _register("runbook", unit_id, version, cost_ms)
+
+
+def load() -> None:
+    """Import the built-in emulations and every ``osiris_lab.emulations``
+    entry point (once per process)."""
+    global _loaded
+    if _loaded:
+        return
+    importlib.import_module("osiris_lab.emulations")
+    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        try:
+            ep.load()
+        except Exception as exc:  # noqa: BLE001 - name the broken contribution
+            raise RuntimeError(f"osiris-lab: emulations {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+    _loaded = True
+
+
+def lookup(kind: str, unit_id: str, version: int) -> Emulation | None:
+    with _LOCK:
+        return _REGISTRY.get((kind, unit_id, version))
+
+
+def known() -> list[Emulation]:
+    with _LOCK:
+        return sorted(_REGISTRY.values(), key=lambda e: (e.kind, e.id, e.version))

@@ -1,0 +1,95 @@
+"""Fault and latency injection, seen from a real client."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError
+
+from osiris_lab import Lab
+
+
+def test_refused_until_cleared(lab, clients):
+    lab.inject_fault("srv01", "refused")
+    with pytest.raises(requests.exceptions.ConnectionError, match="[Rr]efused"):
+        clients.https("srv01").run_cmd("hostname")
+    assert clients.https("ws01").run_cmd("hostname").status_code == 0  # the others still answer
+    lab.clear_faults("srv01")
+    assert clients.https("srv01").run_cmd("hostname").std_out == b"SRV01\r\n"
+
+
+def test_refused_for_a_while(lab, clients):
+    lab.inject_fault("srv01", "refused", duration=0.5)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        clients.https("srv01").run_cmd("hostname")
+    time.sleep(0.8)
+    assert clients.https("srv01").run_cmd("hostname").status_code == 0
+
+
+def test_reset_for_a_number_of_requests(lab, clients):
+    lab.inject_fault("ws01", "reset", count=1)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        clients.https().run_cmd("hostname")
+    assert clients.https().run_cmd("hostname").status_code == 0  # the count is used up
+
+
+def test_http_500(lab, clients):
+    lab.inject_fault("ws01", "http500", count=1)
+    with pytest.raises(WinRMTransportError) as err:
+        clients.https().run_cmd("hostname")
+    assert err.value.code == 500
+
+
+def test_operation_timeout_fault_on_any_request(lab, clients):
+    lab.inject_fault("dc01", "operation_timeout", count=1)
+    with pytest.raises(WinRMOperationTimeoutError):
+        clients.https("dc01").protocol.open_shell()
+    assert clients.https("dc01").run_cmd("hostname").status_code == 0
+
+
+def test_hang_never_answers(lab, clients):
+    lab.inject_fault("ws01", "hang", duration=5)
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        clients.https(read_timeout_sec=2, operation_timeout_sec=1).run_cmd("hostname")
+    assert 1.5 < time.monotonic() - started < 4
+
+
+def test_request_and_powershell_start_latency(lab, clients):
+    s = clients.https()
+    s.run_cmd("hostname")
+    t0 = time.perf_counter()
+    s.run_cmd("hostname")
+    base = time.perf_counter() - t0
+    lab.set_latency("ws01", request=0.05)
+    t0 = time.perf_counter()
+    s.run_cmd("hostname")  # Create, Command, Receive, Signal, Delete
+    assert time.perf_counter() - t0 >= base + 5 * 0.05 * 0.9
+    lab.set_latency("ws01", request=0.0, ps_start=0.4)
+    t0 = time.perf_counter()
+    assert s.run_cmd("hostname").status_code == 0  # no PowerShell: no start latency
+    assert time.perf_counter() - t0 < 0.35
+    t0 = time.perf_counter()
+    s.run_ps("$env:COMPUTERNAME")
+    assert time.perf_counter() - t0 >= 0.4
+
+
+def test_fault_arguments_are_checked(lab):
+    with pytest.raises(ValueError, match="fault kind 'meltdown'"):
+        lab.inject_fault("ws01", "meltdown")
+    with pytest.raises(ValueError, match="not for 'refused'"):
+        lab.inject_fault("ws01", "refused", count=2)
+    with pytest.raises(KeyError, match="no host 'nope'"):
+        lab.inject_fault("nope", "hang")
+
+
+def test_practice_shapes():
+    from osiris_lab import practice
+
+    assert [(h.name, h.role) for h in practice(3)] == [("dc01", "dc"), ("srv01", "server"), ("ws01", "workstation")]
+    roles = [h.role for h in practice(200)]
+    assert roles.count("dc") == 1 and roles.count("server") == 19 and roles.count("workstation") == 180
+    with pytest.raises(ValueError, match="unique"):
+        Lab([("a", "dc"), ("a", "server")])

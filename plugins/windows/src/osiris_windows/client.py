@@ -1,0 +1,201 @@
+"""One WinRS round trip with pywinrm: Create (with the batch in the shell's
+environment), Command, Receive until Done, Delete.
+
+Blocking: the executor runs it in the agent's thread pool. Every failure
+becomes :class:`Transient` (worth retrying: connection refused or reset,
+HTTP 5xx without a WS-Man fault, the WS-Man operation-timeout fault
+2150858793 outside Receive, a shell quota) or :class:`Failed` (not:
+bad certificate, rejected credentials, a timeout, other faults), with a
+message that is safe to record: it never carries the password, which only
+pywinrm's transport holds.
+
+Signal is sent only to stop a command that overran its deadline: once a
+command is Done, deleting the shell releases it, and skipping the Signal
+saves a request per host (each costs the agent about as much CPU as the
+TLS handshake's remainder, see bench/sweep).
+"""
+
+from __future__ import annotations
+
+import errno
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import requests
+import winrm
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+
+from .settings import Credentials, Settings, TargetOptions
+
+OPERATION_TIMEOUT_FAULT = 2150858793
+# Shell and operation quotas: the host is busy; a later attempt may pass.
+QUOTA_FAULTS = {2150859173, 2150859174}
+
+
+class Transient(Exception):
+    """A failure worth retrying."""
+
+
+class Failed(Exception):
+    """A failure that retrying will not fix."""
+
+
+@dataclass(frozen=True)
+class Output:
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+
+
+def _transport(opts: TargetOptions) -> tuple[str, str]:
+    """pywinrm's (transport, message_encryption) for our options."""
+    if opts.problems():
+        raise Failed("; ".join(f"options.{k}: expected {v}" for k, v in opts.problems()))
+    if opts.transport == "https":
+        return ("ssl" if opts.auth == "basic" else "ntlm"), "auto"
+    if opts.transport == "ntlm":
+        return "ntlm", "always"
+    return "basic", "never"
+
+
+def _connection_error(exc: requests.exceptions.ConnectionError) -> str:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH,
+                                                  errno.ENETUNREACH):
+            return {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset by the host",
+                    errno.EHOSTUNREACH: "host unreachable", errno.ENETUNREACH: "network unreachable"}[e.errno]
+        text = str(e)
+        if "Connection refused" in text:
+            return "connection refused"
+        if "reset" in text.lower() or "RemoteDisconnected" in text or "aborted" in text.lower():
+            return "connection reset by the host"
+        e = e.__cause__ or e.__context__ or (e.args[0] if e.args and isinstance(e.args[0], BaseException) else None)
+    return f"connection failed ({type(exc).__name__})"
+
+
+def read_timeout(operation_timeout: float) -> int:
+    """HTTP read timeout: longer than the OperationTimeout a host may hold a
+    request for, short enough to notice a host that stopped answering."""
+    return int(operation_timeout * 1.5 + 1.5)
+
+
+def _system_ca_file() -> str | None:
+    """The system trust store (not requests' environment variables, so that
+    every request of a round trip trusts the same CAs)."""
+    return ssl.get_default_verify_paths().cafile
+
+
+class Session:
+    """pywinrm's Protocol for one target, with our timeouts."""
+
+    def __init__(self, endpoint: str, opts: TargetOptions, creds: Credentials, settings: Settings):
+        transport, encryption = _transport(opts)
+        self.endpoint = endpoint
+        self.settings = settings
+        self.started = False  # the host accepted the Command: the script may have run
+        op = max(1, int(settings.operation_timeout))
+        self.protocol = winrm.Protocol(
+            endpoint,
+            transport=transport,
+            username=creds.username,
+            password=creds.password(),
+            server_cert_validation="validate",
+            ca_trust_path=str(opts.ca_file) if opts.ca_file else _system_ca_file(),
+            read_timeout_sec=read_timeout(op),
+            operation_timeout_sec=op,
+            message_encryption=encryption,
+            proxy=None,  # hosts on the practice LAN; never an environment proxy
+        )
+        self._timeouts(op)
+
+    def _timeouts(self, operation_timeout: int) -> None:
+        # pywinrm passes read_timeout_sec straight to requests: a (connect, read) pair works.
+        self.protocol.operation_timeout_sec = operation_timeout
+        self.protocol.transport.read_timeout_sec = (self.settings.connect_timeout, read_timeout(operation_timeout))
+
+    def run(self, command: str, args: list[str], env: Mapping[str, str], deadline: float) -> Output:
+        """Run one command in a fresh shell; raises Transient or Failed."""
+        p = self.protocol
+        shell_id = command_id = None
+        try:
+            shell_id = p.open_shell(env_vars=dict(env))
+            if p.transport.session is not None:
+                p.transport.session.trust_env = False  # no per-request scan of proxy variables
+            command_id = p.run_command(shell_id, command, args)
+            self.started = True
+            out, err, code = [], [], -1
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 1:
+                    raise Failed("no result within the host's time budget (the script was still running); stopped it")
+                self._timeouts(max(1, min(int(self.settings.operation_timeout), int(remaining / 1.5) - 1)))
+                try:
+                    o, e, code, done = p.get_command_output_raw(shell_id, command_id)
+                except WinRMOperationTimeoutError:
+                    continue  # Receive polled for OperationTimeout with nothing new: ask again
+                out.append(o)
+                err.append(e)
+                if done:
+                    break
+            command_id = None  # finished: deleting the shell is enough
+            return Output(b"".join(out), b"".join(err), code)
+        except (Transient, Failed):
+            raise
+        except WinRMOperationTimeoutError:
+            raise Transient(f"WS-Man fault {OPERATION_TIMEOUT_FAULT}: the host did not complete the operation within "
+                            "OperationTimeout") from None
+        except WSManFaultError as exc:
+            code = exc.wsman_fault_code or exc.wmierror_code
+            reason = " ".join((exc.reason or "").split())
+            msg = f"WS-Man fault {code or exc.fault_subcode or exc.fault_code}: {reason}"
+            raise (Transient if code in QUOTA_FAULTS else Failed)(msg) from None
+        except InvalidCredentialsError:
+            raise Failed("the host rejected the credentials (HTTP 401)") from None
+        except WinRMTransportError as exc:
+            if exc.code >= 500:
+                raise Transient(f"HTTP {exc.code} from the WinRM service") from None
+            raise Failed(f"HTTP {exc.code} from the WinRM service") from None
+        except requests.exceptions.SSLError as exc:
+            text = str(exc)
+            if "CERTIFICATE_VERIFY_FAILED" in text or "match" in text:
+                raise Failed("TLS: the host's certificate did not verify (is options.ca_file the CA that issued "
+                             "its WinRM certificate, and does the certificate name the target's address?)") from None
+            if "EOF" in text or "reset" in text.lower():
+                raise Transient("connection reset by the host (during TLS)") from None
+            raise Failed(f"TLS handshake failed ({type(exc).__name__})") from None
+        except requests.exceptions.ConnectTimeout:
+            raise Failed(f"no TCP connection within {self.settings.connect_timeout:g} s") from None
+        except requests.exceptions.ReadTimeout:
+            raise Failed("the host stopped answering (HTTP read timed out)") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise Transient(_connection_error(exc)) from None
+        except AssertionError:
+            raise Failed("a WS-Man response did not relate to its request (RelatesTo)") from None
+        except WinRMError as exc:
+            raise Failed(f"WinRM error: {exc}") from None
+        finally:
+            self._cleanup(shell_id, command_id)
+
+    def _cleanup(self, shell_id: str | None, command_id: str | None) -> None:
+        p = self.protocol
+        try:
+            self._timeouts(5)
+            if shell_id is not None and command_id is not None:
+                p.cleanup_command(shell_id, command_id)  # Signal terminate: the command is still running
+            if shell_id is not None:
+                p.close_shell(shell_id)
+        except Exception:  # noqa: BLE001 - best effort; the host's idle timeout reaps what is left
+            pass
+        finally:
+            p.transport.close_session()
