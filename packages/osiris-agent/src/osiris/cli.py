@@ -19,6 +19,7 @@ import click
 from . import __version__
 from .app import Loaded, load, settings_sections
 from .config import ConfigError
+from .evidence.cli import evidence as evidence_group
 from .plugins import PluginError, PluginManager
 from .secrets import SecretError
 from .store import Store, StoreError
@@ -381,6 +382,8 @@ def rules_reject(state: State, candidate_id: int, by: str) -> None:
     """Reject a candidate; it is not proposed again."""
     _decide(state, "reject", candidate_id, by)
 
+
+cli.add_command(evidence_group)
 
 _plugin_commands_added = False
 

@@ -21,6 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .evidence.settings import EvidenceSettings
+
 DEFAULT_CONFIG_PATH = Path("/etc/osiris/config.json")
 DEFAULT_STATE_DIR = Path("/var/lib/osiris")
 ENV_CONFIG = "OSIRIS_CONFIG"
@@ -154,6 +156,7 @@ class Config(_Model):
     state_dir: Path = DEFAULT_STATE_DIR
     agent: AgentSettings = AgentSettings()
     healing: HealingSettings = HealingSettings()
+    evidence: EvidenceSettings = EvidenceSettings()
     secrets: SecretsSettings = SecretsSettings()
     targets: list[TargetSettings] = Field(default_factory=list)
     checks: dict[str, CheckOverride] = Field(default_factory=dict, description="Per-check overrides by id")

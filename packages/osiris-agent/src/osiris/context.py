@@ -42,6 +42,9 @@ class AgentContext:
         # Set by the agent once the store and registry exist.
         self.store: Any = None
         self.registry: Any = None
+        # The evidence log (osiris.evidence.service.EvidenceService), when enabled:
+        # ``await ctx.evidence.record(kind, payload, host=..., policy=...)``.
+        self.evidence: Any = None
 
     def settings(self, name: str) -> BaseModel:
         """The validated settings of plugin section ``name``."""

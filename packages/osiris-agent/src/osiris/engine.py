@@ -35,6 +35,9 @@ class IncidentEvent:
 
 
 Listener = Callable[[IncidentEvent], Awaitable[None]]
+# Told about every target's results once they are recorded (the evidence log
+# makes one bundle of them): (target, checks asked for, observations).
+ObservationListener = Callable[[Target, Sequence[CheckSpec], Sequence[Observation]], Awaitable[None]]
 
 
 def evaluate(target: Target, spec: CheckSpec, facts: Mapping[str, Any], duration_ms: float = 0.0,
@@ -73,6 +76,7 @@ class Engine:
         self.targets = {t.name: t for t in targets}
         self.tick = tick
         self.listeners: list[Listener] = []
+        self.observation_listeners: list[ObservationListener] = []
         self._sem = asyncio.Semaphore(max_concurrent_targets)
         self._in_flight: dict[str, asyncio.Task] = {}
         self._last_run: dict[tuple[str, str], datetime] = store.last_observed()
@@ -167,6 +171,12 @@ class Engine:
         observations = self._complete(target, checks, observations)
         for obs in observations:
             await self.record(obs)
+        for listener in self.observation_listeners:
+            try:
+                await listener(target, checks, observations)
+            except Exception as exc:  # noqa: BLE001 - a listener bug must not stop the sweep
+                self.last_error = f"observation listener failed: {exc}"
+                log.exception("observation listener failed on %s", target.name)
         return observations
 
     @staticmethod

@@ -22,6 +22,7 @@ from aiohttp import web
 from .api import make_app
 from .app import Loaded
 from .engine import Engine
+from .evidence.service import EvidenceService
 from .healing.ladder import Ladder
 from .records import EscalationChannel, EvidenceSink, Source, UpdateBackend
 from .store import Store
@@ -58,6 +59,16 @@ class Agent:
             max_concurrent_targets=cfg.max_concurrent_targets, tick=cfg.tick,
         )
         self.ctx.engine = self.engine
+        # The evidence log: its key and file are checked here, so a key that
+        # is loose or does not match its pin stops the agent before anything
+        # runs (EvidenceError is a StoreError: exit 1 with the file named).
+        self.evidence: EvidenceService | None = None
+        if loaded.config.evidence.enabled:
+            self.evidence = EvidenceService.open(
+                self.ctx, loaded.config.evidence, plugins={n: i.version for n, i in loaded.pm.infos.items()}
+            )
+            self.engine.observation_listeners.append(self.evidence.on_observations)
+        self.ctx.evidence = self.evidence
         self.ladder = Ladder(self.ctx, loaded.pm, loaded.registry, self.engine, self.store, loaded.config.healing)
         self.notifier = sdnotify.SystemdNotifier()
         self.stop = asyncio.Event()
@@ -152,6 +163,8 @@ class Agent:
             self.sinks = self._collect("osiris_evidence_sinks", EvidenceSink)
             self.channels = self._collect("osiris_escalation_channels", EscalationChannel)
             self.update_backends = self._collect("osiris_update_backends", UpdateBackend)
+            if self.evidence is not None:
+                await self.evidence.start(self.sinks)
             self.ladder.channels = self.channels
             self.ladder.start()
             runner = await self._start_http()
@@ -165,6 +178,8 @@ class Agent:
             if once:
                 await self.engine.sweep(force=True)
                 await self.ladder.drain()
+                if self.evidence is not None:
+                    await self.evidence.flush()
                 self.set_status(self._summary())
             else:
                 tasks.append(asyncio.create_task(self._status_loop(), name="status"))
@@ -181,5 +196,9 @@ class Agent:
             try:
                 await pm.call_lifecycle("osiris_shutdown", ctx=self.ctx)
             finally:
-                self.ctx.close()
-                self.store.close()
+                try:
+                    if self.evidence is not None:
+                        await self.evidence.close()
+                finally:
+                    self.ctx.close()
+                    self.store.close()

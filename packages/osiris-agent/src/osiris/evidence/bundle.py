@@ -1,0 +1,144 @@
+"""Evidence bundles: what is signed, and the envelope sinks receive.
+
+A bundle is one RFC 8785 JSON object (docs/evidence.md lists the members)::
+
+    {"v": 1, "type": "osiris.evidence.bundle", "id": "<uuid>", "kind": "sweep",
+     "recorded_at": "2024-05-01T10:22:33.123456Z",
+     "site": {"id": ..., "name": ...}, "appliance": ..., "host": "dc01",
+     "agent": {"version": ..., "api": ..., "plugins": {name: version}},
+     "policy": {...}, "payload": {...}, "scrubbed": {"ssn": 1, ...},
+     "log": "<origin>", "seq": 41, "prev": "<hex leaf hash of entry 40>"}
+
+``payload`` and ``policy`` are scrubbed of PHI before the bundle is
+canonicalised and signed; ``log``, ``seq`` and ``prev`` are added by the log
+when it appends (:meth:`osiris.evidence.log.EvidenceLog.append`).
+
+Sinks receive a *signed-bundle envelope* (:class:`SignedBundle`), JSON that
+carries the exact signed bytes as a string, so nothing has to be
+re-canonicalised to check the signature::
+
+    {"format": "osiris.signed-bundle/1", "log": ..., "index": 41, "id": ...,
+     "bundle": "<the signed JSON text>", "signature": "<base64>",
+     "key_id": "<hex>", "leaf": "<hex>"}
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .canonical import to_json, utc_text
+from .errors import VerificationError
+from .keys import VerifyKey
+from .merkle import leaf_hash
+from .scrub import Scrubber
+
+__all__ = ["BUNDLE_TYPE", "ENVELOPE_FORMAT", "Identity", "build_statement", "SignedBundle", "KIND"]
+
+BUNDLE_TYPE = "osiris.evidence.bundle"
+BUNDLE_VERSION = 1
+ENVELOPE_FORMAT = "osiris.signed-bundle/1"
+#: Well-known kinds; later features add their own dotted names.
+KIND = {"sweep": "sweep", "healing": "healing", "approval": "approval", "update": "update"}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who records: the site, the appliance, the agent and its plugins."""
+
+    site_id: str
+    site_name: str
+    appliance: str
+    agent_version: str
+    api_version: str
+    plugins: Mapping[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "site": {"id": self.site_id, "name": self.site_name},
+            "appliance": self.appliance,
+            "agent": {"version": self.agent_version, "api": self.api_version, "plugins": dict(sorted(self.plugins.items()))},
+        }
+
+
+def build_statement(identity: Identity, scrubber: Scrubber, kind: str, payload: Any, *, host: str | None = None,
+                    policy: Any = None, now: datetime | None = None, bundle_id: str | None = None) -> dict[str, Any]:
+    """A bundle statement, scrubbed and ready for :meth:`EvidenceLog.append`."""
+    if not isinstance(kind, str) or not kind or len(kind) > 64:
+        raise ValueError(f"evidence kind {kind!r}: expected a short non-empty string such as 'sweep'")
+    counts: dict[str, int] = {}
+    clean_payload, c1 = scrubber.scrub(to_json(payload))
+    clean_policy, c2 = scrubber.scrub(to_json(policy)) if policy is not None else (None, {})
+    for c in (c1, c2):
+        for k, n in c.items():
+            counts[k] = counts.get(k, 0) + n
+    return {
+        "v": BUNDLE_VERSION,
+        "type": BUNDLE_TYPE,
+        "id": bundle_id or str(uuid.uuid4()),
+        "kind": kind,
+        "recorded_at": utc_text(now or datetime.now(timezone.utc)),
+        **identity.as_json(),
+        "host": host,
+        "policy": clean_policy,
+        "payload": clean_payload,
+        "scrubbed": dict(sorted(counts.items())),
+    }
+
+
+@dataclass(frozen=True)
+class SignedBundle:
+    log: str
+    index: int
+    bundle_id: str
+    body: bytes  # the exact signed bytes (RFC 8785 JSON)
+    signature: bytes
+    key_id: bytes
+
+    @property
+    def leaf(self) -> bytes:
+        return leaf_hash(self.body)
+
+    def statement(self) -> dict[str, Any]:
+        return json.loads(self.body)
+
+    def verify(self, key: VerifyKey) -> dict[str, Any]:
+        """Check the signature and that the signed JSON is what the envelope
+        says it is; returns the statement."""
+        if not key.verify(self.signature, self.body):
+            raise VerificationError(f"bundle {self.bundle_id}: signature does not verify")
+        st = self.statement()
+        for member, want in (("id", self.bundle_id), ("seq", self.index), ("log", self.log)):
+            if st.get(member) != want:
+                raise VerificationError(f"bundle {self.bundle_id}: signed {member} is {st.get(member)!r}, "
+                                        f"envelope says {want!r}")
+        return st
+
+    def to_envelope(self) -> bytes:
+        return json.dumps({
+            "format": ENVELOPE_FORMAT,
+            "log": self.log,
+            "index": self.index,
+            "id": self.bundle_id,
+            "bundle": self.body.decode("utf-8"),
+            "signature": base64.b64encode(self.signature).decode(),
+            "key_id": self.key_id.hex(),
+            "leaf": self.leaf.hex(),
+        }, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def from_envelope(cls, payload: bytes) -> SignedBundle:
+        try:
+            d = json.loads(payload)
+            if d.get("format") != ENVELOPE_FORMAT:
+                raise VerificationError(f"envelope format {d.get('format')!r}, expected {ENVELOPE_FORMAT!r}")
+            return cls(d["log"], int(d["index"]), d["id"], d["bundle"].encode("utf-8"),
+                       base64.b64decode(d["signature"], validate=True), bytes.fromhex(d["key_id"]))
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise VerificationError(f"not a signed-bundle envelope: {exc}") from None

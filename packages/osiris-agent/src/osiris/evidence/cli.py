@@ -1,0 +1,315 @@
+"""``osiris evidence``: verify, export, show, checkpoint, status, key, prune.
+
+Exit statuses as the rest of the CLI: 0 fine, 1 verification failed or the
+operation was refused (the message names the first bad index or the file),
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .canonical import utc_text
+from .errors import EvidenceError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_FAILED) -> None:
+    click.echo(f"osiris: {message}", err=True)
+    sys.exit(code)
+
+
+def _state(cctx: click.Context) -> tuple[Path, Any]:
+    """(state directory, evidence settings) from the loaded config."""
+    loaded = cctx.obj.loaded()
+    return loaded.ctx.state_dir, loaded.config.evidence
+
+
+def _open_log(cctx: click.Context):
+    from .log import EvidenceLog
+    from .service import log_path
+
+    state_dir, settings = _state(cctx)
+    try:
+        return EvidenceLog(log_path(state_dir, settings), create=False)
+    except EvidenceError as exc:
+        _fail(str(exc))
+
+
+def _trusted_key(cctx: click.Context, key_file: str | None):
+    from .keys import VerifyKey, load_public
+
+    try:
+        if key_file:
+            return VerifyKey.from_pem(Path(key_file).read_bytes(), key_file)
+        state_dir, _ = _state(cctx)
+        return load_public(state_dir / "keys")
+    except OSError as exc:
+        _fail(f"{key_file}: cannot read: {exc.strerror}")
+    except EvidenceError as exc:
+        _fail(str(exc))
+
+
+def _signing_key(cctx: click.Context):
+    from .keys import load_or_create
+
+    state_dir, _ = _state(cctx)
+    return load_or_create(state_dir / "keys", create=False)
+
+
+@click.group()
+def evidence() -> None:
+    """The signed evidence log: verify, export for an auditor, inspect."""
+
+
+@evidence.command()
+@click.argument("ref", required=False)
+@click.option("--fast", is_flag=True,
+              help="Through checkpoints: check signatures only of entries after the last checkpoint.")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False),
+              help="Trusted public key (PEM). Default: the key pinned on this appliance.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def verify(cctx: click.Context, ref: str | None, fast: bool, key_file: str | None, fmt: str) -> None:
+    """Verify the whole log, or one bundle (REF: bundle id or index).
+
+    The whole log: every signature and the chain (skipped for checkpointed
+    entries with --fast), every checkpoint's signature and root, and the
+    consistency between checkpoints. On failure the first bad index and
+    what is wrong are printed, exit status 1.
+    """
+    from .errors import VerificationError
+    from .verify import verify_entry_in_log, verify_log
+
+    log = _open_log(cctx)
+    key = _trusted_key(cctx, key_file)
+    if ref:
+        try:
+            out = verify_entry_in_log(log, ref, key)
+        except VerificationError as exc:
+            _fail(f"bundle {ref}: {exc}")
+        except EvidenceError as exc:
+            _fail(str(exc))
+        cp = out["checkpoint"]
+        where = (f"included in checkpoint {cp['size']} ({cp['time']}), proof of {len(cp['proof'])} hashes"
+                 if cp else "not yet covered by a checkpoint")
+        if fmt == "json":
+            click.echo(json.dumps({k: v for k, v in out.items() if k != "statement"}, indent=2))
+        else:
+            click.echo(f"ok: bundle {out['id']} (index {out['index']}): signature and chain verify; {where}")
+        return
+    report = verify_log(log, key, signatures=not fast)
+    if fmt == "json":
+        click.echo(json.dumps({
+            "ok": report.ok, "entries": report.entries, "checkpoints": report.checkpoints,
+            "signatures": report.signatures, "pruned": report.pruned, "first_bad_index": report.first_bad_index,
+            "problems": [str(p) for p in report.problems],
+        }, indent=2))
+    else:
+        click.echo(report.summary())
+        for p in report.problems[1:]:
+            click.echo(f"  also: {p}")
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
+
+
+@evidence.command("verify-export")
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True),
+              help="The public key you trust (PEM). Default: the export's own public-key.pem.")
+def verify_export_cmd(path: str, key_file: str | None) -> None:
+    """Verify an export (zip or unpacked directory) offline."""
+    from .keys import VerifyKey
+    from .verify import verify_export
+
+    key = VerifyKey.from_pem(Path(key_file).read_bytes(), key_file) if key_file else None
+    try:
+        report = verify_export(path, key)
+    except EvidenceError as exc:
+        _fail(str(exc))
+    click.echo(report.summary())
+    for p in report.problems[1:]:
+        click.echo(f"  also: {p}")
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
+
+
+def _bound(text: str | None, *, end: bool) -> tuple[str, Any] | None:
+    """An index ("123") or a time ("2024-05-01", "2024-05-01T10:00:00Z")."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return ("index", int(text) + (1 if end else 0))
+    try:
+        if len(text) == 10:
+            d = date.fromisoformat(text)
+            dt = datetime(d.year, d.month, d.day, tzinfo=timezone.utc) + (timedelta(days=1) if end else timedelta())
+        else:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: expected an index, a date (YYYY-MM-DD) or an ISO time") from None
+    return ("time", utc_text(dt))
+
+
+@evidence.command("export")
+@click.option("--from", "from_", help="First bundle: index, date (YYYY-MM-DD) or ISO time. Default: the first.")
+@click.option("--to", "to", help="Last bundle: index (inclusive), date (inclusive) or ISO time (exclusive).")
+@click.option("--checkpoint/--no-checkpoint", default=True,
+              help="Make a checkpoint first so the newest bundles are covered (needs the signing key).")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.pass_context
+def export_cmd(cctx: click.Context, from_: str | None, to: str | None, checkpoint: bool, out: str) -> None:
+    """Write bundles, checkpoints, proofs, OTS proofs, the public key and a
+    VERIFY.md to OUT (a new .zip)."""
+    from .export import export
+
+    lo_b, hi_b = _bound(from_, end=False), _bound(to, end=True)
+    log = _open_log(cctx)
+    if checkpoint:
+        try:
+            cp = log.checkpoint(_signing_key(cctx))
+            if cp is not None:
+                click.echo(f"checkpoint {cp.size} made", err=True)
+        except EvidenceError as exc:
+            click.echo(f"osiris: note: no checkpoint made ({exc}); exporting what the latest covers", err=True)
+    size = log.size()
+    lo = lo_b[1] if lo_b and lo_b[0] == "index" else None
+    hi = hi_b[1] if hi_b and hi_b[0] == "index" else None
+    if (lo_b and lo_b[0] == "time") or (hi_b and hi_b[0] == "time"):
+        t_lo, t_hi = log.index_range(lo_b[1] if lo_b and lo_b[0] == "time" else None,
+                                     hi_b[1] if hi_b and hi_b[0] == "time" else None)
+        lo = t_lo if lo is None else max(lo, t_lo)
+        hi = t_hi if hi is None else min(hi, t_hi)
+    lo = 0 if lo is None else lo
+    hi = size if hi is None else min(hi, size)
+    latest = log.latest_checkpoint()
+    if latest is not None and hi > latest.size:
+        click.echo(f"osiris: note: bundles from {latest.size} on are not covered by a checkpoint yet; "
+                   f"exporting up to {latest.size - 1}", err=True)
+        hi = latest.size
+    if hi <= lo:
+        _fail("no bundles in that range")
+    try:
+        summary = export(log, out, lo, hi)
+    except EvidenceError as exc:
+        _fail(str(exc))
+    click.echo(f"{summary.path}: bundles {summary.first}..{summary.end - 1} ({summary.bundles}), "
+               f"{len(summary.checkpoints)} checkpoint(s), proofs against checkpoint {summary.anchor}; "
+               "see VERIFY.md inside")
+
+
+@evidence.command()
+@click.argument("ref")
+@click.option("--raw", is_flag=True, help="Print the exact signed bytes only.")
+@click.pass_context
+def show(cctx: click.Context, ref: str, raw: bool) -> None:
+    """Show one bundle (REF: bundle id, unambiguous prefix, or index)."""
+    from .merkle import leaf_hash
+
+    log = _open_log(cctx)
+    try:
+        e = log.find(ref)
+    except EvidenceError as exc:
+        _fail(str(exc))
+    if e.body is None:
+        click.echo(f"bundle {e.bundle_id} (index {e.index}, {e.kind}, {e.recorded_at}): pruned; leaf {e.leaf.hex()}")
+        return
+    if raw:
+        click.echo(e.body.decode("utf-8"))
+        return
+    ok = log.verify_key.verify(e.sig or b"", e.body) and leaf_hash(e.body) == e.leaf
+    cp = log.checkpoint_covering(e.index)
+    click.echo(f"# bundle {e.bundle_id}  index {e.index}  kind {e.kind}  recorded {e.recorded_at}")
+    click.echo(f"# signature {'verifies' if ok else 'DOES NOT VERIFY'}; leaf {e.leaf.hex()}; "
+               + (f"first in checkpoint {cp.size} ({cp.time})" if cp else "not yet in a checkpoint"))
+    click.echo(json.dumps(json.loads(e.body), indent=2, ensure_ascii=False))
+
+
+@evidence.command()
+@click.pass_context
+def checkpoint(cctx: click.Context) -> None:
+    """Sign a checkpoint of the log now (needs the signing key)."""
+    log = _open_log(cctx)
+    try:
+        cp = log.checkpoint(_signing_key(cctx), force=True)
+    except EvidenceError as exc:
+        _fail(str(exc))
+    if cp is None:
+        _fail("the log is empty: nothing to checkpoint")
+    click.echo(cp.note.decode("utf-8"), nl=False)
+
+
+@evidence.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.pass_context
+def status(cctx: click.Context, fmt: str) -> None:
+    """Size, latest checkpoint, sinks' outbox positions and attestations."""
+    log = _open_log(cctx)
+    cp = log.latest_checkpoint()
+    size = log.size()
+    att = log.attestations()
+    data = {
+        "origin": log.origin,
+        "entries": size,
+        "checkpoint": None if cp is None else {"size": cp.size, "time": cp.time},
+        "sinks": [
+            {**c, "pending": (size - c["delivered"]) if c["kind"] == "bundle" else None} for c in log.cursors()
+        ],
+        "attestations": {"complete": sum(a["complete"] for a in att), "pending": sum(not a["complete"] for a in att)},
+    }
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"log {data['origin']}: {size} entries; latest checkpoint "
+               + (f"{cp.size} at {cp.time}" if cp else "none"))
+    for c in data["sinks"]:
+        extra = f", {c['pending']} pending" if c["pending"] is not None else ""
+        err = f"; failing ({c['attempts']} attempts): {c['last_error']}" if c["last_error"] else ""
+        click.echo(f"  sink {c['sink']} ({c['kind']}): delivered up to {c['delivered']}{extra}{err}")
+    click.echo(f"  attestations: {data['attestations']['complete']} complete, {data['attestations']['pending']} pending")
+
+
+@evidence.command()
+@click.pass_context
+def key(cctx: click.Context) -> None:
+    """Print the pinned public key: PEM, fingerprint and C2SP verifier key."""
+    from .service import log_path, origin_for
+
+    k = _trusted_key(cctx, None)
+    state_dir, settings = _state(cctx)
+    loaded = cctx.obj.loaded()
+    origin = origin_for(loaded.config.site.id, loaded.config.site.appliance)
+    if log_path(state_dir, settings).exists():
+        origin = _open_log(cctx).origin
+    click.echo(k.pem().decode(), nl=False)
+    click.echo(f"fingerprint (SHA-256 of the raw key): {k.fingerprint}")
+    click.echo(f"verifier key: {k.note_verifier(origin)}")
+
+
+@evidence.command()
+@click.option("--before", required=True, help="Prune bundles recorded before this date or ISO time.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def prune(cctx: click.Context, before: str, yes: bool) -> None:
+    """Drop the bodies of bundles older than the retention period (their
+    hashes stay, so the log still verifies)."""
+    bound = _bound(before, end=False)
+    if bound is None or bound[0] != "time":
+        raise click.BadParameter("expected a date or ISO time", param_hint="--before")
+    cutoff = datetime.fromisoformat(bound[1].replace("Z", "+00:00"))
+    log = _open_log(cctx)
+    if not yes:
+        click.confirm(f"Prune bodies of bundles recorded before {bound[1]}?", abort=True)
+    try:
+        n = log.prune(cutoff)
+    except EvidenceError as exc:
+        _fail(str(exc))
+    click.echo(f"pruned {n} bundle bodies")

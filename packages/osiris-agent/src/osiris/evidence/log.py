@@ -1,0 +1,562 @@
+"""The evidence log: an append-only, hash-chained Merkle log in one SQLite file.
+
+Storage is SQLite (``<state_dir>/evidence/log.sqlite3``, WAL mode,
+``synchronous=FULL``), separate from the state database so that its
+durability setting and its writer do not slow the engine's writes:
+
+* ``entries``: one row per bundle, ``idx`` from 0. ``body`` holds the exact
+  RFC 8785 bytes that were signed, ``sig`` the Ed25519 signature over them,
+  ``leaf`` = SHA-256(0x00 || body). ``body`` and ``sig`` are cleared (and
+  only they, and only for entries older than the retention period) by
+  pruning; the leaf stays, so the tree still verifies.
+* ``nodes``: the hash of every complete perfect subtree (level >= 1), written
+  in the same transaction as the entries that complete it, so an inclusion
+  or consistency proof costs O(log n) lookups.
+* ``checkpoints``: signed C2SP checkpoints (:mod:`.note`), one per size.
+* ``attestations``: proofs about checkpoints that sinks bring back (e.g. an
+  OpenTimestamps proof), pending or complete.
+* ``sink_cursors``: each sink's durable outbox position (:mod:`.outbox`).
+
+Triggers make ``entries``, ``nodes`` and ``checkpoints`` append-only at the
+database level (pruning may clear a body, and only past the retention
+period recorded in ``meta``); they guard against our own bugs, verification
+guards against everyone else.
+
+Group commit: :meth:`EvidenceLog.append` writes a batch of bundles in one
+transaction, so one WAL fsync makes all of them durable; a crash (SIGKILL,
+power) leaves either the whole batch or none of it. Each bundle commits to
+the previous entry's leaf hash (``prev``) and to its own index (``seq``)
+inside what is signed, so entries cannot be reordered or dropped without
+breaking signatures, and the Merkle tree over the leaves lets signed
+checkpoints cover everything at hashing speed.
+
+The writer re-reads the tail inside each write transaction, so two
+processes appending (the agent and ``osiris evidence checkpoint``, say)
+cannot fork the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from . import merkle
+from .canonical import canonical, utc_text
+from .errors import EvidenceError
+from .keys import SigningKey, VerifyKey
+from .note import Checkpoint, checkpoint_text, parse_checkpoint, sign_note
+
+__all__ = ["EvidenceLog", "Entry", "Appended", "FORMAT", "LOG_NAME", "ZERO_HASH"]
+
+FORMAT = "osiris-evidence-log/1"
+LOG_NAME = "log.sqlite3"
+ZERO_HASH = bytes(32)
+
+_MIGRATIONS = [
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE entries (
+        idx INTEGER PRIMARY KEY CHECK (idx >= 0),
+        bundle_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        body BLOB,
+        sig BLOB,
+        leaf BLOB NOT NULL CHECK (length(leaf) = 32),
+        CHECK ((body IS NULL) = (sig IS NULL))
+    );
+    CREATE INDEX entries_recorded_at ON entries (recorded_at);
+    CREATE TABLE nodes (
+        level INTEGER NOT NULL CHECK (level >= 1),
+        idx INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) WITHOUT ROWID;
+    CREATE TABLE checkpoints (
+        size INTEGER PRIMARY KEY CHECK (size > 0),
+        root BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        note BLOB NOT NULL
+    );
+    CREATE TABLE attestations (
+        size INTEGER NOT NULL REFERENCES checkpoints (size),
+        kind TEXT NOT NULL,
+        complete INTEGER NOT NULL DEFAULT 0,
+        data BLOB NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (size, kind)
+    );
+    CREATE TABLE sink_cursors (
+        sink TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('bundle', 'checkpoint')),
+        delivered INTEGER NOT NULL DEFAULT 0,
+        delivered_total INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_delivery_at TEXT,
+        PRIMARY KEY (sink, kind)
+    );
+    CREATE TRIGGER entries_no_delete BEFORE DELETE ON entries
+    BEGIN SELECT RAISE(ABORT, 'the evidence log is append-only'); END;
+    CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+    WHEN NEW.idx IS NOT OLD.idx OR NEW.bundle_id IS NOT OLD.bundle_id OR NEW.kind IS NOT OLD.kind
+         OR NEW.recorded_at IS NOT OLD.recorded_at OR NEW.leaf IS NOT OLD.leaf
+         OR NEW.body IS NOT NULL OR NEW.sig IS NOT NULL
+    BEGIN SELECT RAISE(ABORT, 'the evidence log is append-only (pruning may only clear a body)'); END;
+    CREATE TRIGGER entries_retention BEFORE UPDATE OF body ON entries
+    WHEN NEW.body IS NULL AND OLD.body IS NOT NULL AND OLD.recorded_at >
+         strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || (SELECT value FROM meta WHERE key = 'retention_days') || ' days')
+    BEGIN SELECT RAISE(ABORT, 'retention: entries younger than the retention period cannot be pruned'); END;
+    CREATE TRIGGER nodes_no_change BEFORE UPDATE ON nodes
+    BEGIN SELECT RAISE(ABORT, 'tree nodes are append-only'); END;
+    CREATE TRIGGER nodes_no_delete BEFORE DELETE ON nodes
+    BEGIN SELECT RAISE(ABORT, 'tree nodes are append-only'); END;
+    CREATE TRIGGER checkpoints_no_change BEFORE UPDATE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+    CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+    """,
+]
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int
+    bundle_id: str
+    kind: str
+    recorded_at: str
+    body: bytes | None  # None once pruned
+    sig: bytes | None
+    leaf: bytes
+
+    @property
+    def pruned(self) -> bool:
+        return self.body is None
+
+
+@dataclass(frozen=True)
+class Appended:
+    index: int
+    bundle_id: str
+    leaf: bytes
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class EvidenceLog:
+    """One evidence log file. Methods are thread-safe (one connection, one
+    lock); the agent calls them from a single writer thread."""
+
+    def __init__(self, path: Path | str, *, origin: str | None = None, verify_key: VerifyKey | None = None,
+                 retention_days: int | None = None, create: bool = True):
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise EvidenceError(f"{self.path}: no evidence log here (has the agent recorded anything yet?)")
+            try:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise EvidenceError(f"{self.path.parent}: cannot create the evidence directory: {exc.strerror}") from None
+        old = os.umask(0o077)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is fsynced at every commit, so an appended batch
+            # survives power loss; one commit per batch is the group commit.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            raise EvidenceError(f"{self.path}: not a usable evidence log: {exc}") from None
+        finally:
+            os.umask(old)
+        self._lock = threading.RLock()
+        self._migrate()
+        self.meta = self._init_meta(origin, verify_key, retention_days)
+        self.origin: str = self.meta["origin"]
+        self.verify_key = VerifyKey.from_raw(bytes.fromhex(self.meta["public_key"]))
+
+    # -- schema and identity -------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock:
+            current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if current > len(_MIGRATIONS):
+                raise EvidenceError(
+                    f"{self.path}: evidence log schema {current} is newer than this agent knows "
+                    f"({len(_MIGRATIONS)}); refusing to touch it"
+                )
+            for version in range(current + 1, len(_MIGRATIONS) + 1):
+                script = f"BEGIN IMMEDIATE;\n{_MIGRATIONS[version - 1]}\nPRAGMA user_version = {version};\nCOMMIT;"
+                try:
+                    self._db.executescript(script)
+                except sqlite3.Error as exc:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise EvidenceError(f"{self.path}: evidence log migration {version} failed: {exc}") from None
+
+    def _init_meta(self, origin: str | None, verify_key: VerifyKey | None,
+                   retention_days: int | None) -> dict[str, str]:
+        with self._tx():
+            meta = {k: v for k, v in self._db.execute("SELECT key, value FROM meta")}
+            if not meta:
+                if origin is None or verify_key is None:
+                    raise EvidenceError(f"{self.path}: empty evidence log and no origin/key to start it with")
+                meta = {
+                    "format": FORMAT,
+                    "origin": origin,
+                    "public_key": verify_key.raw.hex(),
+                    "key_id": verify_key.key_id(origin).hex(),
+                    "created_at": utc_text(_now()),
+                    "retention_days": str(retention_days or 2192),
+                }
+                self._db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+                return meta
+            if meta.get("format") != FORMAT:
+                raise EvidenceError(f"{self.path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+            if verify_key is not None and verify_key.raw.hex() != meta["public_key"]:
+                raise EvidenceError(
+                    f"{self.path}: this log was signed by the key with fingerprint "
+                    f"{hashlib.sha256(bytes.fromhex(meta['public_key'])).hexdigest()[:16]}..., not by the "
+                    f"appliance's key ({verify_key.fingerprint[:16]}...). Refusing to append with another key."
+                )
+            if retention_days is not None and str(retention_days) != meta.get("retention_days"):
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'retention_days'", (str(retention_days),))
+                meta["retention_days"] = str(retention_days)
+            return meta
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=int(self.meta["retention_days"]))
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT max(idx) FROM entries").fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def _entry(self, row: Sequence[Any]) -> Entry:
+        idx, bundle_id, kind, recorded_at, body, sig, leaf = row
+        return Entry(int(idx), bundle_id, kind, recorded_at, None if body is None else bytes(body),
+                     None if sig is None else bytes(sig), bytes(leaf))
+
+    _COLS = "idx, bundle_id, kind, recorded_at, body, sig, leaf"
+
+    def entry(self, index: int) -> Entry:
+        with self._lock:
+            row = self._db.execute(f"SELECT {self._COLS} FROM entries WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise EvidenceError(f"{self.path}: no entry {index} (the log has {self.size()})")
+        return self._entry(row)
+
+    def find(self, ref: str) -> Entry:
+        """An entry by index (digits) or bundle id (or an unambiguous prefix of 8+ characters)."""
+        ref = ref.strip()
+        if ref.isdigit():
+            return self.entry(int(ref))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._COLS} FROM entries WHERE bundle_id = ?", (ref,)
+            ).fetchall()
+            if not rows and len(ref) >= 8:
+                rows = self._db.execute(
+                    f"SELECT {self._COLS} FROM entries WHERE bundle_id >= ? AND bundle_id < ? LIMIT 2",
+                    (ref, ref + "\uffff"),
+                ).fetchall()
+        if not rows:
+            raise EvidenceError(f"no bundle {ref!r} in {self.path}")
+        if len(rows) > 1:
+            raise EvidenceError(f"bundle id prefix {ref!r} is ambiguous; give more characters")
+        return self._entry(rows[0])
+
+    def iter_entries(self, start: int = 0, end: int | None = None, *, batch: int = 4096) -> Iterator[Entry]:
+        """Entries in index order, read in batches (what verification streams)."""
+        for row in self.iter_rows(start, end, batch=batch):
+            yield self._entry(row)
+
+    def iter_rows(self, start: int = 0, end: int | None = None, *, batch: int = 4096,
+                  cols: str | None = None) -> Iterator[tuple]:
+        cols = cols or self._COLS
+        end = self.size() if end is None else end
+        pos = start
+        while pos < end:
+            with self._lock:
+                rows = self._db.execute(
+                    f"SELECT {cols} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?",
+                    (pos, end, batch),
+                ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            pos = int(rows[-1][0]) + 1
+
+    def index_range(self, since: str | None, until: str | None) -> tuple[int, int]:
+        """[first, last + 1) of entries recorded in [since, until) (RFC 3339 text)."""
+        sql, args = "SELECT min(idx), max(idx) FROM entries WHERE 1=1", []
+        if since:
+            sql += " AND recorded_at >= ?"
+            args.append(since)
+        if until:
+            sql += " AND recorded_at < ?"
+            args.append(until)
+        with self._lock:
+            lo, hi = self._db.execute(sql, args).fetchone()
+        return (0, 0) if lo is None else (int(lo), int(hi) + 1)
+
+    # -- the tree --------------------------------------------------------------------------
+
+    def node(self, level: int, index: int) -> bytes:
+        with self._lock:
+            if level == 0:
+                row = self._db.execute("SELECT leaf FROM entries WHERE idx = ?", (index,)).fetchone()
+            else:
+                row = self._db.execute("SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)).fetchone()
+        if row is None:
+            raise EvidenceError(f"{self.path}: tree node ({level}, {index}) is missing")
+        return bytes(row[0])
+
+    def _frontier(self, size: int) -> list[tuple[int, bytes]]:
+        out, offset = [], 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                out.append((level, self.node(level, offset >> level)))
+                offset += 1 << level
+        return out
+
+    def root(self, size: int | None = None) -> bytes:
+        size = self.size() if size is None else size
+        return merkle.root(size, self.node)
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return merkle.inclusion_proof(index, size, self.node)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        return merkle.consistency_proof(first, second, self.node)
+
+    # -- appending -------------------------------------------------------------------------
+
+    def append(self, statements: Sequence[Mapping[str, Any]], key: SigningKey) -> list[Appended]:
+        """Append a batch in one transaction (one fsync). Each statement is a
+        bundle without its chain members; ``seq``, ``prev`` and ``log`` are
+        added here, then it is canonicalised and signed."""
+        if not statements:
+            return []
+        if key.verify_key.raw != self.verify_key.raw:
+            raise EvidenceError(f"{self.path}: refusing to append with a key that is not this log's")
+        sha256 = hashlib.sha256
+        node_hash = merkle.node_hash
+        with self._tx() as db:
+            row = db.execute("SELECT idx, leaf FROM entries ORDER BY idx DESC LIMIT 1").fetchone()
+            size, prev = (0, ZERO_HASH) if row is None else (int(row[0]) + 1, bytes(row[1]))
+            stack = self._frontier(size)
+            rows, node_rows, out = [], [], []
+            for st in statements:
+                statement = dict(st)
+                for member in ("id", "kind", "recorded_at"):
+                    if not isinstance(statement.get(member), str):
+                        raise EvidenceError(f"bundle statement lacks a string {member!r}")
+                statement["seq"] = size
+                statement["prev"] = prev.hex()
+                statement["log"] = self.origin
+                body = canonical(statement)
+                sig = key.sign(body)
+                leaf = sha256(b"\x00" + body).digest()
+                rows.append((size, statement["id"], statement["kind"], statement["recorded_at"], body, sig, leaf))
+                out.append(Appended(size, statement["id"], leaf))
+                size += 1
+                stack.append((0, leaf))
+                n, level = size, 0
+                while not n & 1:
+                    _, right = stack.pop()
+                    _, left = stack.pop()
+                    level += 1
+                    h = node_hash(left, right)
+                    stack.append((level, h))
+                    node_rows.append((level, (size >> level) - 1, h))
+                    n >>= 1
+                prev = leaf
+            db.executemany(
+                "INSERT INTO entries (idx, bundle_id, kind, recorded_at, body, sig, leaf) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)", node_rows)
+        return out
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def checkpoint(self, key: SigningKey, now: datetime | None = None, *, force: bool = False) -> Checkpoint | None:
+        """Sign a checkpoint of the current tree if it grew since the last
+        one (or always with ``force``, if the log is not empty). Before
+        signing, the new root is proven consistent with the last checkpoint:
+        a log must never sign two inconsistent checkpoints."""
+        now = now or _now()
+        with self._tx() as db:
+            size = self.size()
+            last = self._latest_checkpoint()
+            if size == 0 or (last is not None and last.size == size):
+                return last if force else None
+            root = merkle.root(size, self.node)
+            if last is not None:
+                proof = merkle.consistency_proof(last.size, size, self.node)
+                if not merkle.verify_consistency(last.size, size, last.root, root, proof):
+                    raise EvidenceError(
+                        f"{self.path}: the tree at size {size} is not consistent with checkpoint {last.size}; "
+                        "refusing to sign (run `osiris evidence verify`)"
+                    )
+            note = sign_note(checkpoint_text(self.origin, size, root, utc_text(now)), self.origin, key)
+            db.execute("INSERT INTO checkpoints (size, root, created_at, note) VALUES (?, ?, ?, ?)",
+                       (size, root, utc_text(now), note))
+        return parse_checkpoint(note)
+
+    def _latest_checkpoint(self) -> Checkpoint | None:
+        row = self._db.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return parse_checkpoint(bytes(row[0])) if row else None
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        with self._lock:
+            return self._latest_checkpoint()
+
+    def checkpoints(self, since_size: int = 0, until_size: int | None = None) -> list[Checkpoint]:
+        sql, args = "SELECT note FROM checkpoints WHERE size >= ?", [since_size]
+        if until_size is not None:
+            sql += " AND size <= ?"
+            args.append(until_size)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY size", args).fetchall()
+        return [parse_checkpoint(bytes(r[0])) for r in rows]
+
+    def checkpoint_at(self, size: int) -> Checkpoint | None:
+        with self._lock:
+            row = self._db.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
+        return parse_checkpoint(bytes(row[0])) if row else None
+
+    def checkpoint_covering(self, index: int) -> Checkpoint | None:
+        """The first checkpoint that includes entry ``index``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT note FROM checkpoints WHERE size > ? ORDER BY size LIMIT 1", (index,)
+            ).fetchone()
+        return parse_checkpoint(bytes(row[0])) if row else None
+
+    def next_checkpoint(self, after_size: int) -> Checkpoint | None:
+        return self.checkpoint_covering(after_size)
+
+    # -- attestations --------------------------------------------------------------------------
+
+    def put_attestation(self, size: int, kind: str, data: bytes, *, complete: bool, detail: str = "") -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM checkpoints WHERE size = ?", (size,)).fetchone() is None:
+                raise EvidenceError(f"no checkpoint of size {size} to attest")
+            db.execute(
+                """INSERT INTO attestations (size, kind, complete, data, detail, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (size, kind) DO UPDATE SET complete = excluded.complete, data = excluded.data,
+                       detail = excluded.detail, updated_at = excluded.updated_at""",
+                (size, kind, int(complete), data, detail, utc_text(_now())),
+            )
+
+    def attestations(self, kind: str | None = None, *, complete: bool | None = None,
+                     sizes: tuple[int, int] | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT size, kind, complete, data, detail, updated_at FROM attestations WHERE 1=1", []
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
+        if complete is not None:
+            sql += " AND complete = ?"
+            args.append(int(complete))
+        if sizes is not None:
+            sql += " AND size >= ? AND size <= ?"
+            args.extend(sizes)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY size, kind", args).fetchall()
+        return [{"size": r[0], "kind": r[1], "complete": bool(r[2]), "data": bytes(r[3]), "detail": r[4],
+                 "updated_at": r[5]} for r in rows]
+
+    # -- sink cursors (the outbox's durable state) ----------------------------------------------
+
+    def cursor(self, sink: str, kind: str) -> dict[str, Any]:
+        with self._lock:
+            self._db.execute("INSERT OR IGNORE INTO sink_cursors (sink, kind) VALUES (?, ?)", (sink, kind))
+            row = self._db.execute(
+                """SELECT delivered, delivered_total, attempts, next_attempt_at, last_error, last_delivery_at
+                   FROM sink_cursors WHERE sink = ? AND kind = ?""", (sink, kind)).fetchone()
+        return dict(zip(("delivered", "delivered_total", "attempts", "next_attempt_at", "last_error",
+                         "last_delivery_at"), row))
+
+    def cursors(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM sink_cursors ORDER BY sink, kind")
+            names = [d[0] for d in rows.description]
+            return [dict(zip(names, r)) for r in rows.fetchall()]
+
+    def advance_cursor(self, sink: str, kind: str, delivered: int, now: datetime | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                """UPDATE sink_cursors SET delivered = ?, delivered_total = delivered_total + 1, attempts = 0,
+                       next_attempt_at = 0, last_error = NULL, last_delivery_at = ?
+                   WHERE sink = ? AND kind = ? AND delivered < ?""",
+                (delivered, utc_text(now or _now()), sink, kind, delivered),
+            )
+
+    def fail_cursor(self, sink: str, kind: str, error: str, next_attempt_at: float) -> int:
+        with self._tx() as db:
+            db.execute(
+                """UPDATE sink_cursors SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?
+                   WHERE sink = ? AND kind = ?""",
+                (error, next_attempt_at, sink, kind),
+            )
+            return int(db.execute("SELECT attempts FROM sink_cursors WHERE sink = ? AND kind = ?",
+                                  (sink, kind)).fetchone()[0])
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def prune(self, before: datetime, now: datetime | None = None) -> int:
+        """Clear the bodies of entries recorded before ``before``: only those
+        older than the retention period, covered by a checkpoint and
+        delivered to every sink that ever had a cursor. Leaves stay, so the
+        tree, the chain and every checkpoint still verify."""
+        now = now or _now()
+        earliest = now - self.retention
+        if before > earliest:
+            raise EvidenceError(
+                f"retention: entries younger than {self.retention.days} days cannot be pruned; the latest "
+                f"allowed cutoff is {utc_text(earliest)}, got {utc_text(before)}"
+            )
+        with self._tx() as db:
+            last = self._latest_checkpoint()
+            limit = last.size if last else 0
+            row = db.execute("SELECT min(delivered) FROM sink_cursors WHERE kind = 'bundle'").fetchone()
+            if row[0] is not None:
+                limit = min(limit, int(row[0]))
+            cur = db.execute(
+                "UPDATE entries SET body = NULL, sig = NULL WHERE idx < ? AND recorded_at < ? AND body IS NOT NULL",
+                (limit, utc_text(before)),
+            )
+            return cur.rowcount

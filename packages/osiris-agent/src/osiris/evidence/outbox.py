@@ -1,0 +1,210 @@
+"""Durable delivery of evidence to sinks: an unreachable sink delays, never
+loses, never duplicates.
+
+The outbox of a sink is a cursor over the append-only log, kept in the log's
+own database (``sink_cursors``): for bundles, "entries ``[0, delivered)``
+were delivered"; for checkpoints, "every checkpoint up to size
+``delivered`` was delivered". Nothing has to be enqueued, so nothing can be
+lost between appending a bundle and queuing it: a new sink, or one that was
+down for a month, starts where its cursor is and catches up in order.
+
+Delivery is at-least-once with an idempotency key: the cursor advances only
+after ``deliver`` returned, so a crash in between makes the same item go out
+again with the same ``item_id``. Sinks make that idempotent (the HTTP sink
+sends it as ``Idempotency-Key``, the local store finds the identical file
+already there), which is what "never duplicates" rests on.
+
+A sink that raises is retried with exponential backoff (``backoff_initial``
+doubling to ``backoff_max``, with jitter), persisted in the cursor, so a
+restart does not hammer a sink that was failing. Items are delivered in
+order, one at a time per sink; sinks are independent.
+
+Item ids: a bundle's id (a UUID); a checkpoint's is
+``checkpoint-<key id>-<size>``, and its payload is the signed note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .bundle import SignedBundle
+from .log import EvidenceLog
+
+__all__ = ["Outbox", "sink_kinds", "Delivery"]
+
+log = logging.getLogger(__name__)
+
+KINDS = ("bundle", "checkpoint")
+
+
+def sink_kinds(sink: Any) -> tuple[str, ...]:
+    """What a sink takes: its ``kinds`` attribute, default bundles only."""
+    kinds = tuple(getattr(sink, "kinds", ("bundle",)))
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"sink {getattr(sink, 'name', sink)!r}: unknown kinds {bad}; expected {KINDS}")
+    return kinds
+
+
+@dataclass(frozen=True)
+class Delivery:
+    sink: str
+    kind: str
+    item_id: str
+    position: int  # entry index, or checkpoint size
+    ok: bool
+    error: str | None = None
+
+
+class Outbox:
+    """Delivers from ``log`` to ``sinks``. Synchronous log calls go through
+    ``run`` (the agent passes its evidence thread; tests call directly)."""
+
+    def __init__(self, log: EvidenceLog, sinks: list[Any], *, timeout: float = 30.0, backoff_initial: float = 2.0,
+                 backoff_max: float = 900.0, clock: Callable[[], float] = time.time,
+                 run: Callable[..., Any] | None = None, rng: random.Random | None = None):
+        self.log = log
+        self.sinks = {s.name: s for s in sinks}
+        if len(self.sinks) != len(sinks):
+            raise ValueError("two evidence sinks have the same name")
+        self.kinds = {s.name: sink_kinds(s) for s in sinks}
+        self.timeout = timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._run = run
+        self._wakes = {name: asyncio.Event() for name in self.sinks}
+        self.key_id = log.verify_key.key_id(log.origin).hex()
+
+    def notify(self) -> None:
+        """New evidence: wake every sink's delivery loop."""
+        for event in self._wakes.values():
+            event.set()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._run is None:
+            return fn(*args)
+        return await self._run(fn, *args)
+
+    def backoff(self, attempts: int) -> float:
+        base = min(self.backoff_max, self.backoff_initial * (2 ** max(0, attempts - 1)))
+        return base * (0.5 + self.rng.random() / 2)
+
+    def _next_item(self, sink: str, kind: str) -> tuple[str, int, bytes, int] | None:
+        """(item id, position, payload, new cursor) of the next item, or None."""
+        cur = self.log.cursor(sink, kind)
+        if kind == "bundle":
+            idx = cur["delivered"]
+            if idx >= self.log.size():
+                return None
+            e = self.log.entry(idx)
+            if e.body is None or e.sig is None:
+                # Pruned before this sink got it (prune refuses that; a log
+                # pruned by hand could still get here): say so, do not stall.
+                raise LookupError(f"entry {idx} was pruned before delivery")
+            sb = SignedBundle(self.log.origin, idx, e.bundle_id, e.body, e.sig, bytes.fromhex(self.key_id))
+            return e.bundle_id, idx, sb.to_envelope(), idx + 1
+        cp = self.log.next_checkpoint(cur["delivered"])
+        if cp is None:
+            return None
+        return f"checkpoint-{self.key_id}-{cp.size}", cp.size, cp.note, cp.size
+
+    def pending(self, sink: str) -> dict[str, int]:
+        """How many items wait for ``sink``, per kind."""
+        out = {}
+        for kind in self.kinds[sink]:
+            cur = self.log.cursor(sink, kind)
+            if kind == "bundle":
+                out[kind] = max(0, self.log.size() - cur["delivered"])
+            else:
+                out[kind] = len(self.log.checkpoints(since_size=cur["delivered"] + 1))
+        return out
+
+    async def deliver_one(self, sink_name: str, kind: str, *, now: float | None = None) -> Delivery | None:
+        """Deliver the next item of one kind to one sink, if it is due."""
+        now = self.clock() if now is None else now
+        cur = await self._call(self.log.cursor, sink_name, kind)
+        # A failure holds the whole sink (it is most likely down), not one kind.
+        if await self._call(self._held_until, sink_name) > now:
+            return None
+        try:
+            item = await self._call(self._next_item, sink_name, kind)
+        except LookupError as exc:
+            await self._call(self.log.fail_cursor, sink_name, kind, str(exc), now + self.backoff_max)
+            return Delivery(sink_name, kind, "", cur["delivered"], False, str(exc))
+        if item is None:
+            return None
+        item_id, position, payload, new_cursor = item
+        sink = self.sinks[sink_name]
+        try:
+            await asyncio.wait_for(sink.deliver(item_id, payload), timeout=self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure means "later"
+            error = f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
+            attempts = cur["attempts"] + 1
+            await self._call(self.log.fail_cursor, sink_name, kind, error, now + self.backoff(attempts))
+            if attempts in (1, 10, 100) or attempts % 1000 == 0:
+                log.warning("evidence sink %s: %s %s not delivered (attempt %d): %s",
+                            sink_name, kind, item_id, attempts, error)
+            return Delivery(sink_name, kind, item_id, position, False, error)
+        await self._call(self.log.advance_cursor, sink_name, kind, new_cursor)
+        return Delivery(sink_name, kind, item_id, position, True)
+
+    async def drain(self, sink_name: str | None = None, *, now: float | None = None,
+                    limit: int | None = None) -> list[Delivery]:
+        """Deliver everything due (checkpoints after bundles), stopping at a
+        sink's first failure. Returns what was attempted."""
+        out: list[Delivery] = []
+        for name in [sink_name] if sink_name else list(self.sinks):
+            for kind in self.kinds[name]:
+                while limit is None or len(out) < limit:
+                    d = await self.deliver_one(name, kind, now=now)
+                    if d is None:
+                        break
+                    out.append(d)
+                    if not d.ok:
+                        break
+        return out
+
+    def _held_until(self, sink_name: str) -> float:
+        return max(self.log.cursor(sink_name, k)["next_attempt_at"] for k in self.kinds[sink_name])
+
+    def next_due(self, sink_name: str) -> float:
+        """Seconds until the sink's next retry (0 if nothing is held)."""
+        return max(0.0, self._held_until(sink_name) - self.clock())
+
+    async def run_sink(self, sink_name: str, stop: asyncio.Event, *, idle: float = 30.0) -> None:
+        """One sink's delivery loop: drain, then sleep until new evidence
+        (``wake``), the next retry, or ``idle`` seconds."""
+        wake = self._wakes[sink_name]
+        while not stop.is_set():
+            wake.clear()
+            try:
+                await self.drain(sink_name)
+                wait = await self._call(self.next_due, sink_name) or idle
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the loop must survive a log error
+                log.exception("evidence sink %s: delivery loop error", sink_name)
+                wait = idle
+            try:
+                await asyncio.wait_for(_first(stop.wait(), wake.wait()), timeout=min(wait, idle))
+            except asyncio.TimeoutError:
+                pass
+
+
+async def _first(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -1,0 +1,242 @@
+"""PHI scrubbing: what leaves the appliance as evidence carries no patient data.
+
+Every bundle's ``payload`` and ``policy`` pass through :class:`Scrubber`
+before they are canonicalised and signed. What is found is replaced by a
+typed placeholder such as ``[REDACTED:SSN]`` and counted per type in the
+bundle's ``scrubbed`` member, so an auditor sees that (and what kind of)
+data was removed without seeing it.
+
+Detected:
+
+* US Social Security numbers: ``123-45-6789`` / ``123 45 6789`` anywhere
+  (SSA rules: area not 000, 666 or 9xx; group not 00; serial not 0000);
+  nine bare digits only after an SSN label;
+* phone numbers: North American numbers written with separators or
+  parentheses (``(212) 555-0199``, ``212.555.0147``, ``+1 415 555 2671``,
+  extensions included), international numbers with a leading ``+``, and any
+  digit run after a phone label (``phone:``, ``tel``, ``mobile``, ``fax``);
+* e-mail addresses;
+* dates of birth: a date after a DOB label (``DOB``, ``date of birth``,
+  ``born on``, ``birth date``), in numeric or month-name form;
+* medical record numbers: the configurable ``evidence.scrub.mrn_patterns``;
+* patient names: the whole value of keys known to hold them
+  (``evidence.scrub.name_fields``), and capitalised words after a
+  ``Patient:`` / ``Patient name:`` label;
+* secrets: the value of any key that looks like a secret (password, token,
+  api key, private key...), typed ``SECRET``, because secrets never belong in
+  evidence either.
+
+Dict keys are scrubbed like values (a facts table keyed by e-mail address
+would otherwise leak it).
+
+Why our own detectors (docs/evidence.md has the measurements): the offline
+candidates were scored on the corpus in ``tests/evidence/phi_corpus.py``.
+scrubadub 2.0.1 (the last release, 2023) with its date-of-birth detector
+missed bare SSNs, 555-numbers and every MRN, pulls scikit-learn, SciPy, NLTK
+and TextBlob (~290 MB) into the appliance image and takes ~0.5 ms per
+string. ``phonenumbers`` alone, in its strict mode, misses fictional
+numbers; in its lenient mode it removes KB numbers, IP addresses and event
+counts that evidence must keep, at ~0.2 ms per string. Presidio needs spaCy
+models from a network hub. The detectors below are regular expressions
+written against that corpus, with look-arounds that keep versions, KB
+numbers, GUIDs, IPs, SIDs and hashes intact; a bundle is scrubbed in
+microseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .settings import DEFAULT_MRN_PATTERNS, DEFAULT_NAME_FIELDS
+
+__all__ = ["Scrubber", "placeholder", "TYPES"]
+
+TYPES = ("ssn", "phone", "email", "dob", "mrn", "name", "secret")
+
+
+def placeholder(kind: str) -> str:
+    return f"[REDACTED:{kind.upper()}]"
+
+
+# Keys whose values are secrets (as the config's inline-secret check).
+_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?$|secret|token|api[_-]?key|private[_-]?key|credential|^pwd$", re.I)
+_KEY_NORMAL = re.compile(r"[^a-z0-9]")
+
+# Characters that may not touch a match on either side: they would make it
+# part of a longer token (a version, an IP, a GUID, a SID, a KB number).
+# Underscores count as separators (file names such as scan_123-45-6789.pdf).
+_L = r"(?<![0-9A-Za-z.:/+@-])"
+_R = r"(?![0-9A-Za-z:/@]|[.-]\d)"
+
+_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![\w-])")
+
+_SSN_LABEL = r"(?i:\b(?:ssn|ss\#|soc(?:ial)?[ _-]?sec(?:urity)?(?:[ _-]?(?:number|num|no\.?|\#))?))"
+_SSN_LABELLED = re.compile(_SSN_LABEL + r"\s*[:#=]?\s*(\d{3}[- ]?\d{2}[- ]?\d{4})(?!\d)")
+_SSN = re.compile(_L + r"(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}" + _R)
+
+_PHONE_LABEL = r"(?i:\b(?:phone|tel(?:ephone)?|mobile|cell(?:phone)?|fax|contact\s+number|ph)\b\.?(?:\s*(?:number|num|no\.?|\#|from|to))?)"
+_PHONE_LABELLED = re.compile(_PHONE_LABEL + r"\s*[:#=]?\s*(\+?\d[\d\s().-]{5,18}\d)(?!\d)")
+_EXT = r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?"
+_PHONE_NANP = re.compile(
+    _L + r"(?:\+?1[-. ]?)?(?:\(\d{3}\)[-. ]?\d{3}[-. ]\d{4}|(\d{3})([-. ])\d{3}\2\d{4})" + _EXT + _R
+)
+_PHONE_INTL = re.compile(_L + r"\+\d{1,3}(?:[ -]\(?\d{1,5}\)?){2,5}" + _EXT + _R)
+
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_DATE = (
+    r"(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})"
+    r"|\d{4}[/.-]\d{1,2}[/.-]\d{1,2}"
+    rf"|(?i:{_MONTH})\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?i:{_MONTH}),?\s+\d{{4}})"
+)
+_DOB_LABEL = r"(?i:\b(?:d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|birthday|born(?:\s+on)?)\b)"
+_DOB = re.compile(_DOB_LABEL + r"\s*[:#=]?\s*(" + _DATE + r")(?!\d)")
+
+_PATIENT_NAME = re.compile(
+    r"(?i:\bpatient(?:'s)?(?:\s+(?:full\s+)?name)?)\s*[:=]\s*"
+    # Capitalised words with at least one lower-case letter: "DOB" or "MRN"
+    # after a name are labels, not names.
+    r"([A-Z][A-Za-z'\u2019-]*[a-z][A-Za-z'\u2019-]*(?:,?\s+[A-Z][A-Za-z'\u2019-]*[a-z][A-Za-z'\u2019-]*|\s+[A-Z]\.(?=\s)){0,3})"
+)
+
+# A string without any of these cannot hold anything the detectors find.
+_MAYBE = re.compile(r"[\d@]|(?i:patient)")
+
+_CACHE_MAX = 8192
+_CACHE_LEN = 256
+
+Detector = tuple[str, "re.Pattern[str]", int]
+
+
+def _normal_key(key: str) -> str:
+    return _KEY_NORMAL.sub("", key.lower())
+
+
+class Scrubber:
+    """Replace PHI (and secrets) in plain JSON values with typed placeholders."""
+
+    def __init__(self, mrn_patterns: Iterable[str] = DEFAULT_MRN_PATTERNS,
+                 name_fields: Iterable[str] = DEFAULT_NAME_FIELDS):
+        mrn = [re.compile(p) for p in mrn_patterns]
+        # (type, pattern, group replaced: 1 keeps the label, 0 replaces the
+        # whole match). Order matters: labelled forms first (they own their
+        # digits), then the free-standing shapes.
+        self.detectors: list[Detector] = [
+            ("email", _EMAIL, 0),
+            *[("mrn", p, 1 if p.groups else 0) for p in mrn],
+            ("ssn", _SSN_LABELLED, 1),
+            ("dob", _DOB, 1),
+            ("phone", _PHONE_LABELLED, 1),
+            ("ssn", _SSN, 0),
+            ("phone", _PHONE_INTL, 0),
+            ("phone", _PHONE_NANP, 0),
+            ("name", _PATIENT_NAME, 1),
+        ]
+        # Facts repeat (KB numbers, versions, reasons): remember short strings.
+        self._cache: dict[str, tuple[str, tuple[tuple[str, int], ...]]] = {}
+        self._kinds: dict[str, str | None] = {}
+        self.name_fields = {_normal_key(f) for f in name_fields}
+        self.phone_fields = {"phone", "phonenumber", "telephone", "mobile", "cell", "cellphone", "fax", "homephone", "workphone"}
+        self.dob_fields = {"dob", "dateofbirth", "birthdate", "birthday"}
+        self.ssn_fields = {"ssn", "socialsecuritynumber"}
+        self.email_fields = {"email", "emailaddress", "mail"}
+        self.mrn_fields = {"mrn", "medicalrecordnumber"}
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Scrubber:
+        return cls(settings.mrn_patterns, settings.name_fields)
+
+    # -- strings -----------------------------------------------------------------
+
+    def scrub_text(self, text: str, counts: Counter | None = None) -> str:
+        """Scrub one string, adding what was found to ``counts``."""
+        if not _MAYBE.search(text):
+            return text
+        hit = self._cache.get(text)
+        if hit is None:
+            found: Counter = Counter()
+            out = text
+            for kind, pattern, group in self.detectors:
+                if pattern.search(out):
+                    out = pattern.sub(self._replacer(kind, group, found), out)
+            hit = (out, tuple(found.items()))
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            if len(text) <= _CACHE_LEN:
+                self._cache[text] = hit
+        if counts is not None:
+            for kind, n in hit[1]:
+                counts[kind] += n
+        return hit[0]
+
+    @staticmethod
+    def _replacer(kind: str, group: int, counts: Counter) -> Callable[[re.Match[str]], str]:
+        token = placeholder(kind)
+
+        def repl(m: re.Match[str]) -> str:
+            whole = m.group(0)
+            if group == 0 or m.group(group) is None:
+                counts[kind] += 1
+                return token
+            if m.group(group).startswith("[REDACTED:"):
+                return whole
+            counts[kind] += 1
+            start, end = m.start(group) - m.start(0), m.end(group) - m.start(0)
+            return whole[:start] + token + whole[end:]
+
+        return repl
+
+    # -- structures ----------------------------------------------------------------
+
+    def _field_kind(self, key: str) -> str | None:
+        try:
+            return self._kinds[key]
+        except KeyError:
+            pass
+        kind = self._kinds[key] = self._classify_key(key)
+        if len(self._kinds) > _CACHE_MAX:
+            self._kinds.clear()
+        return kind
+
+    def _classify_key(self, key: str) -> str | None:
+        if _SECRET_KEY.search(key):
+            return "secret"
+        k = _normal_key(key)
+        for kind, fields in (("name", self.name_fields), ("phone", self.phone_fields), ("dob", self.dob_fields),
+                             ("ssn", self.ssn_fields), ("email", self.email_fields), ("mrn", self.mrn_fields)):
+            if k in fields:
+                return kind
+        return None
+
+    def scrub(self, value: Any) -> tuple[Any, dict[str, int]]:
+        """Scrub a plain JSON value; returns the new value and counts per type."""
+        counts: Counter = Counter()
+        out = self._walk(value, counts)
+        return out, {k: counts[k] for k in TYPES if counts[k]}
+
+    def _walk(self, value: Any, counts: Counter) -> Any:
+        if isinstance(value, str):
+            return self.scrub_text(value, counts)
+        if isinstance(value, list):
+            return [self._walk(v, counts) for v in value]
+        if isinstance(value, Mapping):
+            out: dict[str, Any] = {}
+            for key, v in value.items():
+                new_key = self.scrub_text(key, counts)
+                if new_key in out:  # two keys scrubbed to the same placeholder
+                    n = 2
+                    while f"{new_key}#{n}" in out:
+                        n += 1
+                    new_key = f"{new_key}#{n}"
+                kind = self._field_kind(key)
+                if kind is not None and v not in (None, "", [], {}) and not isinstance(v, bool):
+                    if kind == "secret" or isinstance(v, (str, int, float)):
+                        counts[kind] += 1
+                        out[new_key] = placeholder(kind)
+                        continue
+                out[new_key] = self._walk(v, counts)
+            return out
+        return value

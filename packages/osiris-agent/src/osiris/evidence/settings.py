@@ -1,0 +1,64 @@
+"""The ``evidence`` section of the config file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# 45 CFR 164.316(b)(2)(i): retain documentation for six years. Six calendar
+# years are at most 2192 days (two leap days).
+SIX_YEARS_DAYS = 2192
+
+DEFAULT_MRN_PATTERNS = [
+    # "MRN: 00123456", "medical record no. A-77881", "MRN#7788991"
+    r"(?i:\b(?:MRN|med(?:ical)?[ _-]?rec(?:ord)?(?:[ _-]?(?:number|num|no\.?|#))?))\s*[:#=]?\s*([A-Z]{0,3}-?\d[\d-]{3,14}\d)\b",
+]
+
+DEFAULT_NAME_FIELDS = [
+    "patient", "patient_name", "patient_full_name", "patient_first_name", "patient_last_name",
+    "patient_given_name", "patient_family_name", "guardian", "guardian_name", "emergency_contact",
+    "next_of_kin", "subscriber_name", "insured_name",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScrubSettings(_Model):
+    mrn_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MRN_PATTERNS),
+        description="Regular expressions for medical record numbers; group 1, if present, is what is replaced",
+    )
+    name_fields: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NAME_FIELDS),
+        description="Keys whose string values are patient names (compared case- and punctuation-insensitively)",
+    )
+
+    @field_validator("mrn_patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        import re
+
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {pattern!r} is not a valid regular expression: {exc}") from None
+        return v
+
+
+class EvidenceSettings(_Model):
+    enabled: bool = Field(default=True, description="Record evidence bundles (turning this off is for labs only)")
+    directory: Path | None = Field(default=None, description="Where the log lives; default <state_dir>/evidence")
+    retention_days: int = Field(
+        default=SIX_YEARS_DAYS, ge=1,
+        description="Nothing younger than this can be pruned (default six years, 45 CFR 164.316(b)(2))",
+    )
+    checkpoint_interval: float = Field(default=300.0, gt=0, description="Seconds between scheduled checkpoints")
+    batch_max: int = Field(default=512, ge=1, le=100_000, description="Most bundles in one group commit")
+    delivery_timeout: float = Field(default=30.0, gt=0, description="Seconds one sink delivery may take")
+    backoff_initial: float = Field(default=2.0, gt=0, description="First retry delay of a failing sink, seconds")
+    backoff_max: float = Field(default=900.0, gt=0, description="Longest retry delay of a failing sink, seconds")
+    scrub: ScrubSettings = ScrubSettings()

@@ -1,0 +1,365 @@
+"""Verification: the whole log, one bundle, or an auditor's export.
+
+:func:`verify_log` checks, in one streaming pass over the entries:
+
+* every checkpoint's signature (the pinned key, the log's origin);
+* that indexes run 0, 1, 2... with nothing missing;
+* that every entry's content hashes to its stored leaf;
+* the Merkle root recomputed from the content against every checkpoint;
+* with ``signatures=True`` (the default), every entry's Ed25519 signature
+  and its chain members: ``seq`` is its index, ``prev`` is the previous
+  entry's leaf, ``log`` is this log, ``id``/``kind``/``recorded_at`` match;
+  with ``signatures=False`` ("through checkpoints"), only the entries after
+  the last checkpoint get those checks, the rest are covered by the signed
+  roots, which is what makes a million entries verifiable in seconds;
+* consistency proofs, as the log serves them, between successive
+  checkpoints;
+* that no checkpoint claims more entries than the log holds.
+
+A problem names the first bad index and what is wrong. When a checkpoint's
+root does not match and the entries alone did not say why (an entry altered
+together with its stored leaf, two entries swapped), the range that
+checkpoint covers is re-checked entry by entry to name the index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import merkle
+from .errors import EvidenceError, VerificationError
+from .keys import VerifyKey
+from .log import ZERO_HASH, EvidenceLog
+from .note import Checkpoint, parse_checkpoint
+
+__all__ = ["Problem", "Report", "verify_log", "verify_entry_in_log", "verify_export", "check_statement"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str
+    index: int | None = None  # the entry, when one is to blame
+    checkpoint: int | None = None  # the checkpoint size, when one is to blame
+
+    def __str__(self) -> str:
+        where = f"index {self.index}" if self.index is not None else (
+            f"checkpoint {self.checkpoint}" if self.checkpoint is not None else "log")
+        return f"{where}: {self.what}"
+
+
+@dataclass
+class Report:
+    entries: int = 0
+    checkpoints: int = 0
+    signatures: int = 0
+    pruned: int = 0
+    roots: int = 0
+    consistency: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad_index(self) -> int | None:
+        idx = [p.index for p in self.problems if p.index is not None]
+        return min(idx) if idx else None
+
+    def first_problem(self) -> Problem | None:
+        if not self.problems:
+            return None
+        with_index = [p for p in self.problems if p.index is not None]
+        return min(with_index, key=lambda p: p.index) if with_index else self.problems[0]
+
+    def summary(self) -> str:
+        text = (f"{self.entries} entries ({self.pruned} pruned), {self.checkpoints} checkpoints, "
+                f"{self.signatures} signatures checked, {self.roots} roots and {self.consistency} consistency "
+                "proofs checked")
+        if self.ok:
+            return f"ok: {text}"
+        first = self.first_problem()
+        return f"FAILED: {first} ({len(self.problems)} problem(s)); {text}"
+
+
+def check_statement(body: bytes, sig: bytes | None, key: VerifyKey, *, index: int, prev: bytes, origin: str,
+                    bundle_id: str | None = None, kind: str | None = None,
+                    recorded_at: str | None = None) -> dict[str, Any]:
+    """Signature and chain members of one entry; raises VerificationError."""
+    if sig is None or not key.verify(sig, body):
+        raise VerificationError("signature does not verify (content altered, or not signed by this key)")
+    try:
+        st = json.loads(body)
+    except ValueError:
+        raise VerificationError("signed content is not JSON") from None
+    if not isinstance(st, dict):
+        raise VerificationError("signed content is not a JSON object")
+    if st.get("seq") != index:
+        raise VerificationError(f"signed seq is {st.get('seq')!r}, expected {index} (entries reordered, "
+                                "removed or inserted)")
+    if st.get("prev") != prev.hex():
+        raise VerificationError("signed prev does not match the previous entry's leaf hash (chain broken)")
+    if st.get("log") != origin:
+        raise VerificationError(f"signed log is {st.get('log')!r}, expected {origin!r}")
+    for member, want in (("id", bundle_id), ("kind", kind), ("recorded_at", recorded_at)):
+        if want is not None and st.get(member) != want:
+            raise VerificationError(f"signed {member} is {st.get(member)!r}, the index says {want!r}")
+    return st
+
+
+def _checkpoints(log: EvidenceLog, key: VerifyKey, report: Report) -> list[Checkpoint]:
+    good: list[Checkpoint] = []
+    with log._lock:  # noqa: SLF001 - raw notes, parsed (and verified) here
+        rows = log._db.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()  # noqa: SLF001
+    last_time = ""
+    for size, note in rows:
+        report.checkpoints += 1
+        try:
+            cp = parse_checkpoint(bytes(note), key=key, origin=log.origin)
+        except VerificationError as exc:
+            report.problems.append(Problem(f"checkpoint does not verify: {exc}", checkpoint=int(size)))
+            continue
+        if cp.size != size:
+            report.problems.append(Problem(f"stored under size {size} but signed for {cp.size}", checkpoint=int(size)))
+            continue
+        if cp.time and cp.time < last_time:
+            report.problems.append(Problem(f"time {cp.time} is before the previous checkpoint's", checkpoint=cp.size))
+        last_time = cp.time or last_time
+        good.append(cp)
+    return good
+
+
+def _recheck_range(log: EvidenceLog, key: VerifyKey, start: int, end: int, prev: bytes) -> Problem | None:
+    """Full entry checks over [start, end): which entry breaks the root?"""
+    expected = start
+    for e in log.iter_entries(start, end):
+        if e.index != expected:
+            return Problem(f"entry missing (the next entry found has index {e.index})", index=expected)
+        if e.body is not None:
+            try:
+                check_statement(e.body, e.sig, key, index=e.index, prev=prev, origin=log.origin,
+                                bundle_id=e.bundle_id, kind=e.kind, recorded_at=e.recorded_at)
+            except VerificationError as exc:
+                return Problem(str(exc), index=e.index)
+            prev = merkle.leaf_hash(e.body)
+        else:
+            prev = e.leaf
+        expected += 1
+    return None
+
+
+def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bool = True,
+               max_problems: int = 20, progress: Callable[[int], None] | None = None) -> Report:
+    report = Report()
+    key = key or log.verify_key
+    if key.raw != log.verify_key.raw:
+        report.problems.append(Problem(
+            f"the log says it was signed by key {log.verify_key.fingerprint[:16]}..., "
+            f"not by the trusted key {key.fingerprint[:16]}..."))
+    cps = _checkpoints(log, key, report)
+    tail_from = cps[-1].size if cps else 0
+    cp_iter = iter(cps)
+    next_cp = next(cp_iter, None)
+    prev_cp_size = 0
+    prev_cp_leaf = ZERO_HASH  # leaf before the range the next checkpoint adds
+
+    sha256 = hashlib.sha256
+    stack: list[bytes] = []
+    count = 0
+    expected = 0
+    prev = ZERO_HASH
+    origin = log.origin
+
+    def problem(p: Problem) -> None:
+        report.problems.append(p)
+
+    cols = "idx, bundle_id, kind, recorded_at, body, sig, leaf"
+    for idx, bundle_id, kind, recorded_at, body, sig, stored in log.iter_rows(cols=cols, batch=8192):
+        if len(report.problems) >= max_problems:
+            break
+        if idx != expected:
+            problem(Problem(f"entry missing (the next entry found has index {idx})", index=expected))
+            expected = idx
+        if body is not None:
+            leaf = sha256(b"\x00" + body).digest()
+            if leaf != stored:
+                problem(Problem("content does not match its stored leaf hash (entry altered)", index=idx))
+            if signatures or idx >= tail_from:
+                try:
+                    check_statement(body, sig, key, index=idx, prev=prev, origin=origin, bundle_id=bundle_id,
+                                    kind=kind, recorded_at=recorded_at)
+                    report.signatures += 1
+                except VerificationError as exc:
+                    problem(Problem(str(exc), index=idx))
+        else:
+            leaf = bytes(stored)
+            report.pruned += 1
+        # Streaming tree head (merkle.RootBuilder, inlined for speed).
+        stack.append(leaf)
+        count += 1
+        c = count
+        while not c & 1:
+            right = stack.pop()
+            stack[-1] = sha256(b"\x01" + stack[-1] + right).digest()
+            c >>= 1
+        prev = leaf
+        expected = idx + 1
+        while next_cp is not None and next_cp.size == count:
+            r = stack[-1]
+            for h in reversed(stack[:-1]):
+                r = merkle.node_hash(h, r)
+            report.roots += 1
+            if r != next_cp.root:
+                found = None if signatures else _recheck_range(log, key, prev_cp_size, next_cp.size, prev_cp_leaf)
+                if found is not None and all(p.index != found.index for p in report.problems):
+                    problem(found)
+                problem(Problem(f"root does not match the entries [0, {next_cp.size})", checkpoint=next_cp.size))
+            prev_cp_size, prev_cp_leaf = next_cp.size, leaf
+            next_cp = next(cp_iter, None)
+        if progress is not None and count % 65536 == 0:
+            progress(count)
+    report.entries = count
+    for cp in [next_cp, *cp_iter] if next_cp is not None else []:
+        problem(Problem(f"covers {cp.size} entries but the log holds {count} (entries removed from the end?)",
+                        index=count, checkpoint=cp.size))
+    # Consistency proofs as the log serves them (this also checks its node table).
+    for a, b in zip(cps, cps[1:]):
+        if b.size > count:
+            break
+        try:
+            proof = log.consistency_proof(a.size, b.size)
+            ok = merkle.verify_consistency(a.size, b.size, a.root, b.root, proof)
+        except EvidenceError as exc:
+            ok, proof = False, str(exc)
+        report.consistency += 1
+        if not ok:
+            problem(Problem(f"no valid consistency proof from checkpoint {a.size}", checkpoint=b.size))
+    return report
+
+
+def verify_entry_in_log(log: EvidenceLog, ref: str, key: VerifyKey | None = None) -> dict[str, Any]:
+    """One bundle: signature, chain members, and inclusion in the latest
+    checkpoint (proof from the node table). Raises VerificationError."""
+    key = key or log.verify_key
+    e = log.find(ref)
+    if e.body is None:
+        raise VerificationError(f"bundle {e.bundle_id} (index {e.index}) was pruned; only its leaf hash remains")
+    prev = ZERO_HASH if e.index == 0 else log.entry(e.index - 1).leaf
+    st = check_statement(e.body, e.sig, key, index=e.index, prev=prev, origin=log.origin, bundle_id=e.bundle_id,
+                         kind=e.kind, recorded_at=e.recorded_at)
+    leaf = merkle.leaf_hash(e.body)
+    if leaf != e.leaf:
+        raise VerificationError("content does not match its stored leaf hash")
+    out: dict[str, Any] = {"index": e.index, "id": e.bundle_id, "leaf": leaf.hex(), "statement": st,
+                           "checkpoint": None}
+    cp = log.latest_checkpoint()
+    if cp is not None and cp.size > e.index:
+        parse_checkpoint(cp.note, key=key, origin=log.origin)
+        proof = log.inclusion_proof(e.index, cp.size)
+        if not merkle.verify_inclusion(leaf, e.index, cp.size, proof, cp.root):
+            raise VerificationError(f"inclusion proof against checkpoint {cp.size} does not verify")
+        out["checkpoint"] = {"size": cp.size, "time": cp.time, "proof": [p.hex() for p in proof]}
+    return out
+
+
+# -- exports ---------------------------------------------------------------------------------
+
+
+def verify_export(path: Path | str, key: VerifyKey | None = None) -> Report:
+    """Check an export (zip or unpacked directory) offline: signatures,
+    chain within the range, inclusion proofs, checkpoints and consistency
+    proofs. ``key``: the key the auditor trusts; default the export's own
+    public-key.pem (the report shows its fingerprint to compare)."""
+    files = _ExportFiles(Path(path))
+    report = Report()
+    try:
+        manifest = json.loads(files.read("manifest.json"))
+        export_key = VerifyKey.from_pem(files.read("public-key.pem"), "public-key.pem")
+    except (KeyError, ValueError, EvidenceError) as exc:
+        report.problems.append(Problem(f"not an evidence export: {exc}"))
+        return report
+    key = key or export_key
+    if key.raw != export_key.raw:
+        report.problems.append(Problem("public-key.pem is not the trusted key"))
+    origin = manifest["origin"]
+    cps: dict[int, Checkpoint] = {}
+    for name in files.names("checkpoints/", ".note"):
+        report.checkpoints += 1
+        try:
+            cp = parse_checkpoint(files.read(name), key=key, origin=origin)
+            cps[cp.size] = cp
+        except VerificationError as exc:
+            report.problems.append(Problem(f"{name}: {exc}"))
+    for name in files.names("consistency/", ".json"):
+        c = json.loads(files.read(name))
+        a, b = cps.get(c["from"]), cps.get(c["to"])
+        report.consistency += 1
+        if a is None or b is None or not merkle.verify_consistency(
+                a.size, b.size, a.root, b.root, [bytes.fromhex(h) for h in c["path"]]):
+            report.problems.append(Problem(f"{name}: consistency proof does not verify", checkpoint=c["to"]))
+    leaves: dict[int, bytes] = {}
+    statements: dict[int, dict[str, Any]] = {}
+    for name in files.names("bundles/", ".json"):
+        idx = int(Path(name).stem)
+        body = files.read(name)
+        sig = files.read(name[:-5] + ".sig")
+        report.entries += 1
+        if not key.verify(sig, body):
+            report.problems.append(Problem(f"{name}: signature does not verify", index=idx))
+            continue
+        report.signatures += 1
+        st = json.loads(body)
+        if st.get("seq") != idx or st.get("log") != origin:
+            report.problems.append(Problem(f"{name}: signed seq/log do not match the file name", index=idx))
+            continue
+        leaves[idx] = merkle.leaf_hash(body)
+        statements[idx] = st
+        try:
+            proof = json.loads(files.read(f"proofs/{Path(name).stem}.json"))
+        except KeyError:
+            report.problems.append(Problem(f"{name}: no inclusion proof", index=idx))
+            continue
+        cp = cps.get(proof["tree_size"])
+        report.roots += 1
+        if cp is None or not merkle.verify_inclusion(leaves[idx], idx, cp.size,
+                                                     [bytes.fromhex(h) for h in proof["path"]], cp.root):
+            report.problems.append(Problem(f"{name}: inclusion proof does not verify", index=idx))
+    for idx, st in statements.items():
+        if idx - 1 in leaves and st.get("prev") != leaves[idx - 1].hex():
+            report.problems.append(Problem("signed prev does not match the previous bundle (chain broken)", index=idx))
+    expect = manifest.get("bundles")
+    if expect is not None and expect != report.entries:
+        report.problems.append(Problem(f"manifest lists {expect} bundles, the export holds {report.entries}"))
+    return report
+
+
+class _ExportFiles:
+    def __init__(self, path: Path):
+        self.path = path
+        if path.is_dir():
+            self._zip = None
+            self._names = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+        else:
+            try:
+                self._zip = zipfile.ZipFile(path)
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise EvidenceError(f"{path}: not a zip file: {exc}") from None
+            self._names = sorted(self._zip.namelist())
+
+    def names(self, prefix: str, suffix: str) -> list[str]:
+        return [n for n in self._names if n.startswith(prefix) and n.endswith(suffix)]
+
+    def read(self, name: str) -> bytes:
+        if self._zip is not None:
+            return self._zip.read(name)
+        p = self.path / name
+        if not p.is_file():
+            raise KeyError(name)
+        return p.read_bytes()
+

@@ -1,0 +1,222 @@
+"""The append-only log: group commit, chain, tree, checkpoints, proofs,
+tamper detection that names the first bad index, retention."""
+
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from osiris.evidence import merkle
+from osiris.evidence.errors import EvidenceError
+from osiris.evidence.keys import SigningKey
+from osiris.evidence.log import ZERO_HASH, EvidenceLog
+from osiris.evidence.verify import verify_entry_in_log, verify_log
+
+from .helpers import ORIGIN, fill, new_log, statement
+
+
+@pytest.fixture
+def key():
+    return SigningKey.generate()
+
+
+@pytest.fixture
+def log(tmp_path, key):
+    lg = new_log(tmp_path, key)
+    yield lg
+    lg.close()
+
+
+def test_a_batch_is_one_transaction_on_a_durable_wal(log, key):
+    """Group commit: a batch of bundles is one BEGIN..COMMIT, and with
+    journal_mode=WAL and synchronous=FULL one commit is one WAL fsync."""
+    assert log._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert log._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    trace = []
+    log._db.set_trace_callback(trace.append)
+    out = log.append([statement(i) for i in range(100)], key)
+    log._db.set_trace_callback(None)
+    assert [s for s in trace if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert [a.index for a in out] == list(range(100)) and log.size() == 100
+
+
+def test_entries_chain_and_sign_what_is_stored(log, key):
+    fill(log, key, 20, batch=6)
+    prev = ZERO_HASH
+    for e in log.iter_entries():
+        st = json.loads(e.body)
+        assert st["seq"] == e.index and st["prev"] == prev.hex() and st["log"] == ORIGIN
+        assert st["id"] == e.bundle_id and st["kind"] == "sweep"
+        assert key.verify_key.verify(e.sig, e.body)
+        assert merkle.leaf_hash(e.body) == e.leaf
+        prev = e.leaf
+    assert log.root() == merkle.root_of_leaves(e.leaf for e in log.iter_entries())
+
+
+def test_checkpoints_proofs_and_consistency(log, key):
+    cps = []
+    for n in (1, 3, 8, 13, 32, 33):
+        fill(log, key, n - log.size())
+        cps.append(log.checkpoint(key))
+    assert log.checkpoint(key) is None  # nothing new
+    assert log.checkpoint(key, force=True).size == 33
+    assert [c.size for c in log.checkpoints()] == [1, 3, 8, 13, 32, 33]
+    for cp in cps:
+        assert cp.root == merkle.root_of_leaves(e.leaf for e in log.iter_entries(0, cp.size))
+        for i in range(cp.size):
+            proof = log.inclusion_proof(i, cp.size)
+            assert merkle.verify_inclusion(log.entry(i).leaf, i, cp.size, proof, cp.root)
+    for a in cps:
+        for b in cps:
+            if a.size <= b.size:
+                assert merkle.verify_consistency(a.size, b.size, a.root, b.root, log.consistency_proof(a.size, b.size))
+    assert log.checkpoint_covering(8).size == 13 and log.checkpoint_covering(33) is None
+    report = verify_log(log)
+    assert report.ok, report.summary()
+    assert (report.entries, report.checkpoints, report.signatures, report.roots) == (33, 6, 33, 6)
+    assert report.consistency == 5
+    one = verify_entry_in_log(log, log.entry(9).bundle_id[:12])
+    assert one["index"] == 9 and one["checkpoint"]["size"] == 33
+
+
+def test_the_log_refuses_another_key_and_is_append_only(tmp_path, log, key):
+    fill(log, key, 3)
+    other = SigningKey.generate()
+    with pytest.raises(EvidenceError, match="not this log's"):
+        log.append([statement()], other)
+    log.close()
+    with pytest.raises(EvidenceError, match="not by the appliance's key"):
+        new_log(tmp_path, other)
+    db = sqlite3.connect(tmp_path / "evidence" / "log.sqlite3")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM entries WHERE idx = 1")
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("UPDATE entries SET kind = 'other' WHERE idx = 1")
+    db.close()
+
+
+# -- tampering: verify names the first bad index ------------------------------------------
+
+def _tampered_log(tmp_path, key, n=40, checkpoint_every=10):
+    lg = new_log(tmp_path, key)
+    fill(lg, key, n, checkpoint_every=checkpoint_every)
+    lg.checkpoint(key)
+    path = lg.path
+    lg.close()
+    return path
+
+
+def _raw(path):
+    db = sqlite3.connect(path, isolation_level=None)
+    for trigger in ("entries_no_delete", "entries_no_update", "entries_retention"):
+        db.execute(f"DROP TRIGGER {trigger}")
+    return db
+
+
+@pytest.mark.parametrize("signatures", [True, False], ids=["full", "fast"])
+def test_a_flipped_byte_is_found_at_its_index(tmp_path, key, signatures):
+    path = _tampered_log(tmp_path, key)
+    data = bytearray(path.read_bytes())
+    marker = b"all three profiles on (sweep 17)"
+    at = data.find(marker)
+    assert at > 0 and data.find(marker, at + 1) < 0
+    data[at + 4] ^= 0x01  # "three" -> "t" ^ 1 on one byte, straight on disk
+    path.write_bytes(bytes(data))
+    report = verify_log(EvidenceLog(path, create=False), signatures=signatures)
+    assert not report.ok and report.first_bad_index == 17, report.summary()
+    assert "index 17" in report.summary()
+
+
+@pytest.mark.parametrize("signatures", [True, False], ids=["full", "fast"])
+def test_a_flipped_byte_with_a_matching_leaf_is_still_found(tmp_path, key, signatures):
+    """Whoever alters an entry and recomputes its stored leaf still breaks
+    the signature and the checkpoint roots."""
+    path = _tampered_log(tmp_path, key)
+    db = _raw(path)
+    body = bytearray(db.execute("SELECT body FROM entries WHERE idx = 23").fetchone()[0])
+    body[body.find(b"three")] ^= 0x20
+    db.execute("UPDATE entries SET body = ?, leaf = ? WHERE idx = 23", (bytes(body), merkle.leaf_hash(bytes(body))))
+    db.close()
+    report = verify_log(EvidenceLog(path, create=False), signatures=signatures)
+    assert report.first_bad_index == 23, report.summary()
+    assert "signature does not verify" in str(report.first_problem())
+    assert any(p.checkpoint and p.checkpoint > 23 and "root does not match" in p.what for p in report.problems)
+
+
+@pytest.mark.parametrize("signatures", [True, False], ids=["full", "fast"])
+def test_a_deleted_entry_is_found_at_its_index(tmp_path, key, signatures):
+    path = _tampered_log(tmp_path, key)
+    db = _raw(path)
+    db.execute("DELETE FROM entries WHERE idx = 12")
+    db.close()
+    report = verify_log(EvidenceLog(path, create=False), signatures=signatures)
+    assert report.first_bad_index == 12 and "entry missing" in str(report.first_problem()), report.summary()
+
+
+@pytest.mark.parametrize("signatures", [True, False], ids=["full", "fast"])
+def test_two_swapped_entries_are_found_at_the_first(tmp_path, key, signatures):
+    path = _tampered_log(tmp_path, key)
+    db = _raw(path)
+    a = db.execute("SELECT bundle_id, kind, recorded_at, body, sig, leaf FROM entries WHERE idx = 5").fetchone()
+    b = db.execute("SELECT bundle_id, kind, recorded_at, body, sig, leaf FROM entries WHERE idx = 31").fetchone()
+    db.execute("UPDATE entries SET bundle_id = 'tmp' WHERE idx = 5")
+    for idx, row in ((31, a), (5, b)):
+        db.execute("UPDATE entries SET bundle_id = ?, kind = ?, recorded_at = ?, body = ?, sig = ?, leaf = ? "
+                   "WHERE idx = ?", (*row, idx))
+    db.close()
+    report = verify_log(EvidenceLog(path, create=False), signatures=signatures)
+    assert report.first_bad_index == 5, report.summary()
+    assert "signed seq is 31" in str(report.first_problem())
+
+
+def test_entries_removed_from_the_end_are_caught_by_the_checkpoint(tmp_path, key):
+    path = _tampered_log(tmp_path, key)
+    db = _raw(path)
+    db.execute("DELETE FROM entries WHERE idx >= 37")
+    db.close()
+    report = verify_log(EvidenceLog(path, create=False), signatures=False)
+    assert report.first_bad_index == 37 and "the log holds 37" in report.summary()
+
+
+def test_a_forged_checkpoint_is_named(tmp_path, key):
+    path = _tampered_log(tmp_path, key)
+    db = _raw(path)
+    db.execute("DROP TRIGGER checkpoints_no_change")
+    size, note = db.execute("SELECT size, note FROM checkpoints ORDER BY size LIMIT 1 OFFSET 1").fetchone()
+    forged = bytes(note).replace(f"\n{size}\n".encode(), f"\n{size - 1}\n".encode())
+    db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (forged, size))
+    db.close()
+    report = verify_log(EvidenceLog(path, create=False))
+    assert any(p.checkpoint == size and "does not verify" in p.what for p in report.problems), report.summary()
+
+
+# -- retention -------------------------------------------------------------------------------
+
+def test_nothing_younger_than_the_retention_can_be_pruned(tmp_path, key):
+    lg = new_log(tmp_path, key, retention_days=2192)
+    old = datetime.now(timezone.utc) - timedelta(days=2200)
+    fill(lg, key, 10, now=old)
+    fill(lg, key, 5)  # recent
+    lg.checkpoint(key)
+    with pytest.raises(EvidenceError, match="younger than 2192 days"):
+        lg.prune(datetime.now(timezone.utc) - timedelta(days=100))
+    # Even around our own check, the database refuses to clear a young body.
+    with pytest.raises(sqlite3.DatabaseError, match="retention"):
+        lg._db.execute("UPDATE entries SET body = NULL, sig = NULL WHERE idx = 12")
+    assert lg.prune(datetime.now(timezone.utc) - timedelta(days=2192)) == 10
+    assert lg.entry(3).pruned and not lg.entry(12).pruned
+    report = verify_log(lg)
+    assert report.ok and report.pruned == 10 and report.signatures == 5, report.summary()
+    lg.close()
+
+
+def test_prune_keeps_what_a_sink_has_not_received(tmp_path, key):
+    lg = new_log(tmp_path, key, retention_days=1)
+    fill(lg, key, 10, now=datetime.now(timezone.utc) - timedelta(days=30))
+    lg.checkpoint(key)
+    lg.cursor("nas", "bundle")
+    lg.advance_cursor("nas", "bundle", 4)
+    assert lg.prune(datetime.now(timezone.utc) - timedelta(days=2)) == 4
+    assert [e.pruned for e in lg.iter_entries()] == [True] * 4 + [False] * 6
+    lg.close()

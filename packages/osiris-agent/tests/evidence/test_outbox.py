@@ -1,0 +1,135 @@
+"""The durable outbox: a sink that is down for days gets every bundle
+exactly once, in order, after it recovers; retries back off; a restart
+keeps the position and the backoff; a crash between a sink's acknowledgement
+and the cursor update re-sends the same item id (which sinks deduplicate)."""
+
+import pytest
+
+from osiris.evidence.bundle import SignedBundle
+from osiris.evidence.keys import SigningKey
+from osiris.evidence.note import parse_checkpoint
+from osiris.evidence.outbox import Outbox
+
+from .helpers import ORIGIN, fill, new_log
+
+
+class Sink:
+    """An idempotent store keyed by item id that can be switched off."""
+
+    def __init__(self, name="central", kinds=("bundle", "checkpoint")):
+        self.name = name
+        self.kinds = kinds
+        self.down = False
+        self.attempts: list[str] = []
+        self.stored: dict[str, bytes] = {}
+        self.order: list[str] = []
+
+    async def deliver(self, item_id: str, payload: bytes) -> None:
+        self.attempts.append(item_id)
+        if self.down:
+            raise ConnectionRefusedError("connection refused")
+        if item_id in self.stored:
+            assert self.stored[item_id] == payload  # same id, same bytes
+            return
+        self.stored[item_id] = payload
+        self.order.append(item_id)
+
+
+@pytest.fixture
+def key():
+    return SigningKey.generate()
+
+
+async def test_a_sink_down_for_three_days_gets_everything_once_in_order(tmp_path, key):
+    log = new_log(tmp_path, key)
+    sink = Sink()
+    now = 1_000_000.0
+    outbox = Outbox(log, [sink], backoff_initial=2, backoff_max=900, clock=lambda: now)
+    sink.down = True
+    fill(log, key, 25)
+    log.checkpoint(key)
+    waits = []
+    end = now + 3 * 86400
+    restarted = False
+    while now < end:
+        attempted = await outbox.drain(now=now)
+        if attempted:
+            assert len(attempted) == 1 and not attempted[0].ok  # one try per sink, then wait
+        cur = log.cursor("central", "bundle")
+        waits.append(cur["next_attempt_at"] - now)
+        if not restarted and now > end - 86400:
+            # The agent restarts: a new outbox on the same log keeps position and backoff.
+            outbox = Outbox(log, [sink], backoff_initial=2, backoff_max=900, clock=lambda: now)
+            restarted = True
+            assert log.cursor("central", "bundle")["attempts"] == cur["attempts"]
+        fill(log, key, 1)  # evidence keeps arriving while the sink is down
+        now = max(now + 1, cur["next_attempt_at"])
+    attempts = len(sink.attempts)
+    assert 3 * 86400 / 900 < attempts < 3 * 86400 / 900 * 2 + 20  # backed off, not hammered
+    assert max(waits) <= 900 and waits[1] < waits[5] < waits[12]
+    assert log.cursor("central", "bundle")["last_error"].startswith("ConnectionRefusedError")
+    assert not sink.stored
+
+    sink.down = False
+    log.checkpoint(key)
+    now += 900
+    delivered = await outbox.drain(now=now)
+    size = log.size()
+    assert all(d.ok for d in delivered)
+    bundles = [i for i in sink.order if not i.startswith("checkpoint-")]
+    assert bundles == [log.entry(i).bundle_id for i in range(size)]  # every one, in order, once
+    assert len(set(sink.order)) == len(sink.order)
+    cps = [i for i in sink.order if i.startswith("checkpoint-")]
+    assert [int(c.rsplit("-", 1)[1]) for c in cps] == [c.size for c in log.checkpoints()]
+    assert await outbox.drain(now=now + 1) == []
+    # What the sink holds verifies on its own.
+    for item_id, payload in sink.stored.items():
+        if item_id.startswith("checkpoint-"):
+            parse_checkpoint(payload, key=key.verify_key, origin=ORIGIN)
+        else:
+            st = SignedBundle.from_envelope(payload).verify(key.verify_key)
+            assert st["id"] == item_id
+    assert outbox.pending("central") == {"bundle": 0, "checkpoint": 0}
+    log.close()
+
+
+async def test_a_crash_after_the_sink_acknowledged_resends_the_same_item(tmp_path, key, monkeypatch):
+    log = new_log(tmp_path, key)
+    fill(log, key, 3)
+    sink = Sink(kinds=("bundle",))
+    outbox = Outbox(log, [sink], clock=lambda: 0.0)
+    real = log.advance_cursor
+    calls = {"n": 0}
+
+    def crash_once(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("power cut between the acknowledgement and the cursor update")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(log, "advance_cursor", crash_once)
+    with pytest.raises(KeyboardInterrupt):
+        await outbox.drain()
+    monkeypatch.setattr(log, "advance_cursor", real)
+    outbox = Outbox(log, [sink], clock=lambda: 0.0)  # after the restart
+    await outbox.drain()
+    ids = [log.entry(i).bundle_id for i in range(3)]
+    assert sink.attempts == [ids[0], ids[1], ids[1], ids[2]]  # the unacknowledged one again, same id
+    assert sink.order == ids  # stored once each
+    log.close()
+
+
+async def test_sinks_are_independent_and_take_only_their_kinds(tmp_path, key):
+    log = new_log(tmp_path, key)
+    fill(log, key, 4)
+    log.checkpoint(key)
+    down, up, anchors = Sink("down"), Sink("up", kinds=("bundle",)), Sink("anchors", kinds=("checkpoint",))
+    down.down = True
+    outbox = Outbox(log, [down, up, anchors], clock=lambda: 0.0)
+    await outbox.drain()
+    assert len(up.order) == 4 and all(not i.startswith("checkpoint-") for i in up.order)
+    assert anchors.order == [f"checkpoint-{key.verify_key.key_id(ORIGIN).hex()}-4"]
+    assert down.order == [] and outbox.pending("down") == {"bundle": 4, "checkpoint": 1}
+    with pytest.raises(ValueError, match="unknown kinds"):
+        Outbox(log, [Sink("bad", kinds=("everything",))])
+    log.close()

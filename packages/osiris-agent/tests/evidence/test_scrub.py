@@ -1,0 +1,76 @@
+"""PHI scrubbing, decided by the corpus: no PHI left, no look-alike removed."""
+
+import pytest
+
+from osiris.evidence.scrub import Scrubber, placeholder
+from osiris.evidence.settings import ScrubSettings
+
+from .phi_corpus import KEEP, PHI
+
+SCRUBBER = Scrubber()
+
+
+@pytest.mark.parametrize(("text", "fragments", "kinds"), PHI, ids=[p[0][:40] for p in PHI])
+def test_phi_is_removed_and_counted_by_type(text, fragments, kinds):
+    out, counts = SCRUBBER.scrub(text)
+    for fragment in fragments:
+        assert fragment not in out, f"{fragment!r} survived in {out!r}"
+    assert set(counts) == kinds
+    for kind in kinds:
+        assert placeholder(kind) in out
+
+
+@pytest.mark.parametrize("text", KEEP)
+def test_look_alikes_survive_byte_for_byte(text):
+    out, counts = SCRUBBER.scrub(text)
+    assert out == text
+    assert counts == {}
+
+
+def test_fields_known_to_hold_names_and_identifiers():
+    facts = {
+        "Patient_Name": "Bob Jones",  # matched case- and punctuation-insensitively
+        "patient": {"first": "x"},  # not a string: walked, not replaced
+        "guardian": "Jane Jones",
+        "DOB": "1970-01-01",
+        "phone": 5551234567,  # numbers too
+        "password": "hunter2",
+        "api_key": "sk-123",
+        "name": "DC01",  # a generic "name" is a host here: kept
+        "enabled": True,
+        "owner": "jane.doe@example.com",
+        "users": {"ann@example.com": 1, "bob@example.com": 2},
+    }
+    out, counts = SCRUBBER.scrub(facts)
+    assert out["Patient_Name"] == "[REDACTED:NAME]" and out["guardian"] == "[REDACTED:NAME]"
+    assert out["patient"] == {"first": "x"}
+    assert out["DOB"] == "[REDACTED:DOB]" and out["phone"] == "[REDACTED:PHONE]"
+    assert out["password"] == "[REDACTED:SECRET]" and out["api_key"] == "[REDACTED:SECRET]"
+    assert out["name"] == "DC01" and out["enabled"] is True
+    assert out["owner"] == "[REDACTED:EMAIL]"
+    # Keys are scrubbed too; two keys that become the same placeholder stay apart.
+    assert out["users"] == {"[REDACTED:EMAIL]": 1, "[REDACTED:EMAIL]#2": 2}
+    assert counts == {"phone": 1, "email": 3, "dob": 1, "name": 2, "secret": 2}
+    assert "hunter2" not in repr(out) and "sk-123" not in repr(out)
+
+
+def test_mrn_pattern_is_configurable():
+    settings = ScrubSettings(mrn_patterns=[r"\bMR\d{7}\b"], name_fields=["resident"])
+    s = Scrubber.from_settings(settings)
+    out, counts = s.scrub({"note": "chart MR1234567 reviewed; MRN: 00123456", "resident": "Ann Lee"})
+    assert out["note"] == "chart [REDACTED:MRN] reviewed; MRN: 00123456"  # default pattern replaced
+    assert out["resident"] == "[REDACTED:NAME]"
+    assert counts == {"mrn": 1, "name": 1}
+
+
+def test_scrubbing_is_idempotent_and_cached_results_count_again():
+    text = "call 555-867-5309 or jane@example.com"
+    once, c1 = SCRUBBER.scrub(text)
+    again, c2 = SCRUBBER.scrub(text)
+    assert once == again and c1 == c2 == {"phone": 1, "email": 1}
+    assert SCRUBBER.scrub(once) == (once, {})
+
+
+def test_bad_mrn_pattern_is_a_config_error_naming_it():
+    with pytest.raises(ValueError, match=r"not a valid regular expression"):
+        ScrubSettings(mrn_patterns=["(unclosed"])
