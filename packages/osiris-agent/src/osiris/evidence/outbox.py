@@ -81,6 +81,8 @@ class Outbox:
         self.rng = rng or random.Random()
         self._run = run
         self._wakes = {name: asyncio.Event() for name in self.sinks}
+        # One deliverer per sink at a time (its loop, a flush at exit...).
+        self._locks = {name: asyncio.Lock() for name in self.sinks}
         self.key_id = log.verify_key.key_id(log.origin).hex()
 
     def notify(self) -> None:
@@ -164,14 +166,15 @@ class Outbox:
         sink's first failure. Returns what was attempted."""
         out: list[Delivery] = []
         for name in [sink_name] if sink_name else list(self.sinks):
-            for kind in self.kinds[name]:
-                while limit is None or len(out) < limit:
-                    d = await self.deliver_one(name, kind, now=now)
-                    if d is None:
-                        break
-                    out.append(d)
-                    if not d.ok:
-                        break
+            async with self._locks[name]:
+                for kind in self.kinds[name]:
+                    while limit is None or len(out) < limit:
+                        d = await self.deliver_one(name, kind, now=now)
+                        if d is None:
+                            break
+                        out.append(d)
+                        if not d.ok:
+                            break
         return out
 
     def _held_until(self, sink_name: str) -> float:

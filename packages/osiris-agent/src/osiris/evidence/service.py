@@ -266,6 +266,15 @@ class EvidenceService:
             await self.checkpoint()
         except Exception as exc:  # noqa: BLE001
             log.error("evidence: final checkpoint failed: %s", exc)
+        for sink in self.outbox.sinks.values() if self.outbox else ():
+            close = getattr(sink, "close", None)
+            if callable(close):
+                try:
+                    result = close()
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("evidence sink %s: close failed: %s", sink.name, exc)
         await self._run(self.log.close)
         self._io.shutdown(wait=True)
 

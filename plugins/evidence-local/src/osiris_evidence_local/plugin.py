@@ -1,0 +1,154 @@
+"""The evidence-local plugin: a write-once directory store.
+
+Layout under ``path`` (one tree per log, named by the log's origin)::
+
+    <path>/<origin>/public-key.pem
+    <path>/<origin>/bundles/<index>.json    the exact signed bytes (RFC 8785)
+    <path>/<origin>/bundles/<index>.sig     the raw Ed25519 signature
+    <path>/<origin>/checkpoints/<size>.note signed C2SP checkpoints
+
+the same names as in an export, so ``openssl pkeyutl -verify`` works on the
+store as it is (docs/evidence.md).
+
+Write-once: each file is written under a temporary name, fsynced, made
+read-only (0444), then hard-linked to its final name, which fails if the
+name exists; the directory is fsynced after. A name that already exists
+with the same bytes is a redelivery and succeeds (the outbox delivers at
+least once); one that exists with other bytes is refused and nothing is
+overwritten.
+
+The store must exist (it is usually a mount point): a missing or
+unwritable store makes delivery fail, and the core's outbox retries with
+backoff until it is back, so nothing is lost while a NAS is away. Real
+immutability against a root user needs the storage's help (NAS snapshots,
+object lock, ``chattr +i``); this plugin never rewrites or deletes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from osiris import SettingsSection, hookimpl
+from osiris.evidence.bundle import SignedBundle
+from osiris.evidence.note import parse_checkpoint
+
+NAME = "evidence-local"
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: Path | None = Field(default=None, description="Store directory (must exist, e.g. a mount point); unset: no sink")
+    create: bool = Field(default=False, description="Create the store directory if it is missing (not for mount points)")
+
+
+class WriteOnceViolation(Exception):
+    """A file of that name exists with different content."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_once(path: Path, data: bytes) -> bool:
+    """Write ``data`` to ``path`` durably and read-only, never replacing a
+    file. Returns False if an identical file was already there."""
+    try:
+        existing = path.read_bytes()
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        if existing == data:
+            return False
+        raise WriteOnceViolation(f"{path}: exists with different content; refusing to overwrite evidence")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            # Written by a concurrent delivery between our check and now.
+            if path.read_bytes() != data:
+                raise WriteOnceViolation(f"{path}: exists with different content; refusing to overwrite evidence") from None
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return True
+
+
+class LocalStore:
+    name = NAME
+    kinds = ("bundle", "checkpoint")
+
+    def __init__(self, root: Path, *, public_key_pem: bytes | None = None, create: bool = False,
+                 run: Callable[..., Awaitable[Any]] | None = None):
+        self.root = Path(root)
+        self.public_key_pem = public_key_pem
+        self.create = create
+        self._run = run or asyncio.to_thread
+        self.written = 0
+
+    def _base(self, origin: str) -> Path:
+        if not _SAFE.match(origin) or ".." in origin.split("/"):
+            raise ValueError(f"log origin {origin!r} cannot name a directory")
+        if not self.root.is_dir():
+            if not self.create:
+                raise FileNotFoundError(f"{self.root}: the evidence store is not there (not mounted?)")
+            self.root.mkdir(parents=True, exist_ok=True)
+        base = self.root / origin
+        for sub in ("bundles", "checkpoints"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        if self.public_key_pem is not None and not (base / "public-key.pem").exists():
+            write_once(base / "public-key.pem", self.public_key_pem)
+        return base
+
+    def store(self, item_id: str, payload: bytes) -> int:
+        """Write one item (synchronously); returns how many files were new."""
+        if item_id.startswith("checkpoint-"):
+            cp = parse_checkpoint(payload)
+            return int(write_once(self._base(cp.origin) / "checkpoints" / f"{cp.size}.note", payload))
+        sb = SignedBundle.from_envelope(payload)
+        if sb.bundle_id != item_id:
+            raise ValueError(f"envelope holds bundle {sb.bundle_id}, delivered as {item_id}")
+        base = self._base(sb.log) / "bundles"
+        name = f"{sb.index:012d}"
+        return int(write_once(base / f"{name}.sig", sb.signature)) + int(write_once(base / f"{name}.json", sb.body))
+
+    async def deliver(self, item_id: str, payload: bytes) -> None:
+        self.written += await self._run(self.store, item_id, payload)
+
+
+@hookimpl
+def osiris_settings():
+    return SettingsSection(NAME, Settings, "Write-once directory store for signed evidence")
+
+
+@hookimpl
+def osiris_evidence_sinks(ctx):
+    s: Settings = ctx.settings(NAME)
+    if s.path is None:
+        return None
+    pem = ctx.evidence.log.verify_key.pem() if getattr(ctx, "evidence", None) is not None else None
+    return LocalStore(s.path, public_key_pem=pem, create=s.create, run=ctx.run_blocking)
