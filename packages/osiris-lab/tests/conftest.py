@@ -19,14 +19,7 @@ def lab(tmp_path_factory):
 def _reset(request):
     yield
     if "lab" in request.fixturenames:
-        lab = request.getfixturevalue("lab")
-        for name, host in lab.hosts.items():
-            lab.clear_faults(name)
-            lab.restore(name)
-            lab.set_latency(name, request=0.0, ps_start=0.0)
-            host.allow_unencrypted = False
-            host.unit_delays_ms.clear()
-            host.unit_errors.clear()
+        request.getfixturevalue("lab").reset()
 
 
 class Clients:

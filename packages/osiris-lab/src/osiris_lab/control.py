@@ -2,7 +2,7 @@
 (``osiris-lab serve --control``). It mirrors :class:`osiris_lab.Lab`'s
 methods; every error names the host, setting or field that was wrong.
 
-    GET    /hosts                      practice summary and each host's state
+    GET    /hosts                      practice summary; each host's state and request/command counts
     POST   /hosts/{name}/break         {"setting": "firewall.public.enabled"}
     POST   /hosts/{name}/settings      {"setting": "...", "value": ...}
     POST   /hosts/{name}/restore       {"setting": "..."} or {} for all
@@ -53,7 +53,8 @@ def control_app(lab: Any) -> web.Application:
         out = lab.summary()
         out.pop("password", None)
         for h in out["hosts"]:
-            h["state"] = lab.host(h["name"]).state.snapshot()
+            host = lab.host(h["name"])
+            h.update(state=host.state.snapshot(), requests=host.requests, commands=host.commands_run)
         return out
 
     @guarded

@@ -444,6 +444,17 @@ class Lab:
             if ps_start is not None:
                 h.ps_start_latency = ps_start
 
+    def reset(self) -> None:
+        """Every host back to its healthy self: state at the role defaults,
+        no faults, the lab's latencies, no slow or throwing units."""
+        for name, h in self.hosts.items():
+            self.clear_faults(name)
+            h.state.restore()
+            h.request_latency = h.ps_start_latency = None
+            h.allow_unencrypted = False
+            h.unit_delays_ms.clear()
+            h.unit_errors.clear()
+
     def slow_unit(self, host: str, unit_id: str, ms: float) -> None:
         """Make one check or runbook take ``ms`` on ``host`` (to exceed its budget)."""
         self.host(host).unit_delays_ms[unit_id] = ms

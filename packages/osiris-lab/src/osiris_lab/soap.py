@@ -243,25 +243,25 @@ def shell_not_found(machine: str, shell_id: str) -> WSManFault:
                       "retry the operation. ", CODE_SHELL_NOT_FOUND, machine)
 
 
-def shells_per_user(machine: str, limit: int) -> WSManFault:
+def _quota(machine: str, code: int, who: str, limit: int, what: str, close: str) -> WSManFault:
     return WSManFault("s:Receiver", "w:QuotaLimit",
-                      f"The WS-Management service cannot process the request. This user is allowed a maximum number "
-                      f"of {limit} concurrent shells, which has been exceeded. Close existing shells or raise the quota "
-                      "for this user. ", CODE_SHELLS_PER_USER, machine)
+                      f"The WS-Management service cannot process the request. This {who} is allowed a maximum number "
+                      f"of {limit} concurrent {what}, which has been exceeded. {close} ", code, machine)
+
+
+def shells_per_user(machine: str, limit: int) -> WSManFault:
+    return _quota(machine, CODE_SHELLS_PER_USER, "user", limit, "shells",
+                  "Close existing shells or raise the quota for this user.")
 
 
 def operations_per_user(machine: str, limit: int) -> WSManFault:
-    return WSManFault("s:Receiver", "w:QuotaLimit",
-                      f"The WS-Management service cannot process the request. This user is allowed a maximum number "
-                      f"of {limit} concurrent operations, which has been exceeded. Close existing operations for this "
-                      "user, or raise the quota for this user. ", CODE_OPERATIONS_PER_USER, machine)
+    return _quota(machine, CODE_OPERATIONS_PER_USER, "user", limit, "operations",
+                  "Close existing operations for this user, or raise the quota for this user.")
 
 
 def processes_per_shell(machine: str, limit: int) -> WSManFault:
-    return WSManFault("s:Receiver", "w:QuotaLimit",
-                      f"The WS-Management service cannot process the request. This shell is allowed a maximum number "
-                      f"of {limit} concurrent processes, which has been exceeded. Close existing processes or raise the "
-                      "quota for this shell. ", CODE_PROCESSES_PER_SHELL, machine)
+    return _quota(machine, CODE_PROCESSES_PER_SHELL, "shell", limit, "processes",
+                  "Close existing processes or raise the quota for this shell.")
 
 
 def filename_too_long(machine: str) -> WSManFault:

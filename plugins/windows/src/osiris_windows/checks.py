@@ -72,7 +72,7 @@ ENABLE_FIREWALL = r"""
 # osiris-runbook: windows.firewall.enable_profiles/v1
 param($P)
 $names = @($P.profiles)
-$before = @(Get-NetFirewallProfile -Profile $names | Where-Object { [string]$_.Enabled -ne 'True' } | ForEach-Object { [string]$_.Name })
+$before = @(Get-NetFirewallProfile -Name $names -PolicyStore ActiveStore | Where-Object { [string]$_.Enabled -ne 'True' } | ForEach-Object { [string]$_.Name })
 Set-NetFirewallProfile -Profile $names -Enabled True
 @{ profiles = $names; changed = $before }
 """

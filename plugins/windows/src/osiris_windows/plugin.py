@@ -4,6 +4,8 @@ See docs/windows.md."""
 
 from __future__ import annotations
 
+import logging
+
 from osiris import SettingsSection, hookimpl
 
 from .checks import checks, runbooks
@@ -11,6 +13,7 @@ from .executor import WindowsExecutor
 from .settings import Settings, validate_targets
 
 NAME = "windows"
+log = logging.getLogger(__name__)
 
 
 @hookimpl
@@ -23,7 +26,14 @@ def osiris_executors(ctx):
     # Every windows target's options are checked here, at start-up: the
     # error names the config file, targets[i], the target and the key.
     options = validate_targets(ctx.config.targets, ctx.source)
-    return WindowsExecutor(ctx, ctx.settings(NAME), options)
+    settings = ctx.settings(NAME)
+    agent = ctx.config.agent
+    effective = min(settings.max_concurrency, agent.workers, agent.max_concurrent_targets)
+    if options and effective < min(settings.max_concurrency, len(options)):
+        log.info("windows: at most %d hosts at once (plugins.windows.max_concurrency %d, agent.workers %d, "
+                 "agent.max_concurrent_targets %d)", effective, settings.max_concurrency, agent.workers,
+                 agent.max_concurrent_targets)
+    return WindowsExecutor(ctx, settings, options)
 
 
 @hookimpl

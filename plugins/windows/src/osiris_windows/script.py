@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -106,7 +105,7 @@ foreach ($u in $Units) {
             $out = $ps.EndInvoke($async)
             if ($out.Count -lt 1) { throw 'the script returned nothing' }
             $data = $out[$out.Count - 1]
-            if ($data.BaseObject -is [System.Collections.IDictionary]) { $data = $data.BaseObject }
+            if ($data -is [System.Collections.IDictionary]) { $data = $data.psobject.BaseObject }
             $r.data = $data
             $r.ok = $true
         } else {
@@ -271,7 +270,3 @@ def parse_output(stdout: bytes) -> dict[str, UnitResult]:
                                           float(r.get("ms") or 0))
             return out
     raise ValueError("the script printed no OSIRIS-RESULT line")
-
-
-def env_chunks_needed(text_len: int) -> int:
-    return max(1, math.ceil(text_len / ENV_CHUNK))
