@@ -15,8 +15,9 @@ sends it as ``Idempotency-Key``, the local store finds the identical file
 already there), which is what "never duplicates" rests on.
 
 A sink that raises is retried with exponential backoff (``backoff_initial``
-doubling to ``backoff_max``, with jitter), persisted in the cursor, so a
-restart does not hammer a sink that was failing. Items are delivered in
+doubling to ``backoff_max``, with jitter; longer if the exception carries a
+``retry_after`` hint in seconds), persisted in the cursor, so a restart does
+not hammer a sink that was failing. Items are delivered in
 order, one at a time per sink; sinks are independent.
 
 Item ids: a bundle's id (a UUID); a checkpoint's is
@@ -152,7 +153,11 @@ class Outbox:
         except Exception as exc:  # noqa: BLE001 - any failure means "later"
             error = f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
             attempts = cur["attempts"] + 1
-            await self._call(self.log.fail_cursor, sink_name, kind, error, now + self.backoff(attempts))
+            delay = self.backoff(attempts)
+            hint = getattr(exc, "retry_after", None)  # e.g. the HTTP sink's Retry-After
+            if isinstance(hint, (int, float)):
+                delay = max(delay, min(float(hint), 86400.0))
+            await self._call(self.log.fail_cursor, sink_name, kind, error, now + delay)
             if attempts in (1, 10, 100) or attempts % 1000 == 0:
                 log.warning("evidence sink %s: %s %s not delivered (attempt %d): %s",
                             sink_name, kind, item_id, attempts, error)

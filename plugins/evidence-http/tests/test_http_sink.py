@@ -1,0 +1,199 @@
+"""The HTTPS upload against a real aiohttp service on loopback with a test
+CA: it fails, times out and recovers, and keeps every item exactly once."""
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import logging
+import ssl
+import time
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from osiris.app import load
+from osiris.config import ConfigError
+from osiris.evidence.bundle import Identity, SignedBundle, build_statement
+from osiris.evidence.keys import SigningKey
+from osiris.evidence.log import EvidenceLog
+from osiris.evidence.note import parse_checkpoint
+from osiris.evidence.outbox import Outbox
+from osiris.evidence.scrub import Scrubber
+from osiris_evidence_http import plugin
+
+ORIGIN = "osiris.evidence/clinic/box"
+TOKEN = "tok-5e1f0c-central-must-never-leak"
+
+
+def _cert(subject, issuer, key, issuer_key, *, ca):
+    now = dt.datetime.now(dt.timezone.utc)
+    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+         .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+         .not_valid_after(now + dt.timedelta(days=1))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                            critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def make_ca(tmp_path, name):
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} test CA")])
+    ca = _cert(ca_name, ca_name, ca_key, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "central")]), ca_name, key, ca_key, ca=False)
+    (tmp_path / f"{name}-ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / f"{name}-server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / f"{name}-server.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return tmp_path / f"{name}-ca.pem"
+
+
+class Central:
+    """The central service: stores each Idempotency-Key once; fails, stalls
+    past the client's timeout (and still stores) or answers 429 on plan."""
+
+    def __init__(self):
+        self.plan: list[str] = []
+        self.requests: list[tuple[str, str, str]] = []  # (key, kind, authorization)
+        self.stored: dict[str, bytes] = {}
+        self.order: list[str] = []
+
+    async def handle(self, request):
+        key = request.headers.get("Idempotency-Key", "")
+        body = await request.read()
+        self.requests.append((key, request.headers.get("X-Osiris-Kind"), request.headers.get("Authorization")))
+        action = self.plan.pop(0) if self.plan else "ok"
+        if action == "503":
+            return web.Response(status=503, text="maintenance")
+        if action == "429":
+            return web.Response(status=429, headers={"Retry-After": "0"}, text="slow down")
+        if key in self.stored:
+            if self.stored[key] != body:
+                return web.Response(status=422, text="idempotency key reused with another payload")
+            return web.json_response({"duplicate": True})
+        self.stored[key] = body
+        self.order.append(key)
+        if action == "stall":
+            await asyncio.sleep(1.0)  # stored, but the client has given up by now
+        return web.json_response({"stored": key}, status=201)
+
+
+async def serve(tmp_path, central, name="central"):
+    app = web.Application()
+    app.router.add_post("/api/evidence", central.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tmp_path / f"{name}-server.pem", tmp_path / f"{name}-server.key")
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    return runner, f"https://127.0.0.1:{port}/api/evidence"
+
+
+def make_log(tmp_path, n):
+    key = SigningKey.generate()
+    log = EvidenceLog(tmp_path / "log.sqlite3", origin=ORIGIN, verify_key=key.verify_key)
+    ident = Identity("clinic", "", "box", "0", "1", {})
+    for i in range(n):
+        log.append([build_statement(ident, Scrubber(), "sweep", {"i": i})], key)
+        if i % 10 == 9:
+            log.checkpoint(key)
+    return key, log
+
+
+def sink_from_config(tmp_path, url, ca, **extra):
+    (tmp_path / "token").write_text(TOKEN)
+    loaded = load(config_data={"state_dir": str(tmp_path / "state"),
+                               "secrets": {"files": {"central-token": str(tmp_path / "token")}},
+                               "plugins": {"evidence-http": {"url": url, "ca_file": str(ca),
+                                                             "token_secret": "central-token", **extra}}})
+    return plugin.osiris_evidence_sinks(loaded.ctx)
+
+
+async def test_fails_times_out_recovers_and_stores_each_item_once(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    ca = make_ca(tmp_path, "central")
+    central = Central()
+    runner, url = await serve(tmp_path, central)
+    key, log = make_log(tmp_path, 30)
+    sink = sink_from_config(tmp_path, url, ca, timeout=0.3)
+    outbox = Outbox(log, [sink], backoff_initial=0.01, backoff_max=0.05)
+    central.plan = ["503", "503", "429", "ok", "stall", "503"]
+    deadline = time.monotonic() + 20
+    waits = []
+    try:
+        while outbox.pending(sink.name) != {"bundle": 0, "checkpoint": 0}:
+            assert time.monotonic() < deadline, outbox.pending(sink.name)
+            await outbox.drain()
+            waits.append(log.cursor(sink.name, "bundle")["next_attempt_at"])
+            await asyncio.sleep(0.01)
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    bundle_ids = [log.entry(i).bundle_id for i in range(30)]
+    stored_bundles = [k for k in central.order if not k.startswith("checkpoint-")]
+    assert stored_bundles == bundle_ids  # every bundle, in order, once
+    assert sorted(k for k in central.order if k.startswith("checkpoint-")) == sorted(
+        f"checkpoint-{key.verify_key.key_id(ORIGIN).hex()}-{s}" for s in (10, 20, 30))
+    # The stalled upload was sent again with the same key and deduplicated.
+    keys = [k for k, _, _ in central.requests]
+    assert keys.count(bundle_ids[1]) >= 2 and central.order.count(bundle_ids[1]) == 1
+    assert len(central.requests) > len(central.stored)
+    assert all(auth == f"Bearer {TOKEN}" for _, _, auth in central.requests)
+    for k, body in central.stored.items():
+        if k.startswith("checkpoint-"):
+            parse_checkpoint(body, key=key.verify_key, origin=ORIGIN)
+        else:
+            assert SignedBundle.from_envelope(body).verify(key.verify_key)["id"] == k
+    cur = log.cursor(sink.name, "bundle")
+    assert cur["attempts"] == 0 and cur["last_error"] is None and cur["delivered"] == 30
+    assert TOKEN not in caplog.text
+    log.close()
+
+
+async def test_errors_are_clear_and_never_carry_the_token(tmp_path):
+    ca = make_ca(tmp_path, "central")
+    other_ca = make_ca(tmp_path, "other")
+    central = Central()
+    runner, url = await serve(tmp_path, central)
+    key, log = make_log(tmp_path, 1)
+    untrusting = sink_from_config(tmp_path, url, other_ca)
+    outbox = Outbox(log, [untrusting])
+    try:
+        [d] = await outbox.drain()
+        assert not d.ok and "certificate" in d.error.lower() and TOKEN not in d.error
+        assert central.requests == []  # nothing left the client
+        trusting = sink_from_config(tmp_path, url, ca)
+        central.plan = ["503"]
+        outbox = Outbox(log, [trusting])
+        assert await outbox.drain() == []  # the failure's backoff holds the sink, across outboxes
+        [d] = await outbox.drain(now=time.time() + 3600)
+        assert "answered HTTP 503 Service Unavailable: maintenance" in d.error and TOKEN not in d.error
+        await trusting.close()
+    finally:
+        await untrusting.close()
+        await runner.cleanup()
+    log.close()
+
+
+def test_settings_refuse_plain_http_and_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"plugins.evidence-http.*plain http would send evidence unencrypted"):
+        load(config_data={"state_dir": str(tmp_path), "plugins": {"evidence-http": {"url": "http://central/x"}}})
+    loaded = load(config_data={"state_dir": str(tmp_path), "plugins": {"evidence-http": {
+        "url": "http://lab.local/x", "allow_http": True}}})
+    assert plugin.osiris_evidence_sinks(loaded.ctx).url == "http://lab.local/x"
+    assert plugin.osiris_evidence_sinks(load(config_data={"state_dir": str(tmp_path)}).ctx) is None
+
+
+def test_retry_after_is_read_in_both_forms():
+    assert plugin._retry_after("120") == 120.0
+    assert plugin._retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
+    assert plugin._retry_after("soon") is None and plugin._retry_after(None) is None
