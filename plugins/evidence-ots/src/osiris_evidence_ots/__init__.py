@@ -1,0 +1,2 @@
+"""OpenTimestamps anchoring of evidence checkpoints with the reference
+``opentimestamps`` library."""
