@@ -17,10 +17,10 @@
       # Adding one is one line here: name = directory with a default.nix.
       plugins = {
         appliance-selfcheck = ./plugins/appliance-selfcheck;
-        evidence-ots = ./plugins/evidence-ots;
         evidence-http = ./plugins/evidence-http;
         evidence-local = ./plugins/evidence-local;
         escalate-webhook = ./plugins/escalate-webhook;
+        escalate-email = ./plugins/escalate-email;
         l2-llm = ./plugins/l2-llm;
         windows = ./plugins/windows;
       };

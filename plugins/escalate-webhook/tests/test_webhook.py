@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestServer
 
 from osiris.app import load
 from osiris.config import ConfigError
-from osiris_escalate_webhook import plugin
 from osiris_escalate_webhook.plugin import EscalationError, WebhookChannel
 from osiris_escalate_webhook.signing import SignatureError, sign, verify
+from osiris_lab import pki as lab_pki
 
 SECRET = "whsec-3f9c1e77-must-never-leak"
 PATH_TOKEN = "T0KEN-in-the-path-9d2a"
@@ -193,7 +193,7 @@ async def test_secret_and_url_token_stay_out_of_logs_and_errors(tmp_path, receiv
 
 
 async def test_https_receiver_is_validated_against_the_configured_ca(tmp_path):
-    pki = pytest.importorskip("osiris_lab.pki").create(tmp_path / "pki")
+    pki = lab_pki.create(tmp_path / "pki")
     rec = Receiver()
     app = web.Application()
     app.router.add_post("/hooks/{token}", rec.handle)

@@ -1,0 +1,1 @@
+"""Osiris L3 escalation channel: e-mail over SMTP with STARTTLS."""
