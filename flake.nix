@@ -17,6 +17,7 @@
       # Adding one is one line here: name = directory with a default.nix.
       plugins = {
         appliance-selfcheck = ./plugins/appliance-selfcheck;
+        evidence-ots = ./plugins/evidence-ots;
         evidence-http = ./plugins/evidence-http;
         evidence-local = ./plugins/evidence-local;
         escalate-webhook = ./plugins/escalate-webhook;
