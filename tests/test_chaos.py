@@ -20,6 +20,7 @@ from aiohttp import web
 
 from osiris.app import load
 from osiris.engine import Engine
+from osiris.evidence.service import EvidenceService
 from osiris.healing.ladder import Ladder
 from osiris.store import Store
 from osiris_escalate_webhook.signing import verify
@@ -122,6 +123,13 @@ class Practice:
                              self.loaded.config.healing, channels)
         self.ladder.start()
         assert [r.id for r in self.ladder.rules.rules] == ["firewall-on"], self.ladder.rule_errors
+        # The real evidence log: sweeps and every healing attempt become bundles.
+        self.evidence = EvidenceService.open(self.loaded.ctx, self.loaded.config.evidence)
+        self.loaded.ctx.evidence = self.evidence
+        self.engine.observation_listeners.append(self.evidence.on_observations)
+
+    def bundles(self, kind):
+        return [json.loads(e.body) for e in self.evidence.log.iter_entries() if e.kind == kind]
 
     async def sweep(self, checks=(FIREWALL,)):
         observations = await self.engine.sweep(force=True, only_checks=set(checks) if checks else None)
@@ -139,7 +147,7 @@ class Practice:
 
 
 @pytest.fixture
-def practice(lab, tmp_path, receiver, plugin_dir):
+async def practice(lab, tmp_path, receiver, plugin_dir):
     url, _got = receiver
     made = []
 
@@ -150,6 +158,7 @@ def practice(lab, tmp_path, receiver, plugin_dir):
 
     yield make
     for p in made:
+        await p.evidence.close()
         p.loaded.ctx.close()
 
 
@@ -184,6 +193,12 @@ async def test_firewall_disabled_on_the_dc_is_healed_by_l1_within_one_sweep(lab,
     assert latest[("dc01", FIREWALL)] == "pass"
     assert receiver[1] == []
     p.assert_none_open()
+    # The attempt, with its verification, is signed evidence.
+    await p.evidence.flush()
+    [bundle] = p.bundles("healing_attempt")
+    assert bundle["host"] == "dc01" and bundle["payload"]["ok"] is True and bundle["payload"]["tier"] == "L1"
+    assert bundle["payload"]["verification"]["status"] == "pass"
+    assert {b["host"] for b in p.bundles("sweep")} >= {"dc01", "srv01", "ws01"}
 
 
 async def test_runbook_failing_on_one_host_goes_l2_then_l3_webhook(lab, practice, receiver):
@@ -231,6 +246,9 @@ async def test_dry_run_changes_nothing_and_records_the_would_be_action(lab, prac
     assert (inc.outcome, inc.tier) == ("dry-run", "L1") and f"would run {FIX}" in inc.detail
     [attempt] = p.attempts()
     assert attempt["dry_run"] == 1 and attempt["ok"] is None and attempt["runbook"] == FIX
+    await p.evidence.flush()
+    [bundle] = p.bundles("healing_attempt")
+    assert bundle["payload"]["dry_run"] is True and f"would run {FIX}" in bundle["payload"]["detail"]
     # the next sweep of the same drift does not act or record again
     await p.sweep()
     assert len(p.incidents()) == 1 and len(p.attempts()) == 1

@@ -79,7 +79,7 @@ def make_app(agent: Any) -> web.Application:
     async def status(_request: web.Request) -> web.Response:
         return web.json_response(agent.status())
 
-    def _candidate_response(fn, cid: int, by: str) -> web.Response:
+    async def _candidate_response(fn, cid: int, by: str) -> web.Response:
         from .store import StoreError
 
         try:
@@ -87,6 +87,8 @@ def make_app(agent: Any) -> web.Application:
         except StoreError as exc:
             return web.json_response({"error": str(exc)}, status=409 if "already" in str(exc) else 400)
         agent.ladder.reload()
+        if agent.ctx.evidence is not None:
+            await agent.ctx.evidence.record("rule_decision", c.as_dict())
         return web.json_response(c.as_dict())
 
     async def candidates(_request: web.Request) -> web.Response:
@@ -103,7 +105,7 @@ def make_app(agent: Any) -> web.Application:
             return web.json_response({"error": "expected JSON body {\"by\": \"<approver name>\"}"}, status=400)
         learning = agent.ladder.learning
         fn = learning.approve if request.match_info["decision"] == "approve" else learning.reject
-        return _candidate_response(fn, cid, by)
+        return await _candidate_response(fn, cid, by)
 
     app = web.Application()
     app.router.add_get("/rules/candidates", candidates)

@@ -361,6 +361,17 @@ def _decide(state: State, decision: str, cid: int, by: str) -> None:
         c = (learning.approve if decision == "approve" else learning.reject)(cid, by)
     except StoreError as exc:
         _fail(str(exc), EXIT_FAILED)
+    loaded = state.loaded()
+    if loaded.config.evidence.enabled:
+        # Who decided, and when, is evidence too.
+        from .evidence.service import EvidenceService
+
+        service = EvidenceService.open(loaded.ctx, loaded.config.evidence,
+                                       plugins={n: i.version for n, i in loaded.pm.infos.items()})
+        try:
+            service.record_now("rule_decision", c.as_dict())
+        finally:
+            service.log.close()
     where = f"; rule written to {c.rule_file}" if c.rule_file else ""
     click.echo(f"candidate {c.id} {c.state} by {c.decided_by} at {c.decided_at}{where}")
 

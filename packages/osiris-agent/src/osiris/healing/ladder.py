@@ -343,20 +343,22 @@ class Ladder:
                 (incident.id, tier, rule_id, runbook.id, json.dumps(dict(params), sort_keys=True), int(dry_run),
                  _iso(dispatched_at), None if ok is None else int(ok), detail, _iso(utcnow())))
 
-    def _evidence(self, kind: str, payload: dict[str, Any]) -> None:
+    async def _evidence(self, kind: str, payload: dict[str, Any], host: str | None = None) -> None:
+        """Every attempt, success or failure, dry-run or real, is evidence."""
         evidence = getattr(self.ctx, "evidence", None)
-        if evidence is not None:
-            try:
-                evidence.record(kind, payload)
-            except Exception:  # noqa: BLE001 - evidence failures are logged by the evidence log
-                log.exception("could not record %s evidence", kind)
+        if evidence is None:
+            return
+        try:
+            await evidence.record(kind, payload, host=host)
+        except Exception:  # noqa: BLE001 - the evidence log reports its own failures
+            log.exception("could not record %s evidence", kind)
 
     async def _dry_run(self, incident, target, runbook, params, tier, rule_id) -> None:
         detail = f"dry-run: would run {runbook.id} ({runbook.risk.value} risk) with {json.dumps(params, sort_keys=True)}"
         self._save_attempt(incident, tier, rule_id, runbook, params, True, utcnow(), None, detail)
-        self._evidence("healing_attempt", {"incident": incident.id, "target": target.name, "tier": tier,
-                                           "rule": rule_id, "runbook": runbook.id, "params": params,
-                                           "dry_run": True, "ok": None, "detail": detail})
+        await self._evidence("healing_attempt", {"incident": incident.id, "target": target.name, "tier": tier,
+                                                 "rule": rule_id, "runbook": runbook.id, "params": params,
+                                                 "dry_run": True, "ok": None, "detail": detail}, target.name)
         await self._resolve(incident, "dry-run", tier, detail)
 
     async def _attempt(self, incident, target, spec, runbook, params, tier, rule_id, history) -> bool:
@@ -379,12 +381,12 @@ class Ladder:
         self._save_attempt(incident, tier, rule_id, runbook, params, False, dispatched, ok, detail, target.role)
         self.learning.refresh(spec.id, target.role, runbook.id, tier)
         history.append({"tier": tier, "rule": rule_id, "runbook": runbook.id, "ok": ok, "detail": detail})
-        self._evidence("healing_attempt", {
+        await self._evidence("healing_attempt", {
             "incident": incident.id, "target": target.name, "check": spec.id, "tier": tier, "rule": rule_id,
             "runbook": runbook.id, "params": dict(params), "dry_run": False, "ok": ok, "detail": detail,
             "verification": None if verification is None else {
                 "status": verification.status.value, "reason": verification.reason, "facts": dict(verification.facts)},
-        })
+        }, target.name)
         return ok
 
     async def _verify(self, target: Target, spec: CheckSpec, runbook: RunbookSpec):
