@@ -31,7 +31,7 @@ async def observe(loaded, names=None, only=None):
 @pytest.mark.parametrize("transport", ["https", "ntlm"])
 async def test_every_check_passes_on_a_healthy_practice(lab, agent, transport):
     loaded = agent(transport=transport)
-    before = {n: (h.commands_run, h.requests) for n, h in lab.hosts.items()}
+    before = {n: (h.commands_run, h.requests, h.encrypted_requests) for n, h in lab.hosts.items()}
     got = await observe(loaded)
     for name, obs in got.items():
         role = lab.host(name).role
@@ -42,6 +42,8 @@ async def test_every_check_passes_on_a_healthy_practice(lab, agent, transport):
         assert lab.host(name).commands_run - before[name][0] == 1
         if transport == "https":  # Create, Command, Receive, Delete
             assert lab.host(name).requests - before[name][1] == 4
+        else:  # the same four, sealed with NTLM
+            assert lab.host(name).encrypted_requests - before[name][2] == 4
     facts = got["ws01"]["windows.firewall.profiles_enabled"].facts
     assert facts["profiles"] == [{"name": p, "enabled": True, "default_inbound": "Block"}
                                  for p in ("Domain", "Private", "Public")]

@@ -140,6 +140,7 @@ class LabHost:
         self.shells: dict[str, Shell] = {}
         self.operations: dict[str, int] = {}
         self.requests = 0
+        self.encrypted_requests = 0  # bodies that arrived as NTLM-sealed multipart/encrypted
         self.commands_run = 0
         self._sites: list[web.TCPSite] = []
         self._transports: weakref.WeakSet = weakref.WeakSet()
@@ -520,6 +521,7 @@ class Lab:
         try:
             if encrypted:
                 body = auth.unwrap(conn, body)
+                host.encrypted_requests += 1
             elif body and scheme == "http" and not host.allow_unencrypted:
                 return self._unauthorized(host, scheme, None)
         except auth.AuthFailed as exc:

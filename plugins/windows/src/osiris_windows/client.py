@@ -104,6 +104,7 @@ class Session:
         self.endpoint = endpoint
         self.settings = settings
         self.started = False  # the host accepted the Command: the script may have run
+        self._responsive = True  # False once a request timed out or the connection broke
         op = max(1, int(settings.operation_timeout))
         self.protocol = winrm.Protocol(
             endpoint,
@@ -129,9 +130,10 @@ class Session:
         p = self.protocol
         shell_id = command_id = None
         try:
+            # Build the requests session first (for NTLM this is the encryption
+            # handshake) so that no request scans the environment for proxies.
+            p.transport.build_session().trust_env = False
             shell_id = p.open_shell(env_vars=dict(env))
-            if p.transport.session is not None:
-                p.transport.session.trust_env = False  # no per-request scan of proxy variables
             command_id = p.run_command(shell_id, command, args)
             self.started = True
             out, err, code = [], [], -1
@@ -167,6 +169,7 @@ class Session:
                 raise Transient(f"HTTP {exc.code} from the WinRM service") from None
             raise Failed(f"HTTP {exc.code} from the WinRM service") from None
         except requests.exceptions.SSLError as exc:
+            self._responsive = False
             text = str(exc)
             if "CERTIFICATE_VERIFY_FAILED" in text or "match" in text:
                 raise Failed("TLS: the host's certificate did not verify (is options.ca_file the CA that issued "
@@ -175,10 +178,13 @@ class Session:
                 raise Transient("connection reset by the host (during TLS)") from None
             raise Failed(f"TLS handshake failed ({type(exc).__name__})") from None
         except requests.exceptions.ConnectTimeout:
+            self._responsive = False
             raise Failed(f"no TCP connection within {self.settings.connect_timeout:g} s") from None
         except requests.exceptions.ReadTimeout:
+            self._responsive = False
             raise Failed("the host stopped answering (HTTP read timed out)") from None
         except requests.exceptions.ConnectionError as exc:
+            self._responsive = False
             raise Transient(_connection_error(exc)) from None
         except AssertionError:
             raise Failed("a WS-Man response did not relate to its request (RelatesTo)") from None
@@ -188,9 +194,13 @@ class Session:
             self._cleanup(shell_id, command_id)
 
     def _cleanup(self, shell_id: str | None, command_id: str | None) -> None:
+        """Stop a command still running and delete the shell, unless the host
+        stopped answering (its IdleTimeout reaps the shell then)."""
         p = self.protocol
         try:
-            self._timeouts(5)
+            if not self._responsive:
+                return
+            self._timeouts(2)
             if shell_id is not None and command_id is not None:
                 p.cleanup_command(shell_id, command_id)  # Signal terminate: the command is still running
             if shell_id is not None:
