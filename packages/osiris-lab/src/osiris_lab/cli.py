@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> None:
         emulation.load()
         for e in emulation.known():
             print(f"{e.kind:<8} {e.id}/v{e.version}  ({e.fn.__module__})")
-        sys.exit(0)
+        for name, error in emulation.load_errors:
+            print(f"failed   {name}: {error}", file=sys.stderr)
+        sys.exit(1 if emulation.load_errors else 0)
     if args.hosts < 1:
         parser.error("--hosts: expected at least 1")
     sys.exit(asyncio.run(_serve(args)))

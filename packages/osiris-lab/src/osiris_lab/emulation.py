@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as md
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from typing import Any
 from .state import HostState
 
 ENTRY_POINT_GROUP = "osiris_lab.emulations"
+log = logging.getLogger("osiris_lab")
 
 Emulated = Callable[["HostView", Mapping[str, Any]], Mapping[str, Any]]
 
@@ -103,19 +105,26 @@ def runbook(unit_id: str, version: int = 1, *, cost_ms: float = 50.0) -> Callabl
     return _register("runbook", unit_id, version, cost_ms)
 
 
+#: Contributions that failed to import: (entry point, error). Their units
+#: then run as "not emulated" errors; the rest of the lab works.
+load_errors: list[tuple[str, str]] = []
+
+
 def load() -> None:
     """Import the built-in emulations and every ``osiris_lab.emulations``
-    entry point (once per process)."""
+    entry point (once per process). A contribution that fails to import is
+    logged and listed in :data:`load_errors`, not fatal."""
     global _loaded
     if _loaded:
         return
+    _loaded = True
     importlib.import_module("osiris_lab.emulations")
     for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
             ep.load()
-        except Exception as exc:  # noqa: BLE001 - name the broken contribution
-            raise RuntimeError(f"osiris-lab: emulations {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
-    _loaded = True
+        except Exception as exc:  # noqa: BLE001 - name the broken contribution, keep the lab up
+            load_errors.append((f"{ep.name} ({ep.value})", f"{type(exc).__name__}: {exc}"))
+            log.warning("osiris-lab: emulations %s (%s) failed to load: %s", ep.name, ep.value, exc)
 
 
 def lookup(kind: str, unit_id: str, version: int) -> Emulation | None:
