@@ -65,7 +65,7 @@ def test_config_without_address_or_credential_is_refused(lab, agent):
 ])
 def test_credential_formats(value, user, password):
     c = credentials(Secret("winrm", value), "ws01")
-    assert (c.username, c.password()) == (user, password)
+    assert (c.username, c.password.reveal()) == (user, password)
     assert password not in repr(c)
 
 

@@ -110,7 +110,7 @@ class Session:
             endpoint,
             transport=transport,
             username=creds.username,
-            password=creds.password(),
+            password=creds.password.reveal(),
             server_cert_validation="validate",
             ca_trust_path=str(opts.ca_file) if opts.ca_file else _system_ca_file(),
             read_timeout_sec=read_timeout(op),

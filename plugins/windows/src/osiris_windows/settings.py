@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,21 +149,13 @@ def validate_targets(targets: Sequence[Any], source: str, kind: str = "windows")
     return out
 
 
+@dataclass(frozen=True)
 class Credentials:
-    """A username and a password that never shows in repr or logs."""
+    """A username and the password as a :class:`Secret`, whose repr hides
+    it; ``password.reveal()`` only where it is handed to pywinrm."""
 
-    __slots__ = ("username", "_password")
-
-    def __init__(self, username: str, password: Secret):
-        self.username = username
-        self._password = password
-
-    def password(self) -> str:
-        """Only where it is handed to pywinrm."""
-        return self._password.reveal()
-
-    def __repr__(self) -> str:
-        return f"Credentials({self.username!r}, {self._password!r})"
+    username: str
+    password: Secret
 
 
 def credentials(secret: Secret, target: str) -> Credentials:
