@@ -156,3 +156,18 @@ def test_duplicate_check_ids_are_refused(plugin_module, write_config):
     ''')
     with pytest.raises(PluginError, match="contributed by both 'appliance-selfcheck' and 'dup_plugin'"):
         load(write_config({"plugin_modules": ["dup_plugin"]}))
+
+
+def test_plugin_rejecting_site_config_exits_2_not_3(plugin_module, write_config, tmp_path):
+    plugin_module("strict_executor", '''
+        from osiris import hookimpl
+        from osiris.config import ConfigError
+
+        @hookimpl
+        def osiris_executors(ctx):
+            raise ConfigError([f"{ctx.source}: section 'targets[0]', key 'options.port': expected 1-65535"])
+    ''')
+    cfg = write_config({"plugin_modules": ["strict_executor"]})
+    res = run_cli("--config", str(cfg), "check", env={"PYTHONPATH": str(tmp_path / "plugmods"), "OSIRIS_PLUGINS": "none"})
+    assert res.returncode == 2, res.stderr
+    assert f"{cfg}: section 'targets[0]', key 'options.port'" in res.stderr

@@ -33,6 +33,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,8 @@ class PluginManager:
             args = {a: kwargs[a] for a in impl.argnames}
             try:
                 result = impl.function(**args)
+            except ConfigError:
+                raise  # a plugin rejecting the site's config: exit 2, message as the plugin wrote it
             except Exception as exc:  # noqa: BLE001
                 raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} failed: {exc}") from exc
             if result is None:
