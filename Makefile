@@ -27,7 +27,7 @@ $(VENV)/.installed: requirements.txt $(UV) $(wildcard packages/*/pyproject.toml 
 venv: $(VENV)/.installed
 
 demo: venv
-	$(VENV)/bin/osiris --state-dir .osiris-demo run --once
+	$(VENV)/bin/osiris-lab demo --dir .osiris-demo
 
 # Debian tools the tests use as independent checkers (nix-instantiate,
 # openssl, systemd-analyze, grub-editenv); installed when missing and root.

@@ -4,6 +4,7 @@
     osiris-lab serve --hosts 200 --ps-latency 0.3 --json --control
     osiris-lab serve --hosts 3 --write-config lab.json   # an osiris config for it
     osiris-lab emulations                      # what the lab can run
+    osiris-lab demo                            # the agent once on a fresh practice (make demo)
 
 ``serve`` prints each host's endpoints, the CA file to validate HTTPS
 against, and the credentials (also written to a 0600 file an osiris config
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -82,7 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--transport", choices=["https", "ntlm"], default="https",
                        help="transport in the written config (default https)")
     sub.add_parser("emulations", help="list the checks and runbooks the lab can run")
+    demo = sub.add_parser("demo", help="run the agent once on a fresh emulated practice (make demo)")
+    demo.add_argument("--dir", default=".osiris-demo", help="where config, state and lab files go")
     args = parser.parse_args(argv)
+    if args.cmd == "demo":
+        from .demo import run
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        sys.exit(run(Path(args.dir)))
     if args.cmd == "emulations":
         emulation.load()
         for e in emulation.known():

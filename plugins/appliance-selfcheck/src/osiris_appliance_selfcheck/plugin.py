@@ -194,6 +194,11 @@ def osiris_checks(ctx):
 
 
 @hookimpl
+def osiris_rules(ctx):
+    return Path(__file__).with_name("rules.yaml")
+
+
+@hookimpl
 def osiris_runbooks(ctx):
     s: Settings = ctx.settings(NAME)
     return RunbookSpec(
