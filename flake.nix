@@ -24,6 +24,7 @@
         escalate-email = ./plugins/escalate-email;
         l2-llm = ./plugins/l2-llm;
         windows = ./plugins/windows;
+        windows-baseline = ./plugins/windows-baseline;
       };
 
       # Attribute name in python3Packages (and the flake's packages).
