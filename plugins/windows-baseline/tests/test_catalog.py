@@ -173,3 +173,15 @@ def test_the_plugin_module_does_not_import_the_lab():
             "print(sorted(m for m in sys.modules if m.startswith('osiris_lab') or m.endswith('.lab')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_docs_catalogue_is_current_and_names_everything():
+    from pathlib import Path
+
+    from osiris_windows_baseline.docs import splice
+    doc_path = Path(__file__).resolve().parents[3] / "docs" / "windows-baseline.md"
+    doc = doc_path.read_text()
+    assert splice(doc) == doc, "docs/windows-baseline.md is stale: python -m osiris_windows_baseline.docs " \
+                               "docs/windows-baseline.md"
+    for name in [*CHECKS, *RUNBOOKS]:
+        assert f"`{name}`" in doc, name

@@ -127,16 +127,32 @@ def evaluate_subcategory(facts: Mapping[str, Any], params: Mapping[str, Any]) ->
 
 
 ENABLE = runbook_header("windows.audit.enable_subcategory", 1, """\
-Turns on success and/or failure auditing of one subcategory (by GUID).
-Never turns auditing off; running it again changes nothing.""") + NATIVE_PREAMBLE + """\
+Turns on success and/or failure auditing of one subcategory (by GUID),
+where not already on. Never turns auditing off; running it again changes
+nothing. The current setting is read from the Setting Value column (or the
+English inclusion text); when neither can be read, the flags are set anyway.""") + NATIVE_PREAMBLE + """\
 $guid = [string]$P.subcategory
+if (-not $P.success -and -not $P.failure) { throw 'nothing to enable: success and failure are both false' }
+$has = @{ success = $false; failure = $false }
+$row = @(& auditpol.exe /get ('/subcategory:' + $guid) /r | Where-Object { $_ -like ('*' + $guid + '*') })
+if ($row.Count -gt 0) {
+    $cols = $row[0].Split(',')
+    if ($cols.Count -ge 7 -and $cols[6] -match '^[0-9]+$') {
+        $v = [int]$cols[6]
+        $has.success = ($v -band 1) -ne 0
+        $has.failure = ($v -band 2) -ne 0
+    } elseif ($cols[4] -eq 'Success and Failure') { $has.success = $true; $has.failure = $true }
+    elseif ($cols[4] -eq 'Success') { $has.success = $true }
+    elseif ($cols[4] -eq 'Failure') { $has.failure = $true }
+}
 $flags = New-Object System.Collections.ArrayList
-if ($P.success) { [void]$flags.Add('/success:enable') }
-if ($P.failure) { [void]$flags.Add('/failure:enable') }
-if ($flags.Count -eq 0) { throw 'nothing to enable: success and failure are both false' }
-$out = @(& auditpol.exe /set ('/subcategory:' + $guid) @flags)
-if ($LASTEXITCODE -ne 0) { throw ('auditpol /set failed (' + $LASTEXITCODE + '): ' + ($out -join ' ')) }
-@{ subcategory = $guid; enabled = @($flags) }
+if ($P.success -and -not $has.success) { [void]$flags.Add('/success:enable') }
+if ($P.failure -and -not $has.failure) { [void]$flags.Add('/failure:enable') }
+if ($flags.Count -gt 0) {
+    $out = @(& auditpol.exe /set ('/subcategory:' + $guid) @flags)
+    if ($LASTEXITCODE -ne 0) { throw ('auditpol /set failed (' + $LASTEXITCODE + '): ' + ($out -join ' ')) }
+}
+@{ subcategory = $guid; changed = @($flags) }
 """
 
 CHECKS = [

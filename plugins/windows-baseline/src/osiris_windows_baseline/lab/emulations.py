@@ -393,10 +393,11 @@ def enable_subcategory(host: HostView, params: Mapping[str, Any]) -> dict[str, A
     if sub is None or sub.roles and host.role not in sub.roles:
         raise PSError("auditpol /set failed (87): Error 0x00000057 occurred: The parameter is incorrect.")
     success, failure = _FLAGS[host[f"audit.{sub.key}"]]
-    success, failure = success or bool(params["success"]), failure or bool(params["failure"])
-    host.state.set(f"audit.{sub.key}", audit._words(success, failure))
-    flags = (["/success:enable"] if params["success"] else []) + (["/failure:enable"] if params["failure"] else [])
-    return {"subcategory": sub.guid, "enabled": flags}
+    flags = ((["/success:enable"] if params["success"] and not success else [])
+             + (["/failure:enable"] if params["failure"] and not failure else []))
+    host.state.set(f"audit.{sub.key}", audit._words(success or bool(params["success"]),
+                                                      failure or bool(params["failure"])))
+    return {"subcategory": sub.guid, "changed": flags}
 
 
 # -- event logs -----------------------------------------------------------------------------------------
