@@ -233,6 +233,16 @@ class Source(Protocol):
 
 @runtime_checkable
 class EvidenceSink(Protocol):
+    """Receives signed evidence through the core's durable outbox
+    (docs/evidence.md). ``deliver`` raising means "later": the item is
+    retried with backoff, never dropped; the same ``bundle_id`` (the item
+    id, also the idempotency key) may come more than once.
+
+    Optional members, read with getattr: ``kinds`` (``("bundle",)`` by
+    default; ``"checkpoint"`` items carry a signed checkpoint note and ids
+    ``checkpoint-<key id>-<size>``), ``async maintain()`` with
+    ``maintain_interval`` (seconds), and ``async close()``."""
+
     name: str
 
     async def deliver(self, bundle_id: str, payload: bytes) -> None: ...

@@ -34,7 +34,7 @@ def fill(log: EvidenceLog, key: SigningKey, n: int, *, batch: int = 7, checkpoin
     done = 0
     while done < n:
         k = min(batch, n - done)
-        log.append([statement(done + j, now=now) for j in range(k)], key)
+        log.append([statement(done + j) for j in range(k)], key, now=now)
         done += k
         if checkpoint_every and done % checkpoint_every < k:
             log.checkpoint(key)

@@ -220,3 +220,48 @@ def test_prune_keeps_what_a_sink_has_not_received(tmp_path, key):
     assert lg.prune(datetime.now(timezone.utc) - timedelta(days=2)) == 4
     assert [e.pruned for e in lg.iter_entries()] == [True] * 4 + [False] * 6
     lg.close()
+
+
+def test_recorded_at_is_stamped_at_append_and_never_goes_back(log, key):
+    from osiris.evidence.canonical import utc_text
+
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    log.append([statement(0)], key, now=t0)
+    log.append([statement(1)], key, now=t0 - timedelta(hours=1))  # the clock stepped back
+    log.append([statement(2), statement(3)], key, now=t0 + timedelta(days=1))
+    stamps = [e.recorded_at for e in log.iter_entries()]
+    assert stamps == [utc_text(t0)] * 2 + [utc_text(t0 + timedelta(days=1))] * 2
+    assert json.loads(log.entry(1).body)["recorded_at"] == stamps[1]  # what is signed
+    assert log.index_range(utc_text(t0 + timedelta(hours=1)), None) == (2, 4)
+    assert log.index_range(None, utc_text(t0 + timedelta(hours=1))) == (0, 2)
+    assert log.index_range(utc_text(t0), utc_text(t0 + timedelta(days=1))) == (0, 2)
+    assert log.index_range(utc_text(t0 + timedelta(days=2)), None) == (4, 4)
+
+
+def test_what_is_signed_is_rfc8785_by_the_reference_library(log, key):
+    """Bodies joined from parts canonicalised at build time, and bodies of
+    plain statements, re-canonicalise to themselves with rfc8785."""
+    from osiris.evidence.canonical import canonical_reference
+
+    log.append([statement(i) for i in range(5)] + [dict(statement(9))], key)
+    for e in log.iter_entries():
+        assert canonical_reference(json.loads(e.body)) == e.body
+
+
+def test_hashing_in_worker_processes_finds_the_same(tmp_path, key, monkeypatch):
+    from osiris.evidence import verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "_SPAN", 8)  # 40 entries: 5 spans over 2 processes
+    path = _tampered_log(tmp_path, key)
+    good = verify_log(EvidenceLog(path, create=False), signatures=False, jobs=2)
+    assert good.ok and good.entries == 40 and good.roots == len(EvidenceLog(path, create=False).checkpoints())
+    db = _raw(path)
+    body = bytearray(db.execute("SELECT body FROM entries WHERE idx = 19").fetchone()[0])
+    body[body.find(b"three")] ^= 1
+    db.execute("UPDATE entries SET body = ? WHERE idx = 19", (bytes(body),))
+    db.execute("DELETE FROM entries WHERE idx IN (26, 27)")
+    db.close()
+    one = verify_log(EvidenceLog(path, create=False), signatures=False, jobs=1)
+    two = verify_log(EvidenceLog(path, create=False), signatures=False, jobs=2)
+    assert [str(p) for p in one.problems] == [str(p) for p in two.problems]
+    assert two.first_bad_index == 19 and any(p.index == 26 and "missing" in p.what for p in two.problems)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .canonical import to_json, utc_text
+from .canonical import canonical, to_json, utc_text
 from .errors import VerificationError
 from .keys import VerifyKey
 from .merkle import leaf_hash
@@ -68,8 +68,9 @@ class Identity:
 
 
 def build_statement(identity: Identity, scrubber: Scrubber, kind: str, payload: Any, *, host: str | None = None,
-                    policy: Any = None, now: datetime | None = None, bundle_id: str | None = None) -> dict[str, Any]:
-    """A bundle statement, scrubbed and ready for :meth:`EvidenceLog.append`."""
+                    policy: Any = None, now: datetime | None = None, bundle_id: str | None = None) -> Statement:
+    """A bundle statement, scrubbed and ready for :meth:`EvidenceLog.append`
+    (which sets ``recorded_at`` to the time it appends, and adds the chain)."""
     if not isinstance(kind, str) or not kind or len(kind) > 64:
         raise ValueError(f"evidence kind {kind!r}: expected a short non-empty string such as 'sweep'")
     counts: dict[str, int] = {}
@@ -78,7 +79,7 @@ def build_statement(identity: Identity, scrubber: Scrubber, kind: str, payload: 
     for c in (c1, c2):
         for k, n in c.items():
             counts[k] = counts.get(k, 0) + n
-    return {
+    return Statement({
         "v": BUNDLE_VERSION,
         "type": BUNDLE_TYPE,
         "id": bundle_id or str(uuid.uuid4()),
@@ -89,7 +90,35 @@ def build_statement(identity: Identity, scrubber: Scrubber, kind: str, payload: 
         "policy": clean_policy,
         "payload": clean_payload,
         "scrubbed": dict(sorted(counts.items())),
-    }
+    })
+
+
+class Statement(Mapping[str, Any]):
+    """A bundle statement whose members are canonicalised once, when it is
+    built: the log's writer only adds the chain members and joins the parts
+    (:func:`~.canonical.join_members`), so the time it holds the log's write
+    lock per bundle is a signature and little else. Immutable: derive
+    variants with :meth:`replace`."""
+
+    __slots__ = ("_members", "parts")
+
+    def __init__(self, members: Mapping[str, Any], parts: Mapping[str, bytes] | None = None):
+        self._members = dict(members)
+        self.parts = dict(parts) if parts is not None else {k: canonical(v) for k, v in self._members.items()}
+
+    def replace(self, **changes: Any) -> Statement:
+        parts = dict(self.parts)
+        parts.update({k: canonical(v) for k, v in changes.items()})
+        return Statement({**self._members, **changes}, parts)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._members[key]
+
+    def __iter__(self):
+        return iter(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import dataclasses
 import enum
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import date, datetime, time, timezone
 from pathlib import PurePath
@@ -45,7 +46,7 @@ from typing import Any
 
 import rfc8785
 
-__all__ = ["to_json", "canonical", "canonical_reference", "utc_text", "CanonicalError"]
+__all__ = ["to_json", "canonical", "canonical_reference", "join_members", "utc_text", "CanonicalError"]
 
 _MAX_INT = 2**53 - 1
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -135,10 +136,10 @@ def _fast_ok(value: Any) -> bool:
             if v != v or a == math.inf or v.is_integer() or not 1e-4 <= a < 1e16:
                 return False
         elif t is dict:
-            for k, item in v.items():
-                if type(k) is not str or any(ord(c) > 0xFFFF for c in k):
+            for k in v:
+                if type(k) is not str or (not k.isascii() and max(k) > "\uffff"):
                     return False
-                stack.append(item)
+            stack.extend(v.values())
         elif t is list:
             stack.extend(v)
         else:
@@ -154,6 +155,28 @@ def canonical(value: Any) -> bytes:
         except UnicodeEncodeError as exc:
             raise CanonicalError(f"not valid Unicode (lone surrogate?): {exc}") from None
     return canonical_reference(value)
+
+
+_MEMBER = re.compile(r"^[a-z_]+$")
+_PREFIX: dict[str, bytes] = {}
+
+
+def _prefix(name: str) -> bytes:
+    try:
+        return _PREFIX[name]
+    except KeyError:
+        if not _MEMBER.match(name):
+            raise CanonicalError(f"member name {name!r} cannot be joined without escaping") from None
+        p = _PREFIX[name] = b'"' + name.encode() + b'":'
+        return p
+
+
+def join_members(parts: Mapping[str, bytes]) -> bytes:
+    """RFC 8785 bytes of an object from its members' canonical bytes: the
+    members sorted by name, joined. Names must be plain lower-case ASCII
+    (then code-point, UTF-16 and byte order agree and nothing needs
+    escaping); bundles' top-level names are."""
+    return b"{" + b",".join([_prefix(k) + parts[k] for k in sorted(parts)]) + b"}"
 
 
 def canonical_reference(value: Any) -> bytes:
