@@ -35,6 +35,7 @@ RUNBOOKS = {r.id: r for r in catalog.RUNBOOKS}
 NO_RUNBOOK = {
     "windows.defender.tamper_protection", "windows.updates.recent_install", "windows.updates.pending_security",
     "windows.updates.reboot_pending", "windows.backup.recent", "windows.winrm.service_no_basic",
+    "windows.bitlocker.data_volumes_encrypted",
 }
 # Runbooks whose change could touch the appliance's own access: each says how the management path stays open.
 MANAGEMENT = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -34,7 +35,7 @@ FAILING = {
     "dc01": {"windows.defender.tamper_protection", "windows.network.netbios_disabled", "windows.winrm.service_no_basic"},
     "srv01": {
         "windows.accounts.local_admins", "windows.accounts.lockout", "windows.accounts.password_age",
-        "windows.audit.process_command_line", "windows.audit.process_creation", "windows.audit.removable_storage",
+        "windows.bitlocker.data_volumes_encrypted", "windows.audit.process_command_line", "windows.audit.process_creation", "windows.audit.removable_storage",
         "windows.backup.recent", "windows.defender.exclusions", "windows.defender.pua_protection",
         "windows.defender.tamper_protection", "windows.persistence.scheduled_tasks", "windows.rdp.encryption",
         "windows.rdp.nla_required", "windows.services.windows_update", "windows.session.rdp_idle_limit",
@@ -72,6 +73,7 @@ DRIFT = {
                                         NO_PARAMS),
     "windows.defender.exclusions": ("dc01", "defender.exclusions.paths", "windows.defender.remove_exclusions",
                                     {"allowed_paths": [], "allowed_extensions": [], "allowed_processes": []}),
+    "windows.bitlocker.data_volumes_encrypted": ("dc01", "bitlocker.data_volumes", None, None),
     "windows.updates.recent_install": ("dc01", "updates.last_install_days_ago", None, None),
     "windows.updates.pending_security": ("dc01", "updates.pending", None, None),
     "windows.updates.reboot_pending": ("srv01", "updates.reboot_pending", None, None),
@@ -206,11 +208,14 @@ def test_osiris_check_reports_the_lab_practice(lab, tmp_path):
     assert result.exit_code == 1, result.output  # some checks fail
     got = json.loads(result.output)
     assert {o["status"] for o in got} == {"pass", "fail"}  # nothing unreadable
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "windows-baseline.md").read_text()
     for host, _role in HOSTS:
         mine = {o["check"]: o for o in got if o["target"] == host and o["check"] in MINE}
         failing = {c for c, o in mine.items() if o["status"] == "fail"}
         assert failing == FAILING[host], host
         assert all(o["facts"] for o in mine.values())  # facts kept with every verdict
+        # the documented mix (docs/windows-baseline.md, "The lab") is this one
+        assert f"| {len(mine)} | {len(mine) - len(failing)} | {len(failing)} |" in doc, host
     applicable = {(o["target"], o["check"]) for o in got}
     assert ("dc01", "windows.audit.kerberos_authentication") in applicable
     assert ("ws01", "windows.backup.recent") not in applicable and ("dc01", "windows.session.cached_logons") not in applicable

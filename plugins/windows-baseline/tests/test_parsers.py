@@ -266,3 +266,18 @@ def test_windows_server_backup_summary():
     assert "the last attempt failed (0x80070070)" in failed.reason
     assert judge(backup, "windows.backup.recent", {"installed": False, "now_utc": "2024-08-20T12:00:00Z"}).reason == \
         "Windows Server Backup is not installed: no backup of this server is visible"
+
+
+def test_bitlocker_data_volumes_from_the_wmi_provider():
+    from osiris_windows_baseline import bitlocker
+    rows = [v for v in sample("win32_encryptablevolume.json") if v["VolumeType"] == 1]  # what the fragment keeps
+    facts = {"source": "wmi", "volumes": [{"MountPoint": v["DriveLetter"], "ProtectionStatus": v["ProtectionStatus"],
+                                           "ConversionStatus": v["ConversionStatus"]} for v in rows]}
+    v = judge(bitlocker, "windows.bitlocker.data_volumes_encrypted", facts)
+    assert (v.status, v.reason) == (Status.FAIL, "unencrypted fixed data volumes: D: (protection Off, FullyDecrypted)")
+    on = {"source": "module", "volumes": [{"MountPoint": "D:", "ProtectionStatus": "On", "VolumeStatus": "FullyEncrypted",
+                                           "EncryptionPercentage": 100.0}]}
+    assert judge(bitlocker, "windows.bitlocker.data_volumes_encrypted", on).reason == \
+        "fixed data volumes encrypted: D:"
+    assert judge(bitlocker, "windows.bitlocker.data_volumes_encrypted", {"source": "none", "volumes": []}).status \
+        is Status.PASS

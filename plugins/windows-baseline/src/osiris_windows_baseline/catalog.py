@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from osiris import CheckSpec, RunbookSpec
 
-from . import accounts, audit, backup, defender, eventlog, firewall, network, persistence, policies, services
+from . import accounts, audit, backup, bitlocker, defender, eventlog, firewall, network, persistence, policies
+from . import services
 from . import timesync, updates, winrm
 
-AREAS = (firewall, defender, updates, accounts, audit, eventlog, network, policies, timesync, services, backup,
+AREAS = (firewall, defender, bitlocker, updates, accounts, audit, eventlog, network, policies, timesync, services, backup,
          persistence, winrm)
 
 CHECKS: tuple[CheckSpec, ...] = tuple(c for area in AREAS for c in area.CHECKS)

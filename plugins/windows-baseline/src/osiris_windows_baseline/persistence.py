@@ -85,9 +85,9 @@ RUN_KEYS = {
 
 _KEYS_PS = "$keys = [ordered]@{\n" + "".join(f"    {k} = {lit(v)}\n" for k, v in RUN_KEYS.items()) + "}\n"
 
-RUN = check_header("windows.persistence.run_keys", 1, """\
-Values of the machine-wide Run and RunOnce keys (64- and 32-bit views):
-name, program, digest of the whole command.""") + _DIGEST + _KEYS_PS + """\
+# The program a command line starts: a quoted path, else up to the first
+# executable extension, else the first word.
+_PROGRAM = """\
 function Get-Program([string]$c) {
     $c = $c.Trim()
     if ($c.StartsWith('"')) {
@@ -98,6 +98,11 @@ function Get-Program([string]$c) {
     if ($m.Success) { return $m.Groups[1].Value }
     return $c.Split(' ')[0]
 }
+"""
+
+RUN = check_header("windows.persistence.run_keys", 1, """\
+Values of the machine-wide Run and RunOnce keys (64- and 32-bit views):
+name, program, digest of the whole command.""") + _DIGEST + _KEYS_PS + _PROGRAM + """\
 $entries = New-Object System.Collections.ArrayList
 foreach ($id in $keys.Keys) {
     $key = Get-Item -LiteralPath $keys[$id] -ErrorAction SilentlyContinue
@@ -157,14 +162,14 @@ if ($null -ne $t -and [string]$t.State -ne 'Disabled') {
 
 REMOVE_RUN = runbook_header("windows.persistence.remove_run_value", 1, """\
 Removes one value from a machine-wide Run or RunOnce key; returns its
-program so evidence shows what was removed.""") + _KEYS_PS + """\
+program so evidence shows what was removed.""") + _KEYS_PS + _PROGRAM + """\
 $id = [string]$P.key
 if (-not $keys.Contains($id)) { throw ('unknown key ' + $id) }
 $key = Get-Item -LiteralPath $keys[$id] -ErrorAction SilentlyContinue
 $name = [string]$P.name
 $removed = $null
 if ($null -ne $key -and @($key.GetValueNames()) -contains $name) {
-    $removed = ([string]$key.GetValue($name, $null, [Microsoft.Win32.RegistryValueOptions]::DoNotExpandEnvironmentNames)).Trim().Split(' ')[0]
+    $removed = Get-Program ([string]$key.GetValue($name, $null, [Microsoft.Win32.RegistryValueOptions]::DoNotExpandEnvironmentNames))
     Remove-ItemProperty -LiteralPath $keys[$id] -Name $name
 }
 @{ key = $id; name = $name; removed_program = $removed; changed = ($null -ne $removed) }

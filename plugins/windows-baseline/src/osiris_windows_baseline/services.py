@@ -116,9 +116,15 @@ RESTORE_FIREWALL = runbook_header("windows.services.restore_firewall", 1, """\
 Starts the firewall service only when a persistent inbound allow rule for
 WinRM (TCP 5985 or 5986) is active, so the management path survives the
 rules taking effect.""") + """\
-$rules = (Get-Item -LiteralPath 'HKLM:\\SYSTEM\\CurrentControlSet\\Services\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules')
-$winrm = @($rules.GetValueNames() | ForEach-Object { [string]$rules.GetValue($_) } | Where-Object {
-    $_ -match '\\|Action=Allow\\|' -and $_ -match '\\|Active=TRUE\\|' -and $_ -match '\\|Dir=In\\|' -and $_ -match '\\|LPort=(5985|5986)\\|'
+# Local rules, and rules delivered by Group Policy.
+$stores = @('HKLM:\\SYSTEM\\CurrentControlSet\\Services\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules',
+            'HKLM:\\SOFTWARE\\Policies\\Microsoft\\WindowsFirewall\\FirewallRules')
+$winrm = @(foreach ($store in $stores) {
+    $rules = Get-Item -LiteralPath $store -ErrorAction SilentlyContinue
+    if ($null -eq $rules) { continue }
+    $rules.GetValueNames() | ForEach-Object { [string]$rules.GetValue($_) } | Where-Object {
+        $_ -match '\\|Action=Allow\\|' -and $_ -match '\\|Active=TRUE\\|' -and $_ -match '\\|Dir=In\\|' -and $_ -match '\\|LPort=(5985|5986)\\|'
+    }
 })
 if ($winrm.Count -eq 0) {
     throw 'refused: no active inbound allow rule for WinRM (TCP 5985/5986) is stored; starting the firewall could cut the appliance off'
@@ -156,7 +162,7 @@ RUNBOOKS = [
         description="Sets mpssvc to start automatically and starts it. Medium risk: every stored rule takes "
                     "effect at once, including rules nobody has seen work.",
         management="refuses to start the service unless an active inbound allow rule for TCP 5985 or 5986 is "
-                   "stored (FirewallPolicy\\FirewallRules); the rules load with the service, so WinRM stays "
+                   "stored (FirewallPolicy\\FirewallRules, or the GPO rule store); the rules load with the service, so WinRM stays "
                    "reachable.",
     ),
 ]

@@ -25,7 +25,7 @@ from .ps import check_header, lit, runbook_header
 _READ = """\
 $out = [ordered]@{{}}
 foreach ($path in @({paths})) {{
-    $i = Get-Item -LiteralPath ('WSMan:\\localhost\\' + $path)
+    $i = Get-Item -Path ('WSMan:\\localhost\\' + $path)
     $out[$path] = [ordered]@{{ Value = [string]$i.Value; Source = [string]$i.SourceOfValue }}
 }}
 @{{ wsman = $out }}
@@ -83,9 +83,9 @@ def evaluate_client(facts: Mapping[str, Any], _params: Mapping[str, Any]) -> Ver
 DISALLOW_UNENCRYPTED = runbook_header("windows.winrm.disallow_unencrypted", 1, """\
 Sets the service's AllowUnencrypted to false. Listeners are not touched and
 the service is not restarted.""") + """\
-$i = Get-Item -LiteralPath 'WSMan:\\localhost\\Service\\AllowUnencrypted'
+$i = Get-Item -Path 'WSMan:\\localhost\\Service\\AllowUnencrypted'
 $was = [string]$i.Value -eq 'true'
-if ($was) { Set-Item -LiteralPath 'WSMan:\\localhost\\Service\\AllowUnencrypted' -Value $false -Force }
+if ($was) { Set-Item -Path 'WSMan:\\localhost\\Service\\AllowUnencrypted' -Value $false -Force }
 @{ changed = $was }
 """
 
@@ -93,8 +93,8 @@ HARDEN_CLIENT = runbook_header("windows.winrm.harden_client", 1) + """\
 $changed = New-Object System.Collections.ArrayList
 foreach ($path in @('Client\\AllowUnencrypted', 'Client\\Auth\\Basic')) {
     $full = 'WSMan:\\localhost\\' + $path
-    if ([string](Get-Item -LiteralPath $full).Value -eq 'true') {
-        Set-Item -LiteralPath $full -Value $false -Force
+    if ([string](Get-Item -Path $full).Value -eq 'true') {
+        Set-Item -Path $full -Value $false -Force
         [void]$changed.Add($path)
     }
 }

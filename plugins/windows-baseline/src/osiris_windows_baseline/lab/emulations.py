@@ -187,6 +187,14 @@ def remove_exclusions(host: HostView, params: Mapping[str, Any]) -> dict[str, An
     return {"removed": removed}
 
 
+# -- BitLocker --------------------------------------------------------------------------------------
+
+
+@check("windows.bitlocker.data_volumes_encrypted", 1, cost_ms=3)
+def data_volumes(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
+    return {"source": "module", "volumes": host["bitlocker.data_volumes"]}
+
+
 # -- updates ----------------------------------------------------------------------------------------
 
 

@@ -90,6 +90,15 @@ declare("defender.exclusions.paths", _EXCLUSIONS, _plus("C:\\Users\\Public\\Down
 declare("defender.exclusions.extensions", [], [".ps1"], "Defender ExclusionExtension")
 declare("defender.exclusions.processes", [], ["powershell.exe"], "Defender ExclusionProcess")
 
+# -- BitLocker ------------------------------------------------------------------------------------------
+
+_DATA_VOLUMES = per_role([], [{"MountPoint": "D:", "ProtectionStatus": "Off", "VolumeStatus": "FullyDecrypted",
+                               "EncryptionPercentage": 0.0}], [])
+declare("bitlocker.data_volumes", _DATA_VOLUMES,
+        _plus({"MountPoint": "E:", "ProtectionStatus": "Off", "VolumeStatus": "FullyDecrypted",
+               "EncryptionPercentage": 0.0}, _DATA_VOLUMES),
+        "Fixed data volumes (Get-BitLockerVolume, VolumeType FixedData): mount point, protection, conversion")
+
 # -- updates --------------------------------------------------------------------------------------------
 
 declare("updates.last_install_days_ago", per_role(12, 62, 9), 90,
