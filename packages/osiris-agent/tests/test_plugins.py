@@ -27,7 +27,7 @@ def test_plugins_lists_selfcheck_with_version_and_hooks():
     sc = infos["appliance-selfcheck"]
     assert sc["version"] == "0.1.0"
     assert sc["distribution"] == "osiris-appliance-selfcheck"
-    assert set(sc["hooks"]) == {"osiris_checks", "osiris_runbooks", "osiris_settings"}
+    assert set(sc["hooks"]) == {"osiris_checks", "osiris_rules", "osiris_runbooks", "osiris_settings"}
     assert infos["local"]["builtin"] is True
     table = run_cli("plugins").stdout
     assert "appliance-selfcheck" in table and "0.1.0" in table and "osiris_checks" in table
