@@ -137,13 +137,17 @@ class Learning:
                 return c
         raise StoreError(f"rule candidate {cid}: no such candidate")
 
-    def approve(self, cid: int, by: str) -> Candidate:
-        """Write the promoted rule file, then record the decision."""
+    def _undecided(self, cid: int, by: str, decision: str) -> Candidate:
         if not by.strip():
-            raise StoreError("approval needs the approver's name (--by)")
+            raise StoreError(f"{decision} needs the name of who decides (--by)")
         c = self.candidate(cid)
         if c.state != "candidate":
             raise StoreError(f"rule candidate {cid}: already {c.state}")
+        return c
+
+    def approve(self, cid: int, by: str) -> Candidate:
+        """Write the promoted rule file, then record the decision."""
+        c = self._undecided(cid, by, "approval")
         rule = {
             "id": f"promoted-{c.id}-{c.check_id}",
             "description": f"Promoted from L2 after {c.successes}/{c.attempts} successful heals",
@@ -164,11 +168,7 @@ class Learning:
         return self.candidate(cid)
 
     def reject(self, cid: int, by: str) -> Candidate:
-        if not by.strip():
-            raise StoreError("rejection needs the reviewer's name (--by)")
-        c = self.candidate(cid)
-        if c.state != "candidate":
-            raise StoreError(f"rule candidate {cid}: already {c.state}")
+        self._undecided(cid, by, "rejection")
         self._decide(cid, "rejected", by, _now(), None)
         return self.candidate(cid)
 
