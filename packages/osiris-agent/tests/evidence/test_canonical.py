@@ -86,3 +86,18 @@ def test_to_json_is_deterministic_and_total():
     out = canonical(v)
     assert json.loads(out)["five"] == 5
     assert canonical(to_json({"s": {"b", "a"}})) == canonical(to_json({"s": {"a", "b"}}))
+
+
+def test_str_and_int_valued_enums_and_subclasses_become_their_values():
+    from osiris.records import Status
+
+    class Level(int, enum.Enum):
+        HIGH = 3
+
+    class Name(str):
+        pass
+
+    v = to_json({"status": Status.PASS, "level": Level.HIGH, "name": Name("dc01"), "flag": True})
+    assert v == {"status": "pass", "level": 3, "name": "dc01", "flag": True}
+    assert [type(x) for x in v.values()] == [str, int, str, bool]
+    assert canonical(v) == b'{"flag":true,"level":3,"name":"dc01","status":"pass"}'

@@ -265,3 +265,14 @@ def test_hashing_in_worker_processes_finds_the_same(tmp_path, key, monkeypatch):
     two = verify_log(EvidenceLog(path, create=False), signatures=False, jobs=2)
     assert [str(p) for p in one.problems] == [str(p) for p in two.problems]
     assert two.first_bad_index == 19 and any(p.index == 26 and "missing" in p.what for p in two.problems)
+
+
+def test_content_that_contains_a_placeholder_is_signed_as_it_is(log, key):
+    from osiris.evidence.canonical import canonical_reference
+
+    st = statement(0).replace(payload={"note": "\x00osiris-chain:seq\x00"})
+    assert st.template is None  # the writer canonicalises the whole statement instead
+    log.append([statement(1), st], key)
+    st1 = json.loads(log.entry(1).body)
+    assert st1["seq"] == 1 and st1["payload"] == {"note": "\x00osiris-chain:seq\x00"}
+    assert canonical_reference(st1) == log.entry(1).body

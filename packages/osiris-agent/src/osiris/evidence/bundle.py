@@ -93,23 +93,45 @@ def build_statement(identity: Identity, scrubber: Scrubber, kind: str, payload: 
     })
 
 
+#: Members the log adds when it appends; in a statement's template they
+#: hold unique placeholders that the writer replaces.
+CHAIN = ("log", "prev", "recorded_at", "seq")
+
+
+def _placeholder(name: str) -> str:
+    return f"\x00osiris-chain:{name}\x00"
+
+
+_MARKS = {name: canonical(_placeholder(name)) for name in CHAIN}
+
+
 class Statement(Mapping[str, Any]):
-    """A bundle statement whose members are canonicalised once, when it is
-    built: the log's writer only adds the chain members and joins the parts
-    (:func:`~.canonical.join_members`), so the time it holds the log's write
-    lock per bundle is a signature and little else. Immutable: derive
-    variants with :meth:`replace`."""
+    """A bundle statement, canonicalised once when it is built: ``template``
+    is its RFC 8785 text with a unique placeholder for each chain member
+    (``log``, ``prev``, ``recorded_at``, ``seq``), so the log's writer only
+    substitutes those and signs; the time it holds the write lock per bundle
+    is a signature and little else. Immutable: derive variants with
+    :meth:`replace`. ``template`` is None in the (theoretical) case that the
+    content itself contains a placeholder; the writer then canonicalises the
+    whole statement."""
 
-    __slots__ = ("_members", "parts")
+    __slots__ = ("_members", "template")
 
-    def __init__(self, members: Mapping[str, Any], parts: Mapping[str, bytes] | None = None):
-        self._members = dict(members)
-        self.parts = dict(parts) if parts is not None else {k: canonical(v) for k, v in self._members.items()}
+    def __init__(self, members: Mapping[str, Any]):
+        self._members = {k: v for k, v in members.items() if k not in CHAIN}
+        t = canonical({**self._members, **{name: _placeholder(name) for name in CHAIN}})
+        self.template = t if all(t.count(m) == 1 for m in _MARKS.values()) else None
+
+    def fill(self, **chain: bytes) -> bytes:
+        """The signed bytes: the template with the chain members' canonical bytes."""
+        assert self.template is not None
+        body = self.template
+        for name, value in chain.items():
+            body = body.replace(_MARKS[name], value, 1)
+        return body
 
     def replace(self, **changes: Any) -> Statement:
-        parts = dict(self.parts)
-        parts.update({k: canonical(v) for k, v in changes.items()})
-        return Statement({**self._members, **changes}, parts)
+        return Statement({**self._members, **changes})
 
     def __getitem__(self, key: str) -> Any:
         return self._members[key]

@@ -38,7 +38,6 @@ import dataclasses
 import enum
 import json
 import math
-import re
 from collections.abc import Mapping
 from datetime import date, datetime, time, timezone
 from pathlib import PurePath
@@ -46,7 +45,7 @@ from typing import Any
 
 import rfc8785
 
-__all__ = ["to_json", "canonical", "canonical_reference", "join_members", "utc_text", "CanonicalError"]
+__all__ = ["to_json", "canonical", "canonical_reference", "utc_text", "CanonicalError"]
 
 _MAX_INT = 2**53 - 1
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
@@ -81,6 +80,10 @@ def _text(s: str) -> str:
     return s
 
 
+def _key(k: Any) -> str:
+    return _text(str(k.value if isinstance(k, enum.Enum) else k))
+
+
 def to_json(value: Any) -> Any:
     """Plain JSON (dict with str keys, list, str, int, float, bool, None).
 
@@ -90,18 +93,27 @@ def to_json(value: Any) -> Any:
     decimal text; anything else unknown becomes ``str(value)``, as the state
     store does for facts.
     """
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
+    t = type(value)
+    if t is str:
         return value if value.isascii() else _text(value)
-    if isinstance(value, int) and not isinstance(value, enum.Enum):
-        return value if -_MAX_INT <= value <= _MAX_INT else str(value)
-    if isinstance(value, float):
+    if t is dict:
+        return {(k if type(k) is str and k.isascii() else _key(k)): to_json(v) for k, v in value.items()}
+    if t is list:
+        return [to_json(v) for v in value]
+    if value is None or t is bool or t is int:
+        return value if t is not int or -_MAX_INT <= value <= _MAX_INT else str(value)
+    if t is float:
         return _number(value)
-    if isinstance(value, enum.Enum):
+    if isinstance(value, enum.Enum):  # before str and int: str- and int-valued enums
         return to_json(value.value)
+    if isinstance(value, str):
+        return _text(str.__str__(value))
+    if isinstance(value, int):
+        return to_json(int(value))
+    if isinstance(value, float):
+        return _number(float(value))
     if isinstance(value, Mapping):
-        return {_text(str(k.value if isinstance(k, enum.Enum) else k)): to_json(v) for k, v in value.items()}
+        return {_key(k): to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_json(v) for v in value]
     if isinstance(value, (set, frozenset)):
@@ -155,28 +167,6 @@ def canonical(value: Any) -> bytes:
         except UnicodeEncodeError as exc:
             raise CanonicalError(f"not valid Unicode (lone surrogate?): {exc}") from None
     return canonical_reference(value)
-
-
-_MEMBER = re.compile(r"^[a-z_]+$")
-_PREFIX: dict[str, bytes] = {}
-
-
-def _prefix(name: str) -> bytes:
-    try:
-        return _PREFIX[name]
-    except KeyError:
-        if not _MEMBER.match(name):
-            raise CanonicalError(f"member name {name!r} cannot be joined without escaping") from None
-        p = _PREFIX[name] = b'"' + name.encode() + b'":'
-        return p
-
-
-def join_members(parts: Mapping[str, bytes]) -> bytes:
-    """RFC 8785 bytes of an object from its members' canonical bytes: the
-    members sorted by name, joined. Names must be plain lower-case ASCII
-    (then code-point, UTF-16 and byte order agree and nothing needs
-    escaping); bundles' top-level names are."""
-    return b"{" + b",".join([_prefix(k) + parts[k] for k in sorted(parts)]) + b"}"
 
 
 def canonical_reference(value: Any) -> bytes:

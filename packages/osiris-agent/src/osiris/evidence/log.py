@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from . import merkle
-from .canonical import canonical, join_members, utc_text
+from .canonical import canonical, utc_text
 from .errors import EvidenceError
 from .keys import SigningKey, VerifyKey
 from .note import Checkpoint, checkpoint_text, parse_checkpoint, sign_note
@@ -405,10 +405,9 @@ class EvidenceLog:
                 bundle_id, kind = st.get("id"), st.get("kind")
                 if not isinstance(bundle_id, str) or not isinstance(kind, str):
                     raise EvidenceError("bundle statement lacks a string 'id' or 'kind'")
-                parts = getattr(st, "parts", None)
-                if parts is not None:  # canonicalised when built: join in the chain
-                    body = join_members({**parts, "recorded_at": stamp_part, "seq": b"%d" % size,
-                                         "prev": b'"' + prev.hex().encode() + b'"', "log": origin_part})
+                if getattr(st, "template", None) is not None:  # canonicalised when built
+                    body = st.fill(recorded_at=stamp_part, seq=b"%d" % size,
+                                   prev=b'"' + prev.hex().encode() + b'"', log=origin_part)
                 else:
                     body = canonical({**st, "recorded_at": stamp, "seq": size, "prev": prev.hex(), "log": self.origin})
                 sig = key.sign(body)

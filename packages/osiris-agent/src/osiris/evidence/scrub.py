@@ -104,11 +104,12 @@ _PATIENT_NAME = re.compile(
 
 # A string without any of these cannot hold anything the detectors find.
 _MAYBE = re.compile(r"[\d@]|(?i:patient)")
+_maybe = _MAYBE.search
 
 _CACHE_MAX = 8192
 _CACHE_LEN = 256
 
-Detector = tuple[str, "re.Pattern[str]", int]
+Detector = tuple[str, "re.Pattern[str]", int, "tuple[str, ...] | None"]
 
 
 def _normal_key(key: str) -> str:
@@ -120,20 +121,22 @@ class Scrubber:
 
     def __init__(self, mrn_patterns: Iterable[str] = DEFAULT_MRN_PATTERNS,
                  name_fields: Iterable[str] = DEFAULT_NAME_FIELDS):
+        default_mrn = list(mrn_patterns) == list(DEFAULT_MRN_PATTERNS)
         mrn = [re.compile(p) for p in mrn_patterns]
         # (type, pattern, group replaced: 1 keeps the label, 0 replaces the
-        # whole match). Order matters: labelled forms first (they own their
-        # digits), then the free-standing shapes.
+        # whole match, a cheap hint that must be in the lower-cased text for
+        # the pattern to have a chance, or None). Order matters: labelled
+        # forms first (they own their digits), then the free-standing shapes.
         self.detectors: list[Detector] = [
-            ("email", _EMAIL, 0),
-            *[("mrn", p, 1 if p.groups else 0) for p in mrn],
-            ("ssn", _SSN_LABELLED, 1),
-            ("dob", _DOB, 1),
-            ("phone", _PHONE_LABELLED, 1),
-            ("ssn", _SSN, 0),
-            ("phone", _PHONE_INTL, 0),
-            ("phone", _PHONE_NANP, 0),
-            ("name", _PATIENT_NAME, 1),
+            ("email", _EMAIL, 0, ("@",)),
+            *[("mrn", p, 1 if p.groups else 0, ("mrn", "med") if default_mrn else None) for p in mrn],
+            ("ssn", _SSN_LABELLED, 1, ("ss", "soc")),
+            ("dob", _DOB, 1, ("d", "birth", "born")),
+            ("phone", _PHONE_LABELLED, 1, ("ph", "tel", "mobile", "cell", "fax", "contact")),
+            ("ssn", _SSN, 0, None),
+            ("phone", _PHONE_INTL, 0, ("+",)),
+            ("phone", _PHONE_NANP, 0, None),
+            ("name", _PATIENT_NAME, 1, ("patient",)),
         ]
         # Facts repeat (KB numbers, versions, reasons): remember short strings.
         self._cache: dict[str, tuple[str, tuple[tuple[str, int], ...]]] = {}
@@ -159,7 +162,10 @@ class Scrubber:
         if hit is None:
             found: Counter = Counter()
             out = text
-            for kind, pattern, group in self.detectors:
+            low = text.lower()
+            for kind, pattern, group, hints in self.detectors:
+                if hints is not None and not any(h in low for h in hints):
+                    continue
                 if pattern.search(out):
                     out = pattern.sub(self._replacer(kind, group, found), out)
             hit = (out, tuple(found.items()))
@@ -218,25 +224,31 @@ class Scrubber:
         return out, {k: counts[k] for k in TYPES if counts[k]}
 
     def _walk(self, value: Any, counts: Counter) -> Any:
-        if isinstance(value, str):
-            return self.scrub_text(value, counts)
-        if isinstance(value, list):
+        t = type(value)
+        if t is str:
+            return self.scrub_text(value, counts) if _maybe(value) else value
+        if t is list:
             return [self._walk(v, counts) for v in value]
-        if isinstance(value, Mapping):
+        if t is dict or isinstance(value, Mapping):
             out: dict[str, Any] = {}
+            kinds = self._kinds
             for key, v in value.items():
-                new_key = self.scrub_text(key, counts)
+                new_key = self.scrub_text(key, counts) if _maybe(key) else key
                 if new_key in out:  # two keys scrubbed to the same placeholder
                     n = 2
                     while f"{new_key}#{n}" in out:
                         n += 1
                     new_key = f"{new_key}#{n}"
-                kind = self._field_kind(key)
-                if kind is not None and v not in (None, "", [], {}) and not isinstance(v, bool):
+                kind = kinds[key] if key in kinds else self._field_kind(key)
+                if kind is not None and v not in (None, "", [], {}) and type(v) is not bool:
                     if kind == "secret" or isinstance(v, (str, int, float)):
                         counts[kind] += 1
                         out[new_key] = placeholder(kind)
                         continue
                 out[new_key] = self._walk(v, counts)
             return out
+        if isinstance(value, str):
+            return self.scrub_text(value, counts)
+        if isinstance(value, list):
+            return [self._walk(v, counts) for v in value]
         return value
