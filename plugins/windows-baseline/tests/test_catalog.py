@@ -39,7 +39,8 @@ NO_RUNBOOK = {
 }
 # Runbooks whose change could touch the appliance's own access: each says how the management path stays open.
 MANAGEMENT = {
-    "windows.firewall.block_inbound_by_default", "windows.services.restore_firewall", "windows.winrm.disallow_unencrypted",
+    "windows.firewall.block_inbound_by_default", "windows.services.restore_firewall",
+    "windows.winrm.disallow_unencrypted",
     "windows.winrm.harden_client", "windows.tls.disable_legacy_protocols", "windows.uac.enable",
     "windows.accounts.remove_admin_members", "windows.accounts.set_lockout_policy", "windows.ntlm.set_lm_compatibility",
     "windows.dns.set_servers", "windows.network.disable_netbios",
@@ -105,7 +106,8 @@ def test_runbooks_that_touch_the_management_path_say_how_it_stays_open():
     assert "refuses" in RUNBOOKS["windows.services.restore_firewall"].description
 
 
-@pytest.mark.parametrize("kind,spec", [("check", c) for c in catalog.CHECKS] + [("runbook", r) for r in catalog.RUNBOOKS],
+@pytest.mark.parametrize("kind,spec", [("check", c) for c in catalog.CHECKS]
+                         + [("runbook", r) for r in catalog.RUNBOOKS],
                          ids=lambda x: x if isinstance(x, str) else x.id)
 def test_fragments_follow_the_executor_and_windows_powershell_51(kind, spec):
     unit = script.unit(kind, spec.id, spec.script)  # marker line, embeddable in the batch

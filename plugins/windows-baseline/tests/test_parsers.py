@@ -166,7 +166,8 @@ def test_w32tm_local_cmos_clock_and_stopped_service_fail():
     assert "no time source: Local CMOS Clock" in v.reason and "leap indicator 3" in v.reason
     assert "last good sync 336.0 h ago" in v.reason
     stopped = judge(timesync, "windows.time.synchronized",
-                    {"exit_code": -2147023834, "status": text("w32tm_service_stopped.txt"), "service_status": "Stopped"})
+                    {"exit_code": -2147023834, "status": text("w32tm_service_stopped.txt"),
+                     "service_status": "Stopped"})
     assert stopped.status is Status.FAIL and "The service has not been started. (0x80070426)" in stopped.reason
 
 
@@ -275,8 +276,8 @@ def test_bitlocker_data_volumes_from_the_wmi_provider():
                                            "ConversionStatus": v["ConversionStatus"]} for v in rows]}
     v = judge(bitlocker, "windows.bitlocker.data_volumes_encrypted", facts)
     assert (v.status, v.reason) == (Status.FAIL, "unencrypted fixed data volumes: D: (protection Off, FullyDecrypted)")
-    on = {"source": "module", "volumes": [{"MountPoint": "D:", "ProtectionStatus": "On", "VolumeStatus": "FullyEncrypted",
-                                           "EncryptionPercentage": 100.0}]}
+    on = {"source": "module", "volumes": [{"MountPoint": "D:", "ProtectionStatus": "On",
+                                           "VolumeStatus": "FullyEncrypted", "EncryptionPercentage": 100.0}]}
     assert judge(bitlocker, "windows.bitlocker.data_volumes_encrypted", on).reason == \
         "fixed data volumes encrypted: D:"
     assert judge(bitlocker, "windows.bitlocker.data_volumes_encrypted", {"source": "none", "volumes": []}).status \

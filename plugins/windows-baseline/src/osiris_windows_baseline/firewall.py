@@ -37,63 +37,53 @@ def profiles_by_name(facts: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return out
 
 
-# -- default inbound action ------------------------------------------------------------------
-
-DEFAULT_INBOUND = check_header("windows.firewall.default_inbound_block", 1, """\
-Effective profile settings (ActiveStore: local policy merged with GPO).""") + """\
-$profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object {
-    [ordered]@{
-        Name = [string]$_.Name
-        Enabled = [string]$_.Enabled
-        DefaultInboundAction = [string]$_.DefaultInboundAction
-        AllowLocalFirewallRules = [string]$_.AllowLocalFirewallRules
-    }
-})
-@{ profiles = $profiles }
-"""
+def profile_fragment(check_id: str, doc: str, fields: dict[str, str], version: int = 1) -> str:
+    """A fragment reporting ``fields`` (name -> PowerShell cast) of each
+    profile's effective settings."""
+    rows = "".join(f"        {name} = {cast}$_.{name}\n" for name, cast in fields.items())
+    return check_header(check_id, version, doc) + (
+        "$profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object {\n"
+        "    [ordered]@{\n" + rows + "    }\n})\n@{ profiles = $profiles }\n")
 
 
-def evaluate_default_inbound(facts: Mapping[str, Any], params: Mapping[str, Any]) -> Verdict:
+def per_profile(facts: Mapping[str, Any], params: Mapping[str, Any], judge) -> list[str]:
+    """``judge(profile) -> [problem...]`` for each profile the params name."""
     seen = profiles_by_name(facts)
     problems = []
     for name in params["profiles"]:
         p = seen.get(name)
-        if p is None:
-            problems.append(f"{name}: not reported")
-            continue
-        action = enum_name(p.get("DefaultInboundAction"), ACTIONS)
-        # NotConfigured in the active store leaves Windows' default: block.
-        if action == "Allow":
-            problems.append(f"{name}: inbound connections are allowed by default")
+        why = ["not reported"] if p is None else judge(p)
+        if why:
+            problems.append(f"{name}: {', '.join(why)}")
+    return problems
+
+
+# -- default inbound action ------------------------------------------------------------------
+
+DEFAULT_INBOUND = profile_fragment(
+    "windows.firewall.default_inbound_block", "Effective profile settings (ActiveStore: local policy merged with GPO).",
+    {"Name": "[string]", "Enabled": "[string]", "DefaultInboundAction": "[string]",
+     "AllowLocalFirewallRules": "[string]"})
+
+
+def evaluate_default_inbound(facts: Mapping[str, Any], params: Mapping[str, Any]) -> Verdict:
+    # NotConfigured in the active store leaves Windows' default: block.
+    problems = per_profile(facts, params, lambda p: ["inbound connections are allowed by default"]
+                           if enum_name(p.get("DefaultInboundAction"), ACTIONS) == "Allow" else [])
     return verdict(problems, f"inbound connections are blocked by default on {', '.join(params['profiles'])}",
                    "firewall ")
 
 
 # -- logging of dropped packets ------------------------------------------------------------
 
-LOGGING = check_header("windows.firewall.logging", 1, """\
-Effective logging settings of each profile (ActiveStore).""") + """\
-$profiles = @(Get-NetFirewallProfile -PolicyStore ActiveStore | ForEach-Object {
-    [ordered]@{
-        Name = [string]$_.Name
-        LogBlocked = [string]$_.LogBlocked
-        LogAllowed = [string]$_.LogAllowed
-        LogMaxSizeKilobytes = [int]$_.LogMaxSizeKilobytes
-        LogFileName = [string]$_.LogFileName
-    }
-})
-@{ profiles = $profiles }
-"""
+LOGGING = profile_fragment(
+    "windows.firewall.logging", "Effective logging settings of each profile (ActiveStore).",
+    {"Name": "[string]", "LogBlocked": "[string]", "LogAllowed": "[string]", "LogMaxSizeKilobytes": "[int]",
+     "LogFileName": "[string]"})
 
 
 def evaluate_logging(facts: Mapping[str, Any], params: Mapping[str, Any]) -> Verdict:
-    seen = profiles_by_name(facts)
-    problems = []
-    for name in params["profiles"]:
-        p = seen.get(name)
-        if p is None:
-            problems.append(f"{name}: not reported")
-            continue
+    def judge(p: Mapping[str, Any]) -> list[str]:
         why = []
         if not as_bool(p.get("LogBlocked"), not_configured=False):
             why.append("dropped packets not logged")
@@ -102,9 +92,10 @@ def evaluate_logging(facts: Mapping[str, Any], params: Mapping[str, Any]) -> Ver
         size = as_int(p.get("LogMaxSizeKilobytes"), 4096)
         if size < int(params["min_size_kb"]):
             why.append(f"log limited to {size} KB (at least {params['min_size_kb']} KB)")
-        if why:
-            problems.append(f"{name}: {', '.join(why)}")
-    return verdict(problems, f"firewall logs dropped packets on {', '.join(params['profiles'])}", "firewall ")
+        return why
+
+    return verdict(per_profile(facts, params, judge),
+                   f"firewall logs dropped packets on {', '.join(params['profiles'])}", "firewall ")
 
 
 # -- runbooks ------------------------------------------------------------------------------------

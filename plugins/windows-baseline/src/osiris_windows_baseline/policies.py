@@ -20,7 +20,7 @@ from typing import Any
 
 from osiris import Risk, Severity, Verdict
 
-from .common import ALL, DAY, HOUR, MEMBERS, check, failed, passed, runbook, schema, verdict
+from .common import DAY, MEMBERS, check, failed, passed, runbook, schema, verdict
 from .facts import FactError, as_int
 from .ps import RegValue, RegWrite, dword, dword_param, lit, read_registry, write_registry
 

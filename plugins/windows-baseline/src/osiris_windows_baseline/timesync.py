@@ -16,7 +16,7 @@ from typing import Any
 
 from osiris import Risk, Severity, Verdict
 
-from .common import ALL, HOUR, check, failed, passed, runbook, schema, verdict
+from .common import ALL, HOUR, check, failed, runbook, schema, verdict
 from .facts import as_int, glob_any, require
 from .parsers import parse_w32tm_status, w32tm_leading_int, w32tm_seconds
 from .ps import NATIVE_PREAMBLE, check_header, runbook_header
@@ -92,6 +92,9 @@ $null = & w32tm.exe /resync /nowait
 @{ changed = @($changed); type = $want.Type }
 """
 
+# w32tm's peer list: host[,0xFLAGS] separated by spaces.
+_PEERS = r"^[A-Za-z0-9.:-]+(,0x[0-9A-Fa-f]+)?( [A-Za-z0-9.:-]+(,0x[0-9A-Fa-f]+)?)*$"
+
 CHECKS = [
     check(
         "windows.time.synchronized", "The clock is synchronised from a real time source",
@@ -111,8 +114,7 @@ RUNBOOKS = [
         "windows.time.configure_sync", "Configure and restart time synchronisation",
         fixes=("windows.time.synchronized",), risk=Risk.LOW, script=CONFIGURE, timeout=60,
         params_schema=schema({"ntp_servers": {"type": "string", "minLength": 1, "maxLength": 255,
-                                              "pattern": r"^[A-Za-z0-9.:-]+(,0x[0-9A-Fa-f]+)?( [A-Za-z0-9.:-]+(,0x[0-9A-Fa-f]+)?)*$"}},
-                             ("ntp_servers",)),
+                                              "pattern": _PEERS}}, ("ntp_servers",)),
         description="Sets W32Time Type (NT5DS on members, NTP with NtpServer on the PDC emulator and standalone "
                     "hosts), starts the service and resynchronises. The clock is slewed, not stepped, when "
                     "close; nothing else changes.",

@@ -33,6 +33,13 @@ def _iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _register(kind: str, unit_id: str, fn, name: str, cost_ms: float) -> None:
+    """Register an emulation built by a factory (named for error messages and
+    so a second import finds the same definition)."""
+    fn.__qualname__ = f"{name}[{unit_id}]"
+    (check if kind == "check" else runbook)(unit_id, 1, cost_ms=cost_ms)(fn)
+
+
 # -- registry-backed checks and runbooks -----------------------------------------------------------
 
 
@@ -42,8 +49,7 @@ def _registry_check(check_id: str):
     def emulate(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
         return {"values": {v.ref: host[model.registry_path(v)] for v in values}}
 
-    emulate.__qualname__ = f"registry_check[{check_id}]"
-    check(check_id, 1, cost_ms=2)(emulate)
+    _register("check", check_id, emulate, "registry_check", 2)
 
 
 def _registry_runbook(runbook_id: str, guard=None):
@@ -60,8 +66,7 @@ def _registry_runbook(runbook_id: str, guard=None):
                 changed.append(w.ref)
         return {"changed": changed}
 
-    emulate.__qualname__ = f"registry_runbook[{runbook_id}]"
-    runbook(runbook_id, 1, cost_ms=1)(emulate)
+    _register("runbook", runbook_id, emulate, "registry_runbook", 1)
 
 
 def _tls_guard(host: HostView) -> None:
@@ -324,11 +329,15 @@ def guest(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
             "name": "Guest", "sid": _guest_sid(host), "enabled": host["accounts.guest_enabled"]}
 
 
-@runbook("windows.accounts.disable_guest", 1, cost_ms=5)
-def disable_guest(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
-    was = host["accounts.guest_enabled"]
-    host.state.set("accounts.guest_enabled", False)
-    return {"changed": was}
+def _set_flag(host: HostView, path: str, value: bool = True) -> dict[str, Any]:
+    """Set a boolean setting; the output says whether it changed."""
+    was = host[path]
+    host.state.set(path, value)
+    return {"changed": was != value}
+
+
+runbook("windows.accounts.disable_guest", 1, cost_ms=5)(
+    lambda host, _p: _set_flag(host, "accounts.guest_enabled", False))
 
 
 @check("windows.accounts.local_admins", 1, cost_ms=4)
@@ -385,8 +394,7 @@ def _audit_check(sub: audit.Subcategory):
     def emulate(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
         return {"guid": sub.guid, "exit_code": 0, "csv": auditpol_csv(host, sub)}
 
-    emulate.__qualname__ = f"audit_check[{sub.key}]"
-    check(sub.check_id, 1, cost_ms=2)(emulate)
+    _register("check", sub.check_id, emulate, "audit_check", 2)
 
 
 for _s in audit.SUBCATEGORIES:
@@ -457,14 +465,10 @@ def client_signing(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]
     return {"RequireSecuritySignature": host["smb.client.require_signing"], "EnableSecuritySignature": True}
 
 
-def _set_flag(host: HostView, path: str) -> dict[str, Any]:
-    was = host[path]
-    host.state.set(path, True)
-    return {"changed": not was}
-
-
-runbook("windows.smb.require_server_signing", 1, cost_ms=5)(lambda host, _p: _set_flag(host, "smb.server.require_signing"))
-runbook("windows.smb.require_client_signing", 1, cost_ms=5)(lambda host, _p: _set_flag(host, "smb.client.require_signing"))
+runbook("windows.smb.require_server_signing", 1, cost_ms=5)(
+    lambda host, _p: _set_flag(host, "smb.server.require_signing"))
+runbook("windows.smb.require_client_signing", 1, cost_ms=5)(
+    lambda host, _p: _set_flag(host, "smb.client.require_signing"))
 
 
 @check("windows.smb.v1_client_disabled", 1, cost_ms=40)
@@ -549,7 +553,8 @@ def w32tm_status(host: HostView) -> str:
 @check("windows.time.synchronized", 1, cost_ms=4)
 def time_status(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
     running = host["time.service_running"]
-    facts = {"domain_role": model.DOMAIN_ROLE[host.role], "type": host["time.type"], "ntp_server": host["time.ntp_server"],
+    facts = {"domain_role": model.DOMAIN_ROLE[host.role], "type": host["time.type"],
+             "ntp_server": host["time.ntp_server"],
              "service_status": "Running" if running else "Stopped", "service_start": "Automatic"}
     if not running:
         return {**facts, "exit_code": -2147023834,
@@ -584,8 +589,7 @@ def _service_check(svc: services.Service):
         return {"Name": svc.name, "present": True, "Status": host[f"services.{svc.name}.status"],
                 "StartType": host[f"services.{svc.name}.start"]}
 
-    emulate.__qualname__ = f"service_check[{svc.name}]"
-    check(svc.check_id, 1, cost_ms=1)(emulate)
+    _register("check", svc.check_id, emulate, "service_check", 1)
 
 
 for _svc in services.SERVICES:
@@ -687,8 +691,7 @@ def _wsman_check(check_id: str, paths: tuple[str, ...]):
     def emulate(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
         return {"wsman": {p: {"Value": "true" if host[_WSMAN[p]] else "false", "Source": ""} for p in paths}}
 
-    emulate.__qualname__ = f"wsman_check[{check_id}]"
-    check(check_id, 1, cost_ms=3)(emulate)
+    _register("check", check_id, emulate, "wsman_check", 3)
 
 
 _wsman_check("windows.winrm.service_encrypted", ("Service\\AllowUnencrypted",))
@@ -696,11 +699,8 @@ _wsman_check("windows.winrm.service_no_basic", ("Service\\Auth\\Basic",))
 _wsman_check("windows.winrm.client_hardened", ("Client\\AllowUnencrypted", "Client\\Auth\\Basic"))
 
 
-@runbook("windows.winrm.disallow_unencrypted", 1, cost_ms=5)
-def disallow_unencrypted(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
-    was = host["winrm.service.allow_unencrypted"]
-    host.state.set("winrm.service.allow_unencrypted", False)
-    return {"changed": was}
+runbook("windows.winrm.disallow_unencrypted", 1, cost_ms=5)(
+    lambda host, _p: _set_flag(host, "winrm.service.allow_unencrypted", False))
 
 
 @runbook("windows.winrm.harden_client", 1, cost_ms=5)

@@ -82,7 +82,8 @@ declare("firewall.osiris_rule", False, False, "The rule 'Osiris-Management-WinRM
 
 # -- Defender -------------------------------------------------------------------------------------------
 
-declare("defender.tamper_protected", per_role(False, False, True), False, "Defender tamper protection (IsTamperProtected)")
+declare("defender.tamper_protected", per_role(False, False, True), False,
+        "Defender tamper protection (IsTamperProtected)")
 declare("defender.pua_protection", per_role(1, 0, 1), 0, "Get-MpPreference PUAProtection (0 off, 1 block, 2 audit)")
 _EXCLUSIONS = per_role([], ["D:\\", "C:\\ProgramData\\EHR\\Data\\*"], [])
 declare("defender.exclusions.paths", _EXCLUSIONS, _plus("C:\\Users\\Public\\Downloads", _EXCLUSIONS),
@@ -167,8 +168,10 @@ declare("eventlog.system.mode", "Circular", "Retain", "System log LogMode")
 
 # -- SMB, NetBIOS, DNS ----------------------------------------------------------------------------------------
 
-declare("smb.server.require_signing", per_role(True, False, False), False, "Get-SmbServerConfiguration RequireSecuritySignature")
-declare("smb.client.require_signing", per_role(True, True, False), False, "Get-SmbClientConfiguration RequireSecuritySignature")
+declare("smb.server.require_signing", per_role(True, False, False), False,
+        "Get-SmbServerConfiguration RequireSecuritySignature")
+declare("smb.client.require_signing", per_role(True, True, False), False,
+        "Get-SmbClientConfiguration RequireSecuritySignature")
 declare("smb.client.smb1_driver_start", per_role(None, 2, None), 2,
         "mrxsmb10 Start (None: driver not installed; 4: disabled)")
 declare("network.netbios_options", per_role(0, 2, 0), 1,
