@@ -64,6 +64,20 @@ def test_at_least_thirty_checks_and_their_runbooks_load_through_the_agent(loaded
     assert "windows.firewall.profiles_enabled" in loaded.registry.checks
 
 
+def test_osiris_plugins_and_checks_list_the_baseline(tmp_path):
+    from click.testing import CliRunner
+
+    from osiris.cli import cli
+    env = {"OSIRIS_PLUGINS": "windows,windows-baseline", "OSIRIS_STATE_DIR": str(tmp_path), "OSIRIS_CONFIG": None}
+    plugins = json.loads(CliRunner(env=env).invoke(cli, ["plugins", "--format", "json"]).output)
+    mine = next(p for p in plugins if p["name"] == "windows-baseline")
+    assert mine["distribution"] == "osiris-windows-baseline"
+    assert {"osiris_checks", "osiris_runbooks", "osiris_rules"} <= set(mine["hooks"])
+    listed = json.loads(CliRunner(env=env).invoke(cli, ["checks", "--format", "json"]).output)
+    baseline = [c for c in listed if c["plugin"] == "windows-baseline"]
+    assert len(baseline) == len(CHECKS) >= 30 and all(c["hipaa"] for c in baseline)
+
+
 def test_every_check_is_described_cited_and_scoped():
     titles = set()
     for cid, c in CHECKS.items():

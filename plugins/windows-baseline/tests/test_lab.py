@@ -224,10 +224,33 @@ def test_osiris_check_reports_the_lab_practice(lab, tmp_path):
     assert ("dc01", "windows.audit.kerberos_authentication") in applicable
     assert ("ws01", "windows.backup.recent") not in applicable
     assert ("dc01", "windows.session.cached_logons") not in applicable
+    assert lab.password not in result.output  # the WinRM secret never reaches facts or reasons
     by = {(o["target"], o["check"]): o for o in got}
     assert by[("srv01", "windows.accounts.local_admins")]["facts"]["method"] == "adsi"  # the orphaned-SID fallback
     assert "secedit" == by[("ws01", "windows.accounts.password_length")]["facts"]["source"]
     assert "ad" == by[("dc01", "windows.accounts.password_length")]["facts"]["source"]
+
+
+async def test_site_parameters_override_the_defaults(lab, tmp_path):
+    """checks.<id>.params in the config, merged over the check's own."""
+    cfg = config(lab, tmp_path / "state")
+    cfg["checks"] = {
+        "windows.dns.servers_allowlist": {"params": {"allowed": ["10.20.0.10/32", "8.8.8.8/32", "fec0::/10"]}},
+        "windows.accounts.local_admins": {"params": {"allowed": ["S-1-5-21-*-500"]}},
+        "windows.accounts.password_length": {"params": {"min_length": 8}},
+    }
+    loaded = load(config_data=cfg, environ={"OSIRIS_PLUGINS": PLUGINS})
+    try:
+        ws = await observe(loaded, "ws01", set(cfg["checks"]))
+        dc = await observe(loaded, "dc01", set(cfg["checks"]))
+    finally:
+        loaded.ctx.close()
+    assert ws["windows.dns.servers_allowlist"].status is Status.PASS  # 8.8.8.8 allowed for this site
+    assert ws["windows.accounts.password_length"].status is Status.PASS  # 8 characters suffice here
+    assert dc["windows.accounts.local_admins"].status is Status.FAIL
+    assert "LAB\\Domain Admins" in dc["windows.accounts.local_admins"].reason
+    assert loaded.registry.checks["windows.dns.servers_allowlist"].spec.params == \
+        {"allowed": ["10.20.0.10/32", "8.8.8.8/32", "fec0::/10"]}
 
 
 def _break(lab, host, setting):
