@@ -93,7 +93,7 @@ def evaluate_data_volumes(facts: Mapping[str, Any], _params: Mapping[str, Any]) 
 CHECKS = [
     check(
         "windows.bitlocker.data_volumes_encrypted", "Fixed data volumes are encrypted with BitLocker",
-        hipaa=("164.312(a)(2)(iv)", "164.310(d)(1)"), cis="18.10.9.2", roles=ALL, severity=Severity.HIGH,
+        hipaa=("164.312(a)(2)(iv)", "164.310(d)(1)"), cis="18.10.9.1", roles=ALL, severity=Severity.HIGH,
         interval=6 * HOUR, script=DATA_VOLUMES, evaluate=evaluate_data_volumes, timeout=60,
         reads="Get-BitLockerVolume (VolumeType FixedData), else Win32_EncryptableVolume (VolumeType 1), else "
               "Win32_LogicalDisk fixed disks other than the system drive",
