@@ -95,3 +95,18 @@ async def test_scheduled_checkpoints_and_delivery_while_running(tmp_path):
     assert any(i.startswith("checkpoint-") for i in sink.order)
     assert svc.status()["sinks"] == {"central": {"bundle": 0, "checkpoint": 0}}
     await svc.close()
+
+
+def test_bundle_ids_are_time_ordered_uuid7():
+    import time
+    import uuid
+
+    from osiris.evidence.bundle import new_bundle_id
+
+    first = [new_bundle_id() for _ in range(50)]
+    time.sleep(0.002)
+    later = new_bundle_id()
+    assert all(uuid.UUID(i).version == 7 and uuid.UUID(i).variant == uuid.RFC_4122 for i in first)
+    assert len(set(first)) == 50 and max(first) < later
+    ms = uuid.UUID(later).int >> 80
+    assert abs(ms - time.time() * 1000) < 5000
