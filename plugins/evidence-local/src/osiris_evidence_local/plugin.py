@@ -27,9 +27,7 @@ object lock, ``chattr +i``); this plugin never rewrites or deletes.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from osiris import SettingsSection, hookimpl
 from osiris.evidence.bundle import SignedBundle
+from osiris.evidence.files import WriteOnceViolation, write_once
 from osiris.evidence.note import parse_checkpoint
+
+__all__ = ["LocalStore", "Settings", "WriteOnceViolation", "write_once"]
 
 NAME = "evidence-local"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
@@ -49,53 +50,6 @@ class Settings(BaseModel):
 
     path: Path | None = Field(default=None, description="Store directory (must exist, e.g. a mount point); unset: no sink")
     create: bool = Field(default=False, description="Create the store directory if it is missing (not for mount points)")
-
-
-class WriteOnceViolation(Exception):
-    """A file of that name exists with different content."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_once(path: Path, data: bytes) -> bool:
-    """Write ``data`` to ``path`` durably and read-only, never replacing a
-    file. Returns False if an identical file was already there."""
-    try:
-        existing = path.read_bytes()
-    except FileNotFoundError:
-        existing = None
-    if existing is not None:
-        if existing == data:
-            return False
-        raise WriteOnceViolation(f"{path}: exists with different content; refusing to overwrite evidence")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            # Written by a concurrent delivery between our check and now.
-            if path.read_bytes() != data:
-                raise WriteOnceViolation(f"{path}: exists with different content; refusing to overwrite evidence") from None
-            return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return True
 
 
 class LocalStore:

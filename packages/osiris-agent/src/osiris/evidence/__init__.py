@@ -8,6 +8,7 @@ Modules (import what you need; this package imports nothing eagerly so that
 * :mod:`.canonical` RFC 8785 canonical JSON
 * :mod:`.scrub` PHI scrubbing with typed placeholders
 * :mod:`.keys` the appliance's Ed25519 key: created once, pinned, checked
+* :mod:`.files` durable, never-overwriting file writes
 * :mod:`.note` C2SP signed notes and checkpoints
 * :mod:`.merkle` RFC 6962 / 9162 tree hashing and proofs
 * :mod:`.log` the append-only log (SQLite, group commit)

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import EvidenceError
+from .files import write_once
 
 __all__ = ["PRIVATE_NAME", "PUBLIC_NAME", "SigningKey", "VerifyKey", "load_or_create", "load_public", "key_id"]
 
@@ -130,28 +131,6 @@ def _check_private_file(path: Path) -> None:
         )
 
 
-def _write_new(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` durably, failing if ``path`` exists."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(tmp, path)  # never replaces an existing file
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _read_private(path: Path) -> Ed25519PrivateKey:
     _check_private_file(path)
     try:
@@ -193,9 +172,8 @@ def load_or_create(key_dir: Path, *, create: bool = True) -> SigningKey:
         pem_pub = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
         try:
-            _write_new(priv_path, pem_priv)
-            _write_new(pub_path, pem_pub)
-            _fsync_dir(key_dir)
+            write_once(priv_path, pem_priv, mode=0o600, same_ok=False)
+            write_once(pub_path, pem_pub, mode=0o600, same_ok=False)
         except FileExistsError:
             # Another process created them first: load theirs, checked as usual.
             return load_or_create(key_dir, create=False)
