@@ -12,6 +12,8 @@
   sdnotify,
   prometheus-client,
   pyyaml,
+  cryptography,
+  rfc8785,
 }:
 
 buildPythonPackage {
@@ -40,6 +42,9 @@ buildPythonPackage {
     sdnotify
     prometheus-client
     pyyaml
+    # The evidence log: Ed25519 signatures, RFC 8785 canonical JSON.
+    cryptography
+    rfc8785
   ];
 
   # The unit tests need the lab and run in the uv workspace (CI); here we
