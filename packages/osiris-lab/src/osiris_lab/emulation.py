@@ -14,7 +14,7 @@ distribution contributes more through the ``osiris_lab.emulations``
 entry-point group (a module imported for its side effects), e.g.::
 
     [project.entry-points."osiris_lab.emulations"]
-    windows-baseline = "osiris_windows_baseline_lab"
+    windows-baseline = "osiris_windows_baseline.lab"
 """
 
 from __future__ import annotations
