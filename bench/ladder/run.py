@@ -114,9 +114,9 @@ async def main(rate: float, seconds: float) -> int:
         start = time.perf_counter()
         for i, target in enumerate(loaded.targets):
             due = start + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # A real source awaits its socket between observations; sleep(0)
+            # when behind schedule keeps that yield point.
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
             sent[target.name] = time.perf_counter()
             await engine.record(Observation(target.name, "bench.setting", Status.FAIL, "drift", {"ok": False}))
         feed_done = time.perf_counter()
