@@ -139,6 +139,12 @@ class Agent:
         log.info("HTTP API on http://%s:%s/", http.listen, self.http_port)
         return runner
 
+    async def _pushed(self, obs: Any) -> None:
+        """What sources emit: recorded by the engine, and as evidence."""
+        await self.engine.record(obs)
+        if self.evidence is not None:
+            await self.evidence.on_pushed(obs)
+
     def _collect(self, hook: str, typ: type) -> list[Any]:
         out = []
         for plugin, item in self.loaded.pm.contributions(hook, ctx=self.ctx):
@@ -169,7 +175,7 @@ class Agent:
             self.ladder.start()
             runner = await self._start_http()
             for source in self.sources:
-                tasks.append(asyncio.create_task(source.run(self.engine.record), name=f"source:{source.name}"))
+                tasks.append(asyncio.create_task(source.run(self._pushed), name=f"source:{source.name}"))
             interval = watchdog_interval()
             if interval:
                 tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))

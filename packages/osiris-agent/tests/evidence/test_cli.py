@@ -82,3 +82,37 @@ def test_a_loose_or_swapped_key_stops_the_agent_with_the_file_named(tmp_path, wr
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     res = run_once_here(cfg)
     assert res.exit_code == 1 and "does not match the pinned public key" in res.output
+
+
+def test_observations_pushed_by_a_source_are_evidence_too(tmp_path, plugin_module):
+    import asyncio
+
+    from osiris.app import load
+    from osiris.evidence.log import EvidenceLog
+    from osiris.runtime import Agent
+
+    mod = plugin_module("pushing_source", '''
+        from osiris import hookimpl
+        from osiris.records import Observation, Status
+
+        class Pusher:
+            name = "pusher"
+            async def run(self, emit):
+                await emit(Observation("ws07", "appliance.files.private", Status.FAIL,
+                                       "endpoint says: key readable by jane@example.com", {"mode": "0644"}))
+
+        @hookimpl
+        def osiris_sources(ctx):
+            return Pusher()
+    ''')
+    loaded = load(config_data={"state_dir": str(tmp_path / "state"), "plugin_modules": [mod],
+                               "agent": {"http": {"enabled": False}}})
+    asyncio.run(Agent(loaded).run(once=True))
+    log = EvidenceLog(tmp_path / "state" / "evidence" / "log.sqlite3", create=False)
+    pushed = [json.loads(e.body) for e in log.iter_entries() if e.kind == "observation"]
+    assert len(pushed) == 1
+    st = pushed[0]
+    assert st["host"] == "ws07" and st["payload"]["observations"][0]["status"] == "fail"
+    assert st["payload"]["observations"][0]["reason"] == "endpoint says: key readable by [REDACTED:EMAIL]"
+    assert st["policy"]["checks"]["appliance.files.private"]["plugin"] == "appliance-selfcheck"
+    assert [e.kind for e in log.iter_entries()].count("sweep") == 1

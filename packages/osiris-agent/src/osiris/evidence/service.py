@@ -15,7 +15,8 @@ dedicated thread, so the event loop never waits on the disk.
 Sweep results are recorded through the engine's observation listeners
 (:meth:`on_observations`): one ``sweep`` bundle per target per sweep, with
 the facts, the verdicts and the policy (check specs, parameters, HIPAA
-citations, contributing plugins) that applied.
+citations, contributing plugins) that applied. Observations that sources
+push (endpoint agents) become ``observation`` bundles (:meth:`on_pushed`).
 """
 
 from __future__ import annotations
@@ -157,17 +158,32 @@ class EvidenceService:
         """Engine listener: one ``sweep`` bundle per target per sweep."""
         payload = {
             "target": {"name": target.name, "kind": target.kind, "role": target.role, "address": target.address},
-            "observations": [
-                {"check": o.check, "status": o.status.value, "reason": o.reason, "facts": dict(o.facts),
-                 "observed_at": o.observed_at, "duration_ms": round(o.duration_ms, 3)}
-                for o in observations
-            ],
+            "observations": [self._observation(o) for o in observations],
         }
         try:
             await self.record("sweep", payload, host=target.name, policy=self.policy(checks))
         except Exception as exc:  # noqa: BLE001 - the observation is stored; say so loudly
             self.last_error = f"sweep of {target.name} not recorded: {exc}"
             log.error("evidence: sweep of %s not recorded: %s", target.name, exc)
+
+    async def on_pushed(self, obs: Any) -> None:
+        """An observation a source pushed (e.g. an endpoint agent's drift
+        report): one ``observation`` bundle, with the check's policy."""
+        spec = None
+        if self.registry is not None and obs.check in getattr(self.registry, "checks", {}):
+            spec = self.registry.checks[obs.check].spec
+        payload = {"observations": [self._observation(obs)]}
+        try:
+            await self.record("observation", payload, host=obs.target,
+                              policy=self.policy([spec]) if spec is not None else None)
+        except Exception as exc:  # noqa: BLE001 - the observation is stored; say so loudly
+            self.last_error = f"pushed observation from {obs.target} not recorded: {exc}"
+            log.error("evidence: pushed observation from %s not recorded: %s", obs.target, exc)
+
+    @staticmethod
+    def _observation(o: Any) -> dict[str, Any]:
+        return {"check": o.check, "status": o.status.value, "reason": o.reason, "facts": dict(o.facts),
+                "observed_at": o.observed_at, "duration_ms": round(o.duration_ms, 3)}
 
     def policy(self, checks: Sequence[Any]) -> dict[str, Any]:
         out = {}
