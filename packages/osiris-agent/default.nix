@@ -14,6 +14,7 @@
   pyyaml,
   cryptography,
   rfc8785,
+  jsonschema,
 }:
 
 buildPythonPackage {
@@ -45,6 +46,8 @@ buildPythonPackage {
     # The evidence log: Ed25519 signatures, RFC 8785 canonical JSON.
     cryptography
     rfc8785
+    # Healing: runbook parameters are checked against their JSON Schema.
+    jsonschema
   ];
 
   # The unit tests need the lab and run in the uv workspace (CI); here we

@@ -96,6 +96,7 @@ def test_metrics_parse_and_health_reports_loop_alive(agent):
     checks = {(s.labels["check"], s.labels["status"]) for s in families["osiris_check_status"].samples}
     assert {c for c, _ in checks} >= {"appliance.storage.state_free_space", "appliance.files.private",
                                       "appliance.clock.synchronized"}
+    assert families["osiris_evidence_entries"].samples[0].value >= 1, "the first sweep is evidence"
     st = json.loads(get(f"http://127.0.0.1:{port}/status")[2])
     assert st["site"]["id"] == "unnamed-site" and st["alive"] is True
 

@@ -86,3 +86,17 @@ async def test_plugin_end_to_end_through_the_engine(tmp_path):
     assert by_id["appliance.files.private"].status is Status.PASS
     assert by_id["appliance.clock.synchronized"].status in (Status.PASS, Status.FAIL)
     assert all(o.target == "appliance" for o in observations)
+
+
+def test_evidence_log_database_is_covered(tmp_path):
+    (tmp_path / "evidence").mkdir()
+    log = tmp_path / "evidence" / "log.sqlite3"
+    log.write_bytes(b"")
+    os.chmod(tmp_path, 0o750)
+    os.chmod(log, 0o644)
+    params = {"state_dir": str(tmp_path), "key_paths": []}
+    v = plugin.evaluate_permissions(plugin.probe_permissions(params), {})
+    assert v.status is Status.FAIL and "log.sqlite3: mode 0644" in v.reason
+    plugin.fix_permissions(params)
+    assert log.stat().st_mode & 0o777 == 0o640
+    assert plugin.evaluate_permissions(plugin.probe_permissions(params), {}).status is Status.PASS

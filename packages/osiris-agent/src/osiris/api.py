@@ -51,6 +51,18 @@ class _Collector:
             checks.add_metric([row["target"], row["check_id"], row["status"]], 1)
         yield checks
         yield GaugeMetricFamily("osiris_targets_in_flight", "Targets being observed now", value=len(engine.in_flight()))
+        evidence = getattr(self.agent, "evidence", None)
+        if evidence is not None:
+            st = evidence.status()
+            yield GaugeMetricFamily("osiris_evidence_entries", "Bundles in the evidence log", value=st["entries"])
+            yield GaugeMetricFamily("osiris_evidence_checkpoint_size", "Tree size of the latest signed checkpoint",
+                                    value=(st["checkpoint"] or {}).get("size", 0))
+            pending = GaugeMetricFamily("osiris_evidence_sink_pending", "Items waiting in a sink's outbox",
+                                        labels=["sink", "kind"])
+            for sink, kinds in sorted(st["sinks"].items()):
+                for kind, n in sorted(kinds.items()):
+                    pending.add_metric([sink, kind], n)
+            yield pending
         ladder = self.agent.ladder
         yield GaugeMetricFamily("osiris_rules_loaded", "L1 rules in force", value=len(ladder.rules.rules))
         yield GaugeMetricFamily("osiris_rules_errors", "Problems in rule files (last good set kept)",

@@ -17,6 +17,7 @@ from .timex import read_clock_state
 
 NAME = "appliance-selfcheck"
 DB_GLOB = "osiris.sqlite3*"
+EVIDENCE_GLOB = "evidence/*.sqlite3*"  # the evidence log keeps its own database
 KEY_DIR = "keys"
 
 
@@ -85,8 +86,8 @@ def probe_permissions(params: Mapping[str, Any]) -> dict[str, Any]:
     """Mode and owner of the state directory, the database files and keys.
 
     Keys must be owner-only (0600 or stricter) and owned by the agent's
-    user; the state directory and database must not be reachable by
-    others. A missing configured key file is a problem too.
+    user; the state directory, the state database and the evidence log must
+    not be reachable by others. A missing configured key file is a problem too.
     """
     state_dir = Path(params["state_dir"])
     uid = os.geteuid()
@@ -109,7 +110,7 @@ def probe_permissions(params: Mapping[str, Any]) -> dict[str, Any]:
         entries.append({"path": str(path), "kind": kind, "mode": f"{mode:04o}", "uid": st.st_uid, "problems": problems})
 
     add(state_dir, "state_dir", stat.S_IRWXO | stat.S_IWGRP)
-    for db in sorted(state_dir.glob(DB_GLOB)):
+    for db in sorted([*state_dir.glob(DB_GLOB), *state_dir.glob(EVIDENCE_GLOB)]):
         add(db, "database", stat.S_IRWXO | stat.S_IWGRP)
     for key in _key_files(params):
         add(key, "key", stat.S_IRWXG | stat.S_IRWXO)
