@@ -116,3 +116,5 @@ async def test_bootstrap_without_a_known_script(tmp_path):
 def test_command_line_splitting_follows_windows_rules():
     assert split_command_line('powershell -Command "a b" c') == ["powershell", "-Command", "a b", "c"]
     assert split_command_line(r'x "a\"b" c\\d') == ["x", 'a"b', r"c\\d"]
+    assert split_command_line('a "b ""c"" d" e\\\\"f g"') == ["a", 'b "c" d', "e\\f g"]
+    assert split_command_line("ps -e " + "QUJD" * 600 + "\t x") == ["ps", "-e", "QUJD" * 600, "x"]

@@ -228,3 +228,19 @@ async def test_a_certificate_from_another_ca_is_refused_not_retried(lab, agent, 
     o = (await observe(loaded, only={"windows.smb.v1_disabled"}))["ws01"]["windows.smb.v1_disabled"]
     assert o.status is Status.ERROR and "the host's certificate did not verify" in o.reason
     assert lab.host("ws01").requests == before  # refused at the handshake, once
+
+
+def test_one_verifying_tls_context_per_ca_bundle_reloaded_when_it_changes(tmp_path):
+    import os
+    import ssl
+
+    from osiris_lab import pki
+    from osiris_windows.client import verifying_context
+
+    ca = pki.create(tmp_path / "a").ca_file
+    ctx = verifying_context(str(ca))
+    assert ctx is verifying_context(str(ca))  # loaded once, not per connection
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    ca.write_bytes(pki.create(tmp_path / "b").ca_file.read_bytes())
+    os.utime(ca, ns=(1, 1))
+    assert verifying_context(str(ca)) is not ctx  # a renewed bundle is read again

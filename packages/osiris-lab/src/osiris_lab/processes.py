@@ -49,6 +49,9 @@ def join_command(command: str, arguments: list[str]) -> str:
     return " ".join([command, *arguments]) if arguments else command
 
 
+_PLAIN = re.compile(r'[^\\" \t]+')
+
+
 def split_command_line(line: str) -> list[str]:
     """CommandLineToArgvW's rules (quotes and backslashes), enough for the
     command lines WinRS clients send."""
@@ -56,6 +59,11 @@ def split_command_line(line: str) -> list[str]:
     cur: list[str] = []
     i, n, in_quotes, have = 0, len(line), False, False
     while i < n:
+        plain = _PLAIN.match(line, i)
+        if plain is not None:  # a run of ordinary characters (a -EncodedCommand value is kilobytes of them)
+            cur.append(plain.group())
+            i, have = plain.end(), True
+            continue
         c = line[i]
         if c == "\\":
             j = i

@@ -18,13 +18,17 @@ TLS handshake's remainder, see bench/sweep).
 from __future__ import annotations
 
 import errno
+import os
 import ssl
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 import winrm
+from requests.adapters import HTTPAdapter
 from winrm.exceptions import (
     InvalidCredentialsError,
     WinRMError,
@@ -96,6 +100,51 @@ def _system_ca_file() -> str | None:
     return ssl.get_default_verify_paths().cafile
 
 
+_CONTEXTS: dict[tuple[str, int, int], ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def verifying_context(ca_file: str) -> ssl.SSLContext:
+    """A client SSLContext that trusts ``ca_file`` and checks the host name,
+    shared by every connection that trusts the same file. Building one and
+    loading the bundle costs more CPU than the TLS handshake itself, and
+    urllib3 would do it for every connection: once per host per sweep. The
+    file's mtime and size are part of the key, so a renewed bundle is read
+    again."""
+    st = os.stat(ca_file)
+    key = (ca_file, st.st_mtime_ns, st.st_size)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        ctx = ssl.create_default_context(cafile=ca_file)  # CERT_REQUIRED, check_hostname, TLS >= 1.2
+        with _CONTEXTS_LOCK:
+            for old in [k for k in _CONTEXTS if k[0] == ca_file]:
+                del _CONTEXTS[old]
+            ctx = _CONTEXTS.setdefault(key, ctx)
+    return ctx
+
+
+class _VerifyingAdapter(HTTPAdapter):
+    """requests' adapter with our shared SSLContext instead of a CA path
+    (which makes urllib3 build a context and load the bundle per
+    connection). Verification stays on: the context requires a certificate
+    chaining to the CA and a name matching the address."""
+
+    def __init__(self, context: ssl.SSLContext):
+        self._context = context
+        super().__init__()
+
+    def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, True, cert)
+        pool_kwargs.pop("ca_certs", None)
+        pool_kwargs.pop("ca_cert_dir", None)
+        pool_kwargs.update(cert_reqs="CERT_REQUIRED", ssl_context=self._context)
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        conn.cert_reqs = "CERT_REQUIRED"
+        conn.ca_certs = conn.ca_cert_dir = None
+
+
 class Session:
     """pywinrm's Protocol for one target, with our timeouts."""
 
@@ -106,13 +155,14 @@ class Session:
         self.started = False  # the host accepted the Command: the script may have run
         self._responsive = True  # False once a request timed out or the connection broke
         op = max(1, int(settings.operation_timeout))
+        self._ca_file = str(opts.ca_file) if opts.ca_file else _system_ca_file()
         self.protocol = winrm.Protocol(
             endpoint,
             transport=transport,
             username=creds.username,
             password=creds.password.reveal(),
             server_cert_validation="validate",
-            ca_trust_path=str(opts.ca_file) if opts.ca_file else _system_ca_file(),
+            ca_trust_path=self._ca_file,
             read_timeout_sec=read_timeout(op),
             operation_timeout_sec=op,
             message_encryption=encryption,
@@ -132,7 +182,14 @@ class Session:
         try:
             # Build the requests session first (for NTLM this is the encryption
             # handshake) so that no request scans the environment for proxies.
-            p.transport.build_session().trust_env = False
+            session = p.transport.build_session()
+            session.trust_env = False
+            if self._ca_file and self.endpoint.lower().startswith("https:"):
+                try:
+                    context = verifying_context(self._ca_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise Failed(f"TLS: cannot load the CA bundle {self._ca_file} ({type(exc).__name__})") from None
+                session.mount("https://", _VerifyingAdapter(context))
             shell_id = p.open_shell(env_vars=dict(env))
             command_id = p.run_command(shell_id, command, args)
             self.started = True
