@@ -50,5 +50,5 @@ def test_osiris_config_check_names_the_bad_target_key(lab, write_config):
     targets[1]["options"]["transport"] = "basic"
     config = write_config(targets=targets)
     result = CliRunner(env={"OSIRIS_PLUGINS": "windows"}).invoke(cli, ["config", "check", str(config)])
-    assert result.exit_code != 0
+    assert result.exit_code == 2, result.output
     assert f"{config}: section 'targets[1]', target 'srv01': key 'options.transport'" in result.output

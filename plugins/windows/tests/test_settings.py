@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from osiris.plugins import PluginError
+from osiris.config import ConfigError
 from osiris.secrets import Secret
 from osiris_windows.settings import OptionsError, credentials, parse_options
 
@@ -42,7 +42,7 @@ def test_config_with_basic_over_http_is_refused_at_start_up(lab, agent):
     targets = lab.targets("basic")
     for t in targets:
         t["options"].pop("allow_insecure_basic_for_lab")
-    with pytest.raises(PluginError) as err:
+    with pytest.raises(ConfigError) as err:
         agent(targets=targets)
     text = str(err.value)
     assert "section 'targets[0]'" in text and "target 'dc01'" in text
@@ -52,9 +52,9 @@ def test_config_with_basic_over_http_is_refused_at_start_up(lab, agent):
 
 def test_config_without_address_or_credential_is_refused(lab, agent):
     t = lab.host("ws01").target()
-    with pytest.raises(PluginError, match="target 'ws01': key 'credential': expected the name of a secret"):
+    with pytest.raises(ConfigError, match="target 'ws01': key 'credential': expected the name of a secret"):
         agent(targets=[{**t, "credential": None}])
-    with pytest.raises(PluginError, match="target 'ws01': key 'address'"):
+    with pytest.raises(ConfigError, match="target 'ws01': key 'address'"):
         agent(targets=[{**t, "address": ""}])
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from osiris.config import ConfigError
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from osiris.secrets import Secret
@@ -91,8 +92,12 @@ class TargetOptions(BaseModel):
         return f"{self.scheme}://{host}:{port}{self.path}"
 
 
-class OptionsError(ValueError):
-    pass
+class OptionsError(ConfigError, ValueError):
+    """Bad target options: a config error, so the agent exits 2 with the
+    file, section, target and key named."""
+
+    def __init__(self, message: str):
+        super().__init__(message.splitlines() or [message])
 
 
 def parse_options(name: str, options: Mapping[str, Any], where: str = "") -> TargetOptions:
