@@ -86,3 +86,43 @@ KEEP = [
     "ticket 4521-330-1180",
     "log 2024.05.01 entries: 555 0100 errors",
 ]
+
+# Structured look-alikes from the windows-baseline plugin: check ids (the
+# keys of a sweep bundle's policy), fact keys (registry value paths, secedit
+# names, parameter names) whose names merely mention passwords, tokens or
+# credentials. Nothing here is a secret: each must come through unchanged.
+KEEP_KEYS = {
+    "checks": {
+        "windows.audit.credential_validation": {
+            "plugin": "windows-baseline", "title": "Audit Credential Validation", "cis": "17.1.1",
+            "hipaa": ["164.308(a)(5)(ii)(C)", "164.312(b)"], "severity": "high",
+            "params": {"success": True, "failure": True},
+        },
+        "windows.accounts.password_length": {"params": {"min_length": 14}},
+        "windows.accounts.password_history": {"params": {"min_history": 24}},
+        "windows.accounts.password_age": {"params": {"max_age_days": 365, "min_age_days": 1}},
+        "windows.accounts.password_complexity": {"params": {}},
+        "windows.accounts.blank_password_console_only": {"params": {}},
+        "windows.persistence.run_keys": {"params": {}},
+    },
+    "facts": {
+        "values": {
+            "HKLM:\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\WDigest\\UseLogonCredential": 0,
+            "HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Policies\\System\\LocalAccountTokenFilterPolicy": 0,
+            "HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Lsa\\LimitBlankPasswordUse": 1,
+        },
+        "UseLogonCredential": 0,
+        "LocalAccountTokenFilterPolicy": 1,
+        "LimitBlankPasswordUse": 1,
+        "MinimumPasswordLength": 14,
+        "MaximumPasswordAge": 42,
+        "MinimumPasswordAge": 1,
+        "PasswordHistorySize": 24,
+        "PasswordComplexity": 1,
+        "ClearTextPassword": 0,
+        "password_length": 14,
+        "token_lifetime_minutes": 60,
+        "credential_validation": "Success and Failure",
+        "run_keys": ["HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run"],
+    },
+}

@@ -74,3 +74,38 @@ def test_scrubbing_is_idempotent_and_cached_results_count_again():
 def test_bad_mrn_pattern_is_a_config_error_naming_it():
     with pytest.raises(ValueError, match=r"not a valid regular expression"):
         ScrubSettings(mrn_patterns=["(unclosed"])
+
+
+def test_check_ids_and_registry_fact_keys_that_mention_secrets_survive():
+    from .phi_corpus import KEEP_KEYS
+
+    out, counts = SCRUBBER.scrub(KEEP_KEYS)
+    assert out == KEEP_KEYS
+    assert counts == {}
+
+
+def test_real_windows_baseline_check_ids_and_registry_values_survive():
+    catalog = pytest.importorskip("osiris_windows_baseline.catalog")
+    policies = pytest.importorskip("osiris_windows_baseline.policies")
+    policy = {c.id: {"title": c.title, "params": dict(c.params or {})} for c in catalog.CHECKS}
+    refs = {v.ref: 1 for v in vars(policies).values() if type(v).__name__ == "RegValue"}
+    assert "windows.audit.credential_validation" in policy and refs
+    doc = {"checks": policy, "facts": {"values": refs}}
+    out, counts = SCRUBBER.scrub(doc)
+    assert out == doc
+    assert "secret" not in counts
+
+
+@pytest.mark.parametrize("key", ["password", "Password", "db_password", "smtp-passwd", "pwd", "secret",
+                                 "client_secret", "ClientSecret", "token", "access_token", "api_key", "APIKey",
+                                 "private_key", "ssh_private_key", "passphrase"])
+def test_secret_named_keys_lose_their_scalar_values(key):
+    out, counts = SCRUBBER.scrub({key: "s3cr3t-value", "n": {key: 12345}})
+    assert out == {key: "[REDACTED:SECRET]", "n": {key: "[REDACTED:SECRET]"}}
+    assert counts == {"secret": 2}
+
+
+def test_a_secret_named_key_never_replaces_a_whole_object():
+    out, counts = SCRUBBER.scrub({"token": {"issuer": "dc01", "password": "hunter2"}, "secret": ["a", 1]})
+    assert out == {"token": {"issuer": "dc01", "password": "[REDACTED:SECRET]"}, "secret": ["a", 1]}
+    assert counts == {"secret": 1}

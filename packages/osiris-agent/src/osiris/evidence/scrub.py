@@ -22,9 +22,12 @@ Detected:
 * patient names: the whole value of keys known to hold them
   (``evidence.scrub.name_fields``), and capitalised words after a
   ``Patient:`` / ``Patient name:`` label;
-* secrets: the value of any key that looks like a secret (password, token,
-  api key, private key...), typed ``SECRET``, because secrets never belong in
-  evidence either.
+* secrets: the scalar value of a key named like a secret (the whole key, or
+  its last ``_``/``-`` word, is exactly ``password``, ``pwd``, ``secret``,
+  ``token``, ``api_key``, ``private_key``, ``client_secret``...: see
+  :data:`SECRET_KEYS`), typed ``SECRET``, because secrets never belong in
+  evidence either. Check ids and registry paths (keys with ``.`` or ``\\``)
+  are never taken for secrets' names, and a whole object is never replaced.
 
 Dict keys are scrubbed like values (a facts table keyed by e-mail address
 would otherwise leak it).
@@ -61,9 +64,21 @@ def placeholder(kind: str) -> str:
     return f"[REDACTED:{kind.upper()}]"
 
 
-# Keys whose values are secrets (as the config's inline-secret check).
-_SECRET_KEY = re.compile(r"pass(word|wd|phrase)?$|secret|token|api[_-]?key|private[_-]?key|credential|^pwd$", re.I)
+# Keys whose (scalar) values are secrets. A key is a secret's name when,
+# lower-cased without punctuation, the whole key or its last one or two
+# ``_``/``-``/space-separated words are one of these exactly: "db_password", "api_key",
+# "ClientSecret" are; "windows.audit.credential_validation" (a check id),
+# "...\\WDigest\\UseLogonCredential" (a registry path),
+# "LocalAccountTokenFilterPolicy" and "password_length" are not. Keys
+# holding "." or "\\" (check ids, registry paths, file names) are never
+# classified as secrets: they name things, they do not hold credentials.
+SECRET_KEYS = frozenset({
+    "password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "privatekey", "clientsecret",
+    "secretkey", "accesstoken", "refreshtoken", "authtoken", "bearertoken", "sessiontoken", "idtoken",
+    "accesskey", "secretaccesskey", "sharedsecret", "psk", "preshared", "presharedkey", "connectionstring",
+})
 _KEY_NORMAL = re.compile(r"[^a-z0-9]")
+_KEY_WORDS = re.compile(r"[_\s-]+")
 
 # Characters that may not touch a match on either side: they would make it
 # part of a longer token (a version, an IP, a GUID, a SID, a KB number).
@@ -114,6 +129,16 @@ Detector = tuple[str, "re.Pattern[str]", int, "tuple[str, ...] | None"]
 
 def _normal_key(key: str) -> str:
     return _KEY_NORMAL.sub("", key.lower())
+
+
+def _is_secret_key(key: str, normal: str) -> bool:
+    if "." in key or "\\" in key:
+        return False
+    if normal in SECRET_KEYS:
+        return True
+    # The last word, or the last two ("ssh_private_key", "db_api_key").
+    words = [_normal_key(w) for w in _KEY_WORDS.split(key.strip().lower()) if w]
+    return bool(words) and (words[-1] in SECRET_KEYS or "".join(words[-2:]) in SECRET_KEYS)
 
 
 class Scrubber:
@@ -208,9 +233,9 @@ class Scrubber:
         return kind
 
     def _classify_key(self, key: str) -> str | None:
-        if _SECRET_KEY.search(key):
-            return "secret"
         k = _normal_key(key)
+        if _is_secret_key(key, k):
+            return "secret"
         for kind, fields in (("name", self.name_fields), ("phone", self.phone_fields), ("dob", self.dob_fields),
                              ("ssn", self.ssn_fields), ("email", self.email_fields), ("mrn", self.mrn_fields)):
             if k in fields:
@@ -240,8 +265,10 @@ class Scrubber:
                         n += 1
                     new_key = f"{new_key}#{n}"
                 kind = kinds[key] if key in kinds else self._field_kind(key)
-                if kind is not None and v not in (None, "", [], {}) and type(v) is not bool:
-                    if kind == "secret" or isinstance(v, (str, int, float)):
+                # Only scalars are replaced: a dict or list under such a key
+                # is walked like any other (its own keys decide).
+                if kind is not None and v not in (None, "") and type(v) is not bool:
+                    if isinstance(v, (str, int, float)):
                         counts[kind] += 1
                         out[new_key] = placeholder(kind)
                         continue
