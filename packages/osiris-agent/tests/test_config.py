@@ -104,3 +104,29 @@ def test_good_config_checks_ok(write_config):
     res = run_cli("config", "check", str(path))
     assert res.returncode == 0, res.stderr
     assert "ok" in res.stdout
+
+
+def test_secret_typed_into_the_credential_field_is_not_echoed(write_config):
+    path = write_config({"targets": [{"name": "dc1", "kind": "local", "credential": "Winter2024! admin"}]})
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2 and "targets[0]" in res.stderr and "credential" in res.stderr
+    assert "Winter2024" not in res.stderr
+
+
+def test_unknown_check_parameter_is_an_error(write_config):
+    path = write_config({"checks": {"appliance.storage.state_free_space": {"params": {"min_free_mb": 1}}}})
+    with pytest.raises(ConfigError, match=r"key 'appliance.storage.state_free_space.params.min_free_mb'.*min_free_mib"):
+        load(path)
+
+
+def test_duplicate_target_names_are_located(write_config):
+    path = write_config({"targets": [{"name": "dc1", "kind": "local"}, {"name": "dc1", "kind": "local"}]})
+    with pytest.raises(ConfigError, match=r"section 'targets'.*'dc1' is used twice"):
+        load(path)
+
+
+def test_config_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_bytes('{"site": {"name": "Caf\xe9"}}'.encode("latin-1"))
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2 and f"{path}: not UTF-8 text" in res.stderr

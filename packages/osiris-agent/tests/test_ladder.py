@@ -427,3 +427,143 @@ async def test_http_api_approves_and_rejects_candidates(plugin_module, write_con
         await client.close()
         agent.ctx.close()
         agent.store.close()
+
+
+# -- from the second read of the ladder ---------------------------------------------
+
+
+def _fresh_ladder(h):
+    """A second ladder over the same store, like an agent started later."""
+    h.engine.listeners.clear()
+    ladder = Ladder(h.loaded.ctx, h.loaded.pm, h.loaded.registry, h.engine, h.store, h.loaded.config.healing, [])
+    ladder.channels = h.ladder.channels
+    return ladder
+
+
+async def test_incident_opened_without_a_ladder_is_adopted_at_start_after_a_fresh_look(make):
+    h = make()
+    h.rule()
+    h.engine.listeners.clear()  # as `osiris check` does: no ladder listening
+    await h.engine.sweep(force=True)
+    [inc] = h.store.incidents("open")
+    ladder = _fresh_ladder(h)
+    ladder.start()
+    await ladder.drain()
+    done = h.store.incident(inc.id)
+    assert (done.outcome, done.tier) == ("healed", "L1")
+
+
+async def test_adopted_incident_that_passes_on_a_fresh_look_is_recovered_without_healing(make):
+    h = make()
+    h.rule()
+    h.engine.listeners.clear()
+    await h.engine.sweep(force=True)
+    [inc] = h.store.incidents("open")
+    h.mod.STATE["setting"] = "good"  # fixed while the agent was down
+    ladder = _fresh_ladder(h)
+    ladder.start()
+    await ladder.drain()
+    assert h.store.incident(inc.id).outcome == "recovered" and h.mod.STATE["runs"] == []
+
+
+async def test_recurring_incident_nobody_owns_is_taken_by_the_running_ladder(make):
+    h = make()
+    h.rule()
+    h.engine.listeners.clear()
+    await h.engine.sweep(force=True)  # opened by `osiris check`, say
+    ladder = _fresh_ladder(h)
+    ladder.reload(force=True)  # running, but started before that incident existed
+    await h.engine.sweep(force=True)
+    await ladder.drain()
+    [inc] = h.store.incidents(None)
+    assert (inc.outcome, inc.tier) == ("healed", "L1")
+
+
+async def test_ladder_bug_escalates_and_an_error_outcome_does_not_silence_the_drift(make, monkeypatch):
+    h = make()
+    h.ladder.start()
+
+    async def broken(*_a, **_k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(h.ladder, "_walk", broken)
+    await h.sweep()
+    [inc] = h.incidents()
+    assert (inc.outcome, inc.tier) == ("escalated", "L3") and "ladder error: RuntimeError: boom" in inc.detail
+    h.ladder.channels = []  # now nobody can be told either
+
+    async def silent(*_a, **_k):
+        return None  # a path that forgets to resolve
+
+    monkeypatch.setattr(h.ladder, "_walk", silent)
+    h.mod.STATE["setting"] = "good"
+    await h.sweep()
+    h.mod.STATE["setting"] = "bad"
+    await h.sweep()
+    latest = h.incidents()[0]
+    assert (latest.outcome, latest.detail) == ("error", "healing path ended without an outcome")
+    await h.sweep()  # an error is not a decision: the same drift is tried again
+    assert len([i for i in h.incidents() if i.outcome == "error"]) == 2
+    h.assert_none_open()
+
+
+async def test_unreadable_rule_file_is_reported_and_the_loop_goes_on(make):
+    h = make()
+    h.rule()
+    (h.rules_dir / "notes.yaml").write_bytes("# caf\xe9\nrules: []\n".encode("latin-1"))
+    h.ladder.tick()  # must not raise
+    assert "notes.yaml: not UTF-8 text" in h.ladder.rule_errors[0]
+    assert [r.id for r in h.ladder.rules.rules] == ["fix-setting"]
+
+
+async def test_hung_escalation_channel_is_bounded(make):
+    import asyncio
+
+    h = make({"mode": "off", "escalation_timeout": 0.2})
+
+    class Hung:
+        name = "hung"
+
+        async def escalate(self, incident):
+            await asyncio.sleep(3600)
+
+    h.ladder.channels = [Hung()]
+    h.ladder.start()
+    await asyncio.wait_for(h.sweep(), 10)
+    [inc] = h.incidents()
+    assert (inc.outcome, inc.tier) == ("failed", "L3") and "hung: no answer within 0.2 s" in inc.detail
+
+
+async def test_rule_mode_cap_holds_at_l2_too(make):
+    from osiris.records import PlanProposal
+
+    h = make({"mode": "full"})
+    h.rules_dir.mkdir(parents=True, exist_ok=True)
+    (h.rules_dir / "off.yaml").write_text(
+        "rules:\n  - id: hands-off\n    match: {check: test.setting}\n    action: {runbook: test.fix}\n    mode: 'off'\n")
+    h.ladder.reload(force=True)
+    h.ladder.start()
+    asked = []
+    h.mod.STATE["plan"] = lambda incident: asked.append(incident) or PlanProposal("test.fix", {})
+    await h.sweep()
+    [inc] = h.incidents()
+    assert inc.tier == "L3" and h.mod.STATE["runs"] == [] and asked == []
+
+
+async def test_promotion_needs_one_set_of_params_and_keeps_the_role(make):
+    h = make()
+    learning = h.ladder.learning
+    for value in ("good", "good", "bad", "good", "good", "good"):
+        learning.record("test.setting", "", "test.fix_param", "L2", True, 1.0, {"value": value})
+    assert learning.candidates() == [], "successes with different parameters prove nothing about one rule"
+    for _ in range(5):
+        learning.record("test.setting", "kiosk", "test.fix_param", "L2", True, 1.0, {"value": "good"})
+    for _ in range(5):
+        learning.record("test.setting", "", "test.fix", "L2", True, 1.0, {})
+    by_role = {c.role: c for c in learning.candidates()}
+    assert set(by_role) == {"kiosk", ""}
+    approved = learning.approve(by_role[""].id, "msp-oncall")
+    import yaml
+
+    rule = yaml.safe_load(open(approved.rule_file))["rules"][0]
+    assert rule["match"]["roles"] == [""], "a fix proven on role-less hosts must not match every role"

@@ -31,3 +31,12 @@ def test_secret_value_never_reaches_repr_str_or_logs(caplog):
         logging.getLogger("t").info("using %s / %r / %s", s, s, [s])
     assert "hunter2" not in caplog.text and "winrm-admin" in caplog.text
     assert "hunter2" not in f"{s} {s!r} {[s]}"
+
+
+def test_secret_names_cannot_leave_the_credentials_directory(tmp_path):
+    (tmp_path / "creds").mkdir()
+    (tmp_path / "outside").write_text("x")
+    store = SecretStore(tmp_path / "creds", environ={})
+    with pytest.raises(SecretError, match="no paths"):
+        store.get("../outside")
+    assert store.exists("../outside") is False

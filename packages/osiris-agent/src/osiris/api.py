@@ -4,6 +4,7 @@ facts, only states and counts."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from aiohttp import web
@@ -107,6 +108,12 @@ def make_app(agent: Any) -> web.Application:
         return web.json_response([c.as_dict() for c in agent.ladder.learning.candidates(None)])
 
     async def decide(request: web.Request) -> web.Response:
+        # Approving a rule changes what runs on the practice's machines:
+        # only from the appliance itself, whatever address the API listens on.
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if not peer or not ipaddress.ip_address(peer[0]).is_loopback:
+            return web.json_response({"error": "rule decisions are accepted from the appliance itself only"},
+                                     status=403)
         try:
             cid = int(request.match_info["id"])
             body = await request.json()

@@ -98,7 +98,12 @@ def run(state: State, once: bool) -> None:
         agent = Agent(loaded)
     except StoreError as exc:
         _fail(str(exc), EXIT_FAILED)
-    code = asyncio.run(agent.run(once=once))
+    try:
+        code = asyncio.run(agent.run(once=once))
+    except ConfigError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    except PluginError as exc:
+        _fail(str(exc), EXIT_PLUGIN)
     if once:
         _print_latest(Store(loaded.ctx.state_dir))
     sys.exit(code)

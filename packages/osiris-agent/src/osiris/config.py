@@ -143,6 +143,7 @@ class HealingSettings(_Model):
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     promotion: PromotionSettings = PromotionSettings()
     verify_timeout: float = Field(default=120, gt=0)
+    escalation_timeout: float = Field(default=120, gt=0, description="Seconds one escalation channel may take")
 
 
 class CheckOverride(_Model):
@@ -165,13 +166,20 @@ class Config(_Model):
         default_factory=dict, description="One section per plugin, validated by that plugin's model"
     )
 
-    @model_validator(mode="after")
-    def _unique_targets(self) -> Config:
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, targets: list[TargetSettings]) -> list[TargetSettings]:
         seen: set[str] = set()
-        for t in self.targets:
-            if t.name in seen or t.name == self.site.appliance:
-                raise ValueError(f"target name {t.name!r} is used twice (or is the appliance's own name)")
+        for t in targets:
+            if t.name in seen:
+                raise ValueError(f"target name {t.name!r} is used twice")
             seen.add(t.name)
+        return targets
+
+    @model_validator(mode="after")
+    def _appliance_name_is_free(self) -> Config:
+        if any(t.name == self.site.appliance for t in self.targets):
+            raise ValueError(f"site.appliance: {self.site.appliance!r} is also a target name")
         return self
 
 
@@ -228,7 +236,9 @@ def format_validation_error(source: str, exc: ValidationError, prefix: Sequence[
         expected = _TYPE_WORDS.get(typ) or err["msg"].removeprefix("Value error, ")
         # Echo what was found only for scalars that failed a type or range
         # check: a custom validator may be refusing a secret typed inline.
-        echo = typ != "missing" and not typ.startswith("value_error") and isinstance(got, (str, int, float, bool))
+        echo = (typ != "missing" and not typ.startswith("value_error") and typ != "string_pattern_mismatch"
+                and isinstance(got, (str, int, float, bool))
+                and not any(_SECRETISH.search(str(p)) or str(p) == "credential" for p in loc))
         got_text = f", got {json.dumps(got)[:80]}" if echo else ""
         msgs.append(f"{source}: section '{section}', key '{key}': expected {expected}{got_text}")
     return msgs
@@ -256,9 +266,11 @@ def read_raw(path: Path | None) -> tuple[dict[str, Any], str]:
     else:
         source = str(path)
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError([f"{source}: cannot read config file: {exc.strerror}"]) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError([f"{source}: not UTF-8 text (byte {exc.start}): expected a JSON or YAML file"]) from exc
     data = _parse_text(text, source)
     if data is None:
         data = {}

@@ -48,12 +48,18 @@ def evaluate(target: Target, spec: CheckSpec, facts: Mapping[str, Any], duration
     observation for that check only, with the facts kept for diagnosis.
     """
     try:
-        verdict = spec.evaluate(facts, spec.params if params is None else params)
+        kept = dict(facts)
+    except (TypeError, ValueError):
+        return Observation(target.name, spec.id, Status.ERROR,
+                           f"the check produced {type(facts).__name__}, expected a mapping of facts", {}, utcnow(),
+                           duration_ms)
+    try:
+        verdict = spec.evaluate(kept, spec.params if params is None else params)
         if not isinstance(verdict, Verdict):
             raise TypeError(f"evaluator returned {type(verdict).__name__}, expected Verdict")
     except Exception as exc:  # noqa: BLE001 - a broken parser is an error result, not a crash
         verdict = Verdict(Status.ERROR, f"could not evaluate facts: {type(exc).__name__}: {exc}")
-    return Observation(target.name, spec.id, verdict.status, verdict.reason, dict(facts), utcnow(), duration_ms)
+    return Observation(target.name, spec.id, verdict.status, verdict.reason, kept, utcnow(), duration_ms)
 
 
 def error_observations(target: Target, checks: Sequence[CheckSpec], reason: str) -> list[Observation]:
@@ -129,7 +135,7 @@ class Engine:
                     continue
                 task = asyncio.create_task(self._observe_target(self.targets[name], checks), name=f"observe:{name}")
                 self._in_flight[name] = task
-                task.add_done_callback(lambda _t, n=name: self._in_flight.pop(n, None))
+                task.add_done_callback(lambda t, n=name: self._observed(n, t))
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.tick)
             except asyncio.TimeoutError:
@@ -138,6 +144,13 @@ class Engine:
             task.cancel()
         if self._in_flight:
             await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+
+    def _observed(self, name: str, task: asyncio.Task) -> None:
+        self._in_flight.pop(name, None)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            self.last_error = f"observing {name} failed: {type(exc).__name__}: {exc}"
+            log.error("observing %s failed", name, exc_info=exc)
 
     def heartbeat_age(self) -> float:
         return time.monotonic() - self.heartbeat
@@ -168,7 +181,7 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - one host's failure never stops the sweep
                     log.exception("executor %s failed on %s", target.kind, target.name)
                     observations = error_observations(target, checks, f"executor failed: {type(exc).__name__}: {exc}")
-        observations = self._complete(target, checks, observations)
+        observations = self.complete(target, checks, observations)
         for obs in observations:
             await self.record(obs)
         for listener in self.observation_listeners:
@@ -180,10 +193,13 @@ class Engine:
         return observations
 
     @staticmethod
-    def _complete(target: Target, checks: Sequence[CheckSpec], observations: Sequence[Observation]) -> list[Observation]:
+    def complete(target: Target, checks: Sequence[CheckSpec], observations: Sequence[Observation]) -> list[Observation]:
         """Exactly one observation per requested check, whatever the executor did."""
         wanted = {c.id for c in checks}
-        got = {o.check: o for o in observations if o.check in wanted and o.target == target.name}
+        if not isinstance(observations, (list, tuple)):
+            observations = []  # a broken executor: every check gets an error below
+        got = {o.check: o for o in observations
+               if isinstance(o, Observation) and o.check in wanted and o.target == target.name}
         missing = [c for c in checks if c.id not in got]
         return [got[c.id] for c in checks if c.id in got] + error_observations(
             target, missing, "the executor returned no result for this check"

@@ -123,6 +123,8 @@ class PluginManager:
     ) -> None:
         try:
             self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r} breaks the plugin API {hookspecs.API_VERSION}: {exc}") from exc
         except ValueError as exc:
             raise PluginError(f"plugin {name!r}: {exc}") from exc
         hooks = sorted(impl_name for impl_name in dir(plugin) if impl_name.startswith("osiris_"))

@@ -57,6 +57,14 @@ class Registry:
             changes: dict[str, Any] = {}
             if override.interval is not None:
                 changes["interval"] = override.interval
+            unknown = sorted(set(override.params) - set(spec.params))
+            if unknown:
+                known = ", ".join(sorted(spec.params)) or "none"
+                errors.extend(
+                    f"{source}: section 'checks', key '{check_id}.params.{k}': expected one of the check's "
+                    f"parameters ({known})" for k in unknown
+                )
+                continue
             if override.params:
                 changes["params"] = {**spec.params, **override.params}
             if changes:

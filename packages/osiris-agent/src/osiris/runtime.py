@@ -24,6 +24,7 @@ from .app import Loaded
 from .engine import Engine
 from .evidence.service import EvidenceService
 from .healing.ladder import Ladder
+from .plugins import PluginError
 from .records import EscalationChannel, EvidenceSink, Source, UpdateBackend
 from .store import Store
 
@@ -78,6 +79,7 @@ class Agent:
         self.channels: list[EscalationChannel] = []
         self.update_backends: list[UpdateBackend] = []
         self._status = "starting"
+        self.last_error: str | None = None
 
     def notify(self, *lines: str) -> None:
         self.notifier.notify("\n".join(lines))
@@ -100,6 +102,7 @@ class Agent:
             "targets": per_target,
             "incidents": self.store.count_incidents(),
             "in_flight": self.engine.in_flight(),
+            "last_error": self.last_error or self.engine.last_error or self.ladder.last_error,
             "healing": {
                 "mode": self.loaded.config.healing.mode,
                 "rules": len(self.ladder.rules.rules),
@@ -145,11 +148,25 @@ class Agent:
         if self.evidence is not None:
             await self.evidence.on_pushed(obs)
 
+    def _background(self, coro: Any, name: str) -> asyncio.Task:
+        """A long-lived task whose failure is logged and shown in /status,
+        never lost silently."""
+        task = asyncio.create_task(coro, name=name)
+
+        def done(t: asyncio.Task) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                self.last_error = f"{name} stopped: {type(exc).__name__}: {exc}"
+                log.error("%s stopped", name, exc_info=exc)
+
+        task.add_done_callback(done)
+        return task
+
     def _collect(self, hook: str, typ: type) -> list[Any]:
         out = []
         for plugin, item in self.loaded.pm.contributions(hook, ctx=self.ctx):
             if not isinstance(item, typ):
-                raise TypeError(f"plugin {plugin!r}: {hook} returned {type(item).__name__}, expected {typ.__name__}")
+                raise PluginError(f"plugin {plugin!r}: {hook} returned {type(item).__name__}, expected {typ.__name__}")
             out.append(item)
         return out
 
@@ -175,10 +192,10 @@ class Agent:
             self.ladder.start()
             runner = await self._start_http()
             for source in self.sources:
-                tasks.append(asyncio.create_task(source.run(self._pushed), name=f"source:{source.name}"))
+                tasks.append(self._background(source.run(self._pushed), f"source:{source.name}"))
             interval = watchdog_interval()
             if interval:
-                tasks.append(asyncio.create_task(self._watchdog(interval), name="watchdog"))
+                tasks.append(self._background(self._watchdog(interval), "watchdog"))
             self.notify("READY=1", f"STATUS=started; watching {len(self.engine.targets)} targets")
             self._status = "running"
             if once:
@@ -188,8 +205,8 @@ class Agent:
                     await self.evidence.flush()
                 self.set_status(self._summary())
             else:
-                tasks.append(asyncio.create_task(self._status_loop(), name="status"))
-                tasks.append(asyncio.create_task(self.ladder.run(self.stop), name="ladder"))
+                tasks.append(self._background(self._status_loop(), "status"))
+                tasks.append(self._background(self.ladder.run(self.stop), "ladder"))
                 await self.engine.run(self.stop)
             return 0
         finally:
@@ -197,6 +214,9 @@ class Agent:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Heals in flight finish (bounded) and are recorded before the
+            # evidence log and the store close.
+            await self.ladder.shutdown()
             if runner is not None:
                 await runner.cleanup()
             try:

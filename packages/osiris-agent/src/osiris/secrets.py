@@ -11,10 +11,12 @@ message shows ``Secret('winrm-admin')`` and nothing more.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 ENV_CREDENTIALS = "CREDENTIALS_DIRECTORY"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")  # as config.py: a file name, never a path
 
 
 class SecretError(Exception):
@@ -58,6 +60,8 @@ class SecretStore:
         self.files = dict(files or {})
 
     def path_of(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise SecretError(f"secret name {name!r}: expected letters, digits, '.', '_' or '-' (no paths)")
         if name in self.files:
             return Path(self.files[name])
         if self.directory is not None:
@@ -70,7 +74,7 @@ class SecretStore:
     def exists(self, name: str) -> bool:
         try:
             return self.path_of(name).is_file()
-        except SecretError:
+        except (SecretError, OSError):
             return False
 
     def get(self, name: str) -> Secret:
@@ -79,5 +83,7 @@ class SecretStore:
             raw = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SecretError(f"secret {name!r}: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise SecretError(f"secret {name!r}: {path} is not UTF-8 text") from None
         # A trailing newline from `echo secret > file` is not part of it.
         return Secret(name, raw.rstrip("\r\n"))

@@ -132,11 +132,19 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX incidents_target_check ON incidents (target, check_id, resolved_at);
     """,
+    # 4: promotion needs the successes of a pattern to have used one set of
+    # parameters: count the distinct ones.
+    """
+    ALTER TABLE pattern_stats ADD COLUMN param_sets INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 
 OUTCOMES = ("healed", "recovered", "escalated", "failed", "suppressed", "dismissed", "dry-run", "held", "timeout", "error")
 # Outcomes that end a drift episode: the check was seen passing.
 EPISODE_ENDS = ("healed", "recovered")
+# Outcomes after which the same drift is tried again at the next failing
+# sweep instead of being set aside: nobody was told and nothing was decided.
+RETRY_OUTCOMES = ("error", "timeout")
 TIERS = ("L1", "L2", "L3", "none")
 
 
@@ -222,6 +230,8 @@ class Store:
                 except sqlite3.Error as exc:
                     if self.db.in_transaction:
                         self.db.execute("ROLLBACK")
+                    if self.schema_version >= version:
+                        continue  # another osiris process migrated it meanwhile
                     raise StoreError(f"state database {self.path}: migration {version} failed: {exc}") from exc
 
     @contextmanager
@@ -230,11 +240,13 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            else:
                 self.db.execute("COMMIT")
+            except BaseException:
+                # SQLite may already have rolled back by itself (disk full,
+                # I/O error): a second ROLLBACK would hide the real error.
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         self.db.close()
@@ -401,7 +413,7 @@ class Store:
                 if exists is None:
                     raise StoreError(f"incident {incident_id}: no such incident")
                 raise StoreError(f"incident {incident_id}: already {exists['state']}")
-            if outcome not in EPISODE_ENDS:
+            if outcome not in EPISODE_ENDS and outcome not in RETRY_OUTCOMES:
                 db.execute(
                     """UPDATE check_state SET parked_incident = ? WHERE status != 'pass' AND
                            (target, check_id) = (SELECT target, check_id FROM incidents WHERE id = ?)""",

@@ -48,6 +48,8 @@ class LocalExecutor:
             out = await asyncio.wait_for(self.ctx.run_blocking(runbook.action, dict(params)), runbook.timeout)
         except Exception as exc:  # noqa: BLE001
             return RunbookResult(target.name, runbook.id, False, f"{type(exc).__name__}: {exc}")
+        if out is not None and not isinstance(out, Mapping):
+            return RunbookResult(target.name, runbook.id, False, f"action returned {type(out).__name__}, expected a mapping")
         return RunbookResult(target.name, runbook.id, True, "done", dict(out or {}), (time.perf_counter() - start) * 1000)
 
 

@@ -80,6 +80,7 @@ class Ladder:
         self._active: dict[int, asyncio.Task] = {}
         self._held: set[int] = set()
         self._ended: set[int] = set()
+        self.last_error: str | None = None
         self._host_locks: dict[str, asyncio.Lock] = {}
         self._rule_sources: list[Path] = []
         self.counts: dict[str, int] = {}
@@ -92,6 +93,10 @@ class Ladder:
 
     async def __call__(self, event: Any) -> None:
         if event.kind == "opened":
+            self._start(event.incident, event.observation)
+        elif event.kind == "recurred" and event.incident.id not in self._active and event.incident.id not in self._held:
+            # Opened where no ladder was listening (`osiris check`, a crash
+            # between open and heal): nobody owns it, so take it now.
             self._start(event.incident, event.observation)
         elif event.kind == "resolved":
             self._held.discard(event.incident.id)
@@ -123,10 +128,23 @@ class Ladder:
                 await asyncio.wait_for(stop.wait(), timeout=self.settings.reload_interval)
             except asyncio.TimeoutError:
                 pass
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - the loop that reloads rules must not die
+                self.last_error = f"ladder tick failed: {type(exc).__name__}: {exc}"
+                log.exception("ladder tick failed; keeping the last good state")
+
+    async def shutdown(self, timeout: float = 30.0) -> None:
+        """Let heals in flight finish (bounded), so what was done on a host
+        is recorded before the store and the evidence log close; what is
+        still running after ``timeout`` is cancelled and its incident left
+        open, to be re-observed and adopted at the next start."""
+        if self._active:
+            await asyncio.wait(list(self._active.values()), timeout=timeout)
         for task in list(self._active.values()):
-            task.cancel()  # left open; adopted at the next start
-        await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+            task.cancel()
+        if self._active:
+            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
 
     def tick(self) -> None:
         self.reload()
@@ -148,10 +166,7 @@ class Ladder:
         shipped = [Path(p) for _plugin, p in self.pm.contributions("osiris_rules", ctx=self.ctx)]
         return rule_files(shipped, [self.site_rules_dir, *self.settings.rules_dirs])
 
-    def reload(self, force: bool = False) -> bool:
-        """Reload when a rule file appeared, vanished or changed. Returns
-        whether a new rule set is in force; on errors the last good set
-        stays and ``rule_errors`` says why."""
+    def _stat_sources(self) -> tuple[list[Path], dict[str, float]]:
         files = self.rule_sources()
         current = {}
         for f in files:
@@ -159,6 +174,18 @@ class Ladder:
                 current[str(f)] = f.stat().st_mtime
             except OSError:
                 current[str(f)] = -1.0
+        return files, current
+
+    def reload(self, force: bool = False) -> bool:
+        """Reload when a rule file appeared, vanished or changed. Returns
+        whether a new rule set is in force; on errors the last good set
+        stays and ``rule_errors`` says why."""
+        try:
+            files, current = self._stat_sources()
+        except Exception as exc:  # noqa: BLE001 - a plugin or a directory we cannot read
+            self.rule_errors = [f"rule sources: {type(exc).__name__}: {exc}"]
+            log.error("rules: %s (keeping the last good rule set)", self.rule_errors[0])
+            return False
         if not force and current == self.rules.files and not self.rule_errors:
             return False
         if not force and self.rule_errors and current == getattr(self, "_failed_files", None):
@@ -184,7 +211,15 @@ class Ladder:
             raise
         except Exception as exc:  # noqa: BLE001 - every path ends in resolve
             log.exception("healing incident %d failed", incident.id)
-            await self._resolve(incident, "error", "none", f"ladder error: {type(exc).__name__}: {exc}")
+            why = f"ladder error: {type(exc).__name__}: {exc}"
+            try:  # a human should hear of drift the ladder could not handle
+                target = self.engine.targets[incident.target]
+                spec = self.registry.checks[incident.check_id].spec
+                facts = self.store.last_observation_of(incident.id)
+                await self._escalate(incident, target, spec, facts, [], why)
+            except Exception:  # noqa: BLE001
+                log.exception("could not escalate incident %d either", incident.id)
+                await self._resolve(incident, "error", "none", why)
         finally:
             ended = incident.id in self._ended or incident.id in self._held
             self._ended.discard(incident.id)
@@ -198,10 +233,15 @@ class Ladder:
             await self._resolve(incident, "error", "none", "target or check is no longer configured")
             return
         spec: CheckSpec = contributed.spec
-        if observation is not None:
-            facts = {"facts": observation.facts, "reason": observation.reason}
-        else:  # adopted from a previous run
-            facts = self.store.last_observation_of(incident.id)
+        if observation is None:
+            # Adopted from a previous run: the host may have changed (a heal
+            # may even have run before the agent stopped). Look again first.
+            fresh = await self._observe(target, [spec])
+            observation = next(o for o in fresh if o.check == spec.id)
+            if observation.status is Status.PASS:
+                await self._resolve(incident, "recovered", "none", f"passed when re-observed: {observation.reason}")
+                return
+        facts = {"facts": observation.facts, "reason": observation.reason}
         now = self.clock()
         window = active_window(self.settings.maintenance_windows, now)
         if window is not None:
@@ -238,13 +278,15 @@ class Ladder:
                     await self._resolve(incident, "healed", "L1", f"rule {rule.id}: runbook {runbook.id} verified")
                     return
 
-        # L2: ask the planners to choose among allowed installed runbooks.
-        candidates = self._candidates(spec, target, mode)
+        # L2: ask the planners to choose among allowed installed runbooks;
+        # a matching rule's mode cap holds for its check at L2 too.
+        l2_mode = effective_mode(mode, rule.model.mode) if rule is not None else mode
+        candidates = self._candidates(spec, target, l2_mode)
         if candidates:
             proposal = await self._plan(incident, target, spec, facts, history, candidates)
             if proposal is not None:
                 runbook = candidates[proposal.runbook]
-                if mode == "dry-run":
+                if l2_mode == "dry-run":
                     await self._dry_run(incident, target, runbook, dict(proposal.params), "L2", None)
                     return
                 if await self._attempt(incident, target, spec, runbook, dict(proposal.params), "L2", None, history):
@@ -327,21 +369,29 @@ class Ladder:
     def _lock(self, host: str) -> asyncio.Lock:
         return self._host_locks.setdefault(host, asyncio.Lock())
 
-    def _save_attempt(self, incident: Incident, tier: str, rule_id: str | None, runbook: RunbookSpec,
-                      params: Mapping[str, Any], dry_run: bool, dispatched_at: datetime, ok: bool | None,
-                      detail: str, role: str | None = None) -> None:
-        """Store the attempt and, for a real one, its pattern statistics, in
-        one transaction."""
+    def _begin_attempt(self, incident: Incident, tier: str, rule_id: str | None, runbook: RunbookSpec,
+                       params: Mapping[str, Any], dry_run: bool) -> int:
+        """Record the attempt before anything is sent to the host, so a stop
+        or a crash mid-runbook still leaves a trace of what was dispatched."""
         with self.store.transaction() as db:
-            if not dry_run:
-                opened = datetime.fromisoformat(incident.opened_at)
-                self.learning.record(incident.check_id, role or "", runbook.id, tier, bool(ok),
-                                     (utcnow() - opened).total_seconds(), dict(params), db=db)
-            db.execute(
-                """INSERT INTO heal_attempts (incident_id, tier, rule_id, runbook, params, dry_run, dispatched_at,
-                       ok, detail, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            cur = db.execute(
+                """INSERT INTO heal_attempts (incident_id, tier, rule_id, runbook, params, dry_run, dispatched_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 (incident.id, tier, rule_id, runbook.id, json.dumps(dict(params), sort_keys=True), int(dry_run),
-                 _iso(dispatched_at), None if ok is None else int(ok), detail, _iso(utcnow())))
+                 _iso(utcnow())))
+            return int(cur.lastrowid)
+
+    def _finish_attempt(self, attempt_id: int, incident: Incident, tier: str, runbook: RunbookSpec,
+                        params: Mapping[str, Any], ok: bool | None, detail: str, role: str | None) -> None:
+        """Close the attempt and, for a real one, count it in the pattern
+        statistics, in one transaction."""
+        with self.store.transaction() as db:
+            if ok is not None:
+                opened = datetime.fromisoformat(incident.opened_at)
+                self.learning.record(incident.check_id, role or "", runbook.id, tier, ok,
+                                     (utcnow() - opened).total_seconds(), dict(params), db=db)
+            db.execute("UPDATE heal_attempts SET ok = ?, detail = ?, finished_at = ? WHERE id = ?",
+                       (None if ok is None else int(ok), detail, _iso(utcnow()), attempt_id))
 
     async def _evidence(self, kind: str, payload: dict[str, Any], host: str | None = None) -> None:
         """Every attempt, success or failure, dry-run or real, is evidence."""
@@ -355,7 +405,8 @@ class Ladder:
 
     async def _dry_run(self, incident, target, runbook, params, tier, rule_id) -> None:
         detail = f"dry-run: would run {runbook.id} ({runbook.risk.value} risk) with {json.dumps(params, sort_keys=True)}"
-        self._save_attempt(incident, tier, rule_id, runbook, params, True, utcnow(), None, detail)
+        aid = self._begin_attempt(incident, tier, rule_id, runbook, params, dry_run=True)
+        self._finish_attempt(aid, incident, tier, runbook, params, None, detail, target.role)
         await self._evidence("healing_attempt", {"incident": incident.id, "target": target.name, "tier": tier,
                                                  "rule": rule_id, "runbook": runbook.id, "params": params,
                                                  "dry_run": True, "ok": None, "detail": detail}, target.name)
@@ -365,20 +416,25 @@ class Ladder:
         executor = self.registry.executor(target.kind)
         ok, detail, verification = False, "", None
         async with self._lock(target.name):
-            dispatched = utcnow()
+            aid = self._begin_attempt(incident, tier, rule_id, runbook, params, dry_run=False)
             try:
                 result = await asyncio.wait_for(executor.run_runbook(target, runbook, params), runbook.timeout)
-                if not result.ok:
-                    detail = f"runbook failed: {result.detail}"
-                else:
+            except asyncio.TimeoutError:
+                result, detail = None, f"runbook gave no answer within {runbook.timeout:g} s"
+            except Exception as exc:  # noqa: BLE001 - a failed attempt moves up the ladder
+                result, detail = None, f"runbook raised {type(exc).__name__}: {exc}"
+            if result is not None and not result.ok:
+                detail = f"runbook failed: {result.detail}"
+            elif result is not None:
+                try:
                     verification = await self._verify(target, spec, runbook)
                     ok = verification.status is Status.PASS
                     detail = f"verified: {verification.reason}" if ok else f"verification failed: {verification.reason}"
-            except asyncio.TimeoutError:
-                detail = f"runbook gave no answer within {runbook.timeout:g} s"
-            except Exception as exc:  # noqa: BLE001 - a failed attempt moves up the ladder
-                detail = f"runbook raised {type(exc).__name__}: {exc}"
-        self._save_attempt(incident, tier, rule_id, runbook, params, False, dispatched, ok, detail, target.role)
+                except asyncio.TimeoutError:
+                    detail = f"runbook ran; verification gave no answer within {self.settings.verify_timeout:g} s"
+                except Exception as exc:  # noqa: BLE001
+                    detail = f"runbook ran; verification raised {type(exc).__name__}: {exc}"
+        self._finish_attempt(aid, incident, tier, runbook, params, ok, detail, target.role)
         self.learning.refresh(spec.id, target.role, runbook.id, tier)
         history.append({"tier": tier, "rule": rule_id, "runbook": runbook.id, "ok": ok, "detail": detail})
         await self._evidence("healing_attempt", {
@@ -392,18 +448,21 @@ class Ladder:
     async def _verify(self, target: Target, spec: CheckSpec, runbook: RunbookSpec):
         """Re-run the checks the runbook fixes (that apply to this host);
         the incident's own check decides."""
-        executor = self.registry.executor(target.kind)
         checks = [c for c in self.registry.checks_for(target) if c.id in runbook.fixes]
         if spec.id not in {c.id for c in checks}:
             checks.append(spec)
+        observations = await self._observe(target, checks)
+        return next(o for o in observations if o.check == spec.id)
+
+    async def _observe(self, target: Target, checks: list[CheckSpec]) -> list[Observation]:
+        """Observe through the target's executor and record the results
+        (they are observations like any other, and evidence)."""
+        executor = self.registry.executor(target.kind)
         observations = await asyncio.wait_for(executor.observe(target, checks), self.settings.verify_timeout)
-        observations = self.engine._complete(target, checks, observations)  # noqa: SLF001
-        mine = None
+        observations = self.engine.complete(target, checks, observations)
         for obs in observations:
             await self.engine.record(obs)
-            if obs.check == spec.id:
-                mine = obs
-        return mine
+        return observations
 
     async def _escalate(self, incident, target, spec, facts, history, why: str) -> None:
         view = self.incident_view(incident, target, spec, facts, history, {})
@@ -414,8 +473,10 @@ class Ladder:
         reached, failures = [], []
         for channel in self.channels:
             try:
-                await channel.escalate(view)
+                await asyncio.wait_for(channel.escalate(view), self.settings.escalation_timeout)
                 reached.append(channel.name)
+            except asyncio.TimeoutError:
+                failures.append(f"{channel.name}: no answer within {self.settings.escalation_timeout:g} s")
             except Exception as exc:  # noqa: BLE001
                 failures.append(f"{channel.name}: {type(exc).__name__}: {exc}")
         if reached:

@@ -74,6 +74,8 @@ class Learning:
                ON CONFLICT (check_id, role, runbook, tier) DO UPDATE SET
                    attempts = attempts + 1, successes = successes + excluded.successes,
                    heal_seconds_total = heal_seconds_total + excluded.heal_seconds_total,
+                   param_sets = param_sets + CASE WHEN excluded.successes = 1 AND successes > 0
+                                                   AND last_params != excluded.last_params THEN 1 ELSE 0 END,
                    last_params = CASE WHEN excluded.successes = 1 THEN excluded.last_params
                                       ELSE last_params END,
                    updated_at = excluded.updated_at""",
@@ -95,12 +97,15 @@ class Learning:
 
     def _refresh_candidate(self, check_id: str, role: str, runbook: str) -> None:
         row = self.store.db.execute(
-            "SELECT attempts, successes, last_params FROM pattern_stats WHERE check_id = ? AND role = ? "
+            "SELECT attempts, successes, last_params, param_sets FROM pattern_stats WHERE check_id = ? AND role = ? "
             "AND runbook = ? AND tier = 'L2'", (check_id, role, runbook)).fetchone()
         if row is None:
             return
         attempts, successes = int(row["attempts"]), int(row["successes"])
-        eligible = successes >= self.min_successes and successes / attempts >= self.min_success_rate
+        # Promote only what was proven: enough successes, reliably, and all
+        # with the same parameters (the rule will always use those).
+        eligible = (successes >= self.min_successes and successes / attempts >= self.min_success_rate
+                    and int(row["param_sets"]) == 1)
         with self.store.transaction() as db:
             existing = db.execute(
                 "SELECT id, state FROM rule_candidates WHERE check_id = ? AND role = ? AND runbook = ?",
@@ -151,7 +156,9 @@ class Learning:
         rule = {
             "id": f"promoted-{c.id}-{c.check_id}",
             "description": f"Promoted from L2 after {c.successes}/{c.attempts} successful heals",
-            "match": {"check": c.check_id, **({"roles": [c.role]} if c.role else {})},
+            # The role it was proven on, even the empty one: an empty list
+            # would mean every role, e.g. DCs for a fix seen on workstations.
+            "match": {"check": c.check_id, "roles": [c.role]},
             "action": {"runbook": c.runbook, "params": c.params},
             "promoted_from": c.id,
         }

@@ -156,6 +156,8 @@ def parse_file(path: Path) -> list[Rule]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RuleError([f"{name}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise RuleError([f"{name}: not UTF-8 text (byte {exc.start}): expected a YAML rule file"]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
