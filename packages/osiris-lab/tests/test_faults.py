@@ -76,11 +76,51 @@ def test_request_and_powershell_start_latency(lab, clients):
     assert time.perf_counter() - t0 >= 0.4
 
 
+def test_a_fault_limited_to_command_strikes_after_the_command_started(lab, clients):
+    h = lab.host("ws01")
+    p = clients.https().protocol
+    shell = p.open_shell()
+    lab.inject_fault("ws01", "reset", count=1, action="Command")
+    before = h.commands_run
+    with pytest.raises(requests.exceptions.ConnectionError):
+        p.run_command(shell, "hostname")
+    assert h.commands_run == before + 1  # the host ran it; only the reply was lost
+    lab.inject_fault("ws01", "http500", count=1, action="command")  # case-insensitive
+    with pytest.raises(WinRMTransportError) as err:
+        p.run_command(shell, "hostname")
+    assert err.value.code == 500 and h.commands_run == before + 2
+    cid = p.run_command(shell, "hostname")  # the counts are used up
+    assert p.get_command_output_raw(shell, cid)[0] == b"WS01\r\n"
+    p.close_shell(shell)
+
+
+def test_an_operation_timeout_limited_to_an_action_replaces_the_reply(lab, clients):
+    lab.inject_fault("ws01", "operation_timeout", count=1, action="Command")
+    s = clients.https()
+    shell = s.protocol.open_shell()  # Create is not affected
+    before = lab.host("ws01").commands_run
+    with pytest.raises(WinRMOperationTimeoutError):
+        s.protocol.run_command(shell, "hostname")
+    assert lab.host("ws01").commands_run == before  # not handled
+    s.protocol.close_shell(shell)
+
+
+def test_a_fault_limited_to_an_action_over_the_control_api(lab):
+    url = f"http://{lab.bind}:{lab.control_port}/hosts/ws01/faults"
+    r = requests.post(url, json={"kind": "http500", "count": 1, "action": "Receive"}, timeout=5)
+    assert r.status_code == 200
+    assert [(f.kind, f.action) for f in lab.host("ws01").faults] == [("http500", "Receive")]
+    r = requests.post(url, json={"kind": "reset", "action": "Launch"}, timeout=5)
+    assert r.status_code == 400 and "action 'Launch': expected one of Create, Command" in r.json()["error"]
+
+
 def test_fault_arguments_are_checked(lab):
     with pytest.raises(ValueError, match="fault kind 'meltdown'"):
         lab.inject_fault("ws01", "meltdown")
     with pytest.raises(ValueError, match="not for 'refused'"):
         lab.inject_fault("ws01", "refused", count=2)
+    with pytest.raises(ValueError, match="not for 'refused'"):
+        lab.inject_fault("ws01", "refused", action="Command")
     with pytest.raises(KeyError, match="no host 'nope'"):
         lab.inject_fault("nope", "hang")
 

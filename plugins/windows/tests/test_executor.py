@@ -159,6 +159,50 @@ async def test_transient_failures_are_retried(lab, agent):
     assert o.reason.endswith("/wsman: HTTP 500 from the WinRM service after 3 attempts")
 
 
+@pytest.mark.parametrize("kind", ["reset", "http500"])
+async def test_a_runbook_whose_command_reply_is_lost_runs_once(lab, agent, kind):
+    # The host accepts the Command and starts the script, then the reply is
+    # lost: the runbook may be running, so it must not be sent again.
+    loaded = agent(hosts={"ws03"})
+    lab.break_setting("ws03", "firewall.private.enabled")
+    ex = loaded.registry.executor("windows")
+    rb = loaded.registry.runbooks["windows.firewall.enable_profiles"].spec
+    before = lab.host("ws03").commands_run
+    lab.inject_fault("ws03", kind, count=1, action="Command")
+    res = await ex.run_runbook(loaded.targets[0], rb, {"profiles": ["Domain", "Private", "Public"]})
+    assert lab.host("ws03").commands_run - before == 1
+    assert not res.ok
+    what = "connection reset by the host" if kind == "reset" else "HTTP 500 from the WinRM service"
+    assert res.detail == (f"WinRM {lab.host('ws03').endpoint('https')}: {what} after the command was sent: it may "
+                          "have run on the host, so it was not sent again; check the host before running it again")
+    if kind == "reset":  # the connection broke: no Delete follows, the script runs to its end
+        for _ in range(50):
+            if lab.host("ws03").state["firewall.private.enabled"] is True:
+                break
+            time.sleep(0.05)
+        assert lab.host("ws03").state["firewall.private.enabled"] is True
+
+
+async def test_a_runbook_is_retried_when_the_failure_came_before_the_command(lab, agent):
+    loaded = agent(hosts={"ws03"})
+    ex = loaded.registry.executor("windows")
+    rb = loaded.registry.runbooks["windows.firewall.enable_profiles"].spec
+    before = lab.host("ws03").commands_run
+    lab.inject_fault("ws03", "reset", count=1, action="Create")
+    res = await ex.run_runbook(loaded.targets[0], rb, {"profiles": ["Domain", "Private", "Public"]})
+    assert res.ok, res.detail
+    assert lab.host("ws03").commands_run - before == 1
+
+
+async def test_a_check_batch_whose_command_reply_is_lost_is_retried(lab, agent):
+    loaded = agent(hosts={"dc01"})
+    before = lab.host("dc01").commands_run
+    lab.inject_fault("dc01", "reset", count=1, action="Command")
+    o = (await observe(loaded, only={"windows.smb.v1_disabled"}))["dc01"]["windows.smb.v1_disabled"]
+    assert o.status is Status.PASS, o.reason  # checks are read-only: running twice is harmless
+    assert lab.host("dc01").commands_run - before == 2
+
+
 async def test_unreachable_hosts_do_not_hold_up_the_sweep(lab, agent, tmp_path):
     loaded = agent()
     lab.inject_fault("ws02", "hang", duration=30)

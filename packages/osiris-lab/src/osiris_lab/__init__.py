@@ -14,10 +14,11 @@ hangs). Nothing in the agent imports this package.
 """
 
 from .emulation import HostView, PSError, command_not_found
-from .server import FAULT_KINDS, Fault, HostSpec, Lab, LabHost, Quotas, practice
+from .server import FAULT_ACTIONS, FAULT_KINDS, Fault, HostSpec, Lab, LabHost, Quotas, practice
 from .state import ROLES, HostState, declare
 
 __all__ = [
+    "FAULT_ACTIONS",
     "FAULT_KINDS",
     "Fault",
     "HostSpec",

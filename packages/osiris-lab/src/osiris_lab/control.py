@@ -7,6 +7,7 @@ methods; every error names the host, setting or field that was wrong.
     POST   /hosts/{name}/settings      {"setting": "...", "value": ...}
     POST   /hosts/{name}/restore       {"setting": "..."} or {} for all
     POST   /hosts/{name}/faults        {"kind": "refused", "count": 2, "duration": 5.0}
+                                       {"kind": "reset", "count": 1, "action": "Command"}
     DELETE /hosts/{name}/faults
     POST   /latency                    {"host": null, "request": 0.01, "ps_start": 0.3}
 """
@@ -80,7 +81,7 @@ def control_app(lab: Any) -> web.Application:
     async def fault(request: web.Request) -> Any:
         data = await body(request)
         lab.inject_fault(request.match_info["name"], field(data, "kind", str), count=data.get("count"),
-                         duration=data.get("duration"))
+                         duration=data.get("duration"), action=data.get("action"))
         return {"ok": True}
 
     @guarded

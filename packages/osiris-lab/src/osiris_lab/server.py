@@ -44,6 +44,8 @@ log = logging.getLogger("osiris_lab")
 
 _PROCESS_PASSWORD = secrets.token_urlsafe(18).replace("-", "x").replace("_", "y")
 FAULT_KINDS = ("refused", "reset", "http500", "operation_timeout", "hang")
+# WS-Man requests a fault can be limited to (the last segment of the request's Action URI).
+FAULT_ACTIONS = ("Create", "Command", "Receive", "Send", "Signal", "Delete", "Get")
 _TERMINATE = {soap.SIGNAL_TERMINATE.lower(), soap.SIGNAL_CTRL_C.lower(), soap.SIGNAL_CTRL_BREAK.lower()}
 
 OS_BY_ROLE = {
@@ -70,6 +72,7 @@ class Fault:
     kind: str
     count: int | None = None  # requests it still affects; None: until cleared or expired
     until: float | None = None  # time.monotonic() deadline
+    action: str | None = None  # only requests with this WS-Man action, after the host handled them
 
     def live(self, now: float) -> bool:
         return (self.count is None or self.count > 0) and (self.until is None or now < self.until)
@@ -172,12 +175,15 @@ class LabHost:
     def unit_throws(self, unit_id: str) -> bool:
         return unit_id in self.unit_errors
 
-    def take_fault(self, kinds: Iterable[str]) -> str | None:
+    def take_fault(self, kinds: Iterable[str], action: str | None = None) -> str | None:
+        """The first live fault of one of ``kinds`` for this request (one
+        use of its count): faults without an action when ``action`` is None,
+        else the faults limited to that WS-Man action."""
         now = time.monotonic()
         with self._lock:
             self.faults = [f for f in self.faults if f.live(now)]
             for f in self.faults:
-                if f.kind in kinds:
+                if f.kind in kinds and f.action == action:
                     if f.count is not None:
                         f.count -= 1
                     return f.kind
@@ -187,6 +193,14 @@ class LabHost:
         now = time.monotonic()
         with self._lock:
             return any(f.kind == "refused" and f.live(now) for f in self.faults)
+
+
+class _LostReply(Exception):
+    """The host handled the request; its reply is lost (a fault limited to an action)."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
 
 
 class Lab:
@@ -400,20 +414,35 @@ class Lab:
     def restore(self, host: str, path: str | None = None) -> None:
         self.host(host).state.restore(path)
 
-    def inject_fault(self, host: str, kind: str, *, count: int | None = None, duration: float | None = None) -> None:
+    def inject_fault(self, host: str, kind: str, *, count: int | None = None, duration: float | None = None,
+                     action: str | None = None) -> None:
         """Make ``host`` misbehave: ``refused`` (nothing listens), ``reset``
         (TCP reset on each request), ``http500`` (bare HTTP 500),
         ``operation_timeout`` (the WS-Man OperationTimeout fault), ``hang``
         (never answers). ``count`` limits it to that many requests (not for
-        ``refused``), ``duration`` to that many seconds."""
+        ``refused``), ``duration`` to that many seconds.
+
+        ``action`` (one of :data:`FAULT_ACTIONS`, e.g. ``"Command"``) limits
+        the fault to requests with that WS-Man action, and ``reset``,
+        ``http500`` and ``hang`` then strike *after* the host handled the
+        request: it took effect (a Command started its process) but the reply
+        is lost, the case where a client cannot tell. ``operation_timeout``
+        is answered instead of handling the request. Not for ``refused``."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind {kind!r}: expected one of {', '.join(FAULT_KINDS)}")
-        if count is not None and (kind == "refused" or count < 1):
+        if count is not None and (not isinstance(count, int) or kind == "refused" or count < 1):
             raise ValueError("count: a positive number of requests, and not for 'refused' (use duration)")
+        if action is not None:
+            if kind == "refused":
+                raise ValueError("action: not for 'refused' (nothing listens, there is no request)")
+            match = [a for a in FAULT_ACTIONS if isinstance(action, str) and a.lower() == action.lower()]
+            if not match:
+                raise ValueError(f"action {action!r}: expected one of {', '.join(FAULT_ACTIONS)}")
+            action = match[0]
         h = self.host(host)
         until = time.monotonic() + duration if duration is not None else None
         with h._lock:
-            h.faults.append(Fault(kind, count, until))
+            h.faults.append(Fault(kind, count, until, action))
         if kind == "refused":
             self._in_loop(self._refuse, h, duration)
 
@@ -491,20 +520,8 @@ class Lab:
         host._transports.add(tr)
         host.requests += 1
         fault = host.take_fault(("reset", "hang", "http500"))
-        if fault == "reset":
-            raw = tr.get_extra_info("socket")
-            if raw is not None:
-                with contextlib.suppress(OSError):
-                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            tr.abort()
-            return web.Response(status=500)
-        if fault == "hang":
-            assert self._stopping is not None
-            await self._stopping.wait()
-            tr.abort()
-            return web.Response(status=500)
-        if fault == "http500":
-            return web.Response(status=500, body=b"", headers={"Server": "Microsoft-HTTPAPI/2.0"})
+        if fault is not None:
+            return await self._misbehave(fault, tr)
         latency = host.request_latency if host.request_latency is not None else self.request_latency
         if latency:
             await asyncio.sleep(latency)
@@ -535,12 +552,31 @@ class Lab:
             headers["WWW-Authenticate"] = "Negotiate " + base64.b64encode(final_token).decode()
         if not body:  # the empty POST that sets up an encrypted session
             return web.Response(status=200, headers=headers)
-        status, payload = await self._soap(host, scheme, user, body, request)
+        try:
+            status, payload = await self._soap(host, scheme, user, body, request)
+        except _LostReply as lost:
+            return await self._misbehave(lost.kind, tr)
         if encrypted:
             headers["Content-Type"] = auth.CONTENT_TYPE
             return web.Response(status=status, body=auth.wrap(conn, payload), headers=headers)
         headers["Content-Type"] = "application/soap+xml;charset=UTF-8"
         return web.Response(status=status, body=payload, headers=headers)
+
+    async def _misbehave(self, fault: str, tr: asyncio.BaseTransport) -> web.Response:
+        """Answer a request with a reset, a hang or a bare HTTP 500."""
+        if fault == "reset":
+            raw = tr.get_extra_info("socket")
+            if raw is not None:
+                with contextlib.suppress(OSError):
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            tr.abort()
+            return web.Response(status=500)
+        if fault == "hang":
+            assert self._stopping is not None
+            await self._stopping.wait()
+            tr.abort()
+            return web.Response(status=500)
+        return web.Response(status=500, body=b"", headers={"Server": "Microsoft-HTTPAPI/2.0"})
 
     def _authenticate(self, request: web.Request, host: LabHost, scheme: str,
                       conn: auth.Connection) -> tuple[str, bytes | None]:
@@ -585,19 +621,24 @@ class Lab:
         except soap.SoapError as exc:
             return 500, soap.invalid_request(machine, str(exc)).render("")
         owner = auth.split_user(user)[1].lower()  # LAB\osiris, osiris@lab and osiris are one user
+        action = req.action.rsplit("/", 1)[-1]
         try:
-            if host.take_fault(("operation_timeout",)):
+            if host.take_fault(("operation_timeout",)) or host.take_fault(("operation_timeout",), action):
                 raise soap.operation_timeout(machine)
             ops = host.operations.get(owner, 0)
             if ops >= self.quotas.max_concurrent_operations_per_user:
                 raise soap.operations_per_user(machine, self.quotas.max_concurrent_operations_per_user)
             host.operations[owner] = ops + 1
             try:
-                return 200, await self._dispatch(host, scheme, owner, req, request)
+                status, payload = 200, await self._dispatch(host, scheme, owner, req, request)
             finally:
                 host.operations[owner] -= 1
         except soap.WSManFault as fault:
-            return 500, fault.render(req.message_id)
+            status, payload = 500, fault.render(req.message_id)
+        lost = host.take_fault(("reset", "hang", "http500"), action)
+        if lost is not None:
+            raise _LostReply(lost)  # handled, but the client never hears of it
+        return status, payload
 
     async def _dispatch(self, host: LabHost, scheme: str, owner: str, req: soap.Request,
                         request: web.Request) -> bytes:
@@ -794,4 +835,4 @@ def practice(n: int) -> list[HostSpec]:
     return specs
 
 
-__all__ = ["Lab", "LabHost", "HostSpec", "Quotas", "Fault", "FAULT_KINDS", "ROLES", "practice"]
+__all__ = ["Lab", "LabHost", "HostSpec", "Quotas", "Fault", "FAULT_KINDS", "FAULT_ACTIONS", "ROLES", "practice"]

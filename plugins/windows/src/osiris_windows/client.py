@@ -152,7 +152,10 @@ class Session:
         transport, encryption = _transport(opts)
         self.endpoint = endpoint
         self.settings = settings
-        self.started = False  # the host accepted the Command: the script may have run
+        # True from the moment the Command request is sent: if its reply is
+        # lost (reset, 5xx, a hang), the host may have accepted it and the
+        # script may be running, so a runbook must not be sent again.
+        self.started = False
         self._responsive = True  # False once a request timed out or the connection broke
         op = max(1, int(settings.operation_timeout))
         self._ca_file = str(opts.ca_file) if opts.ca_file else _system_ca_file()
@@ -191,8 +194,13 @@ class Session:
                     raise Failed(f"TLS: cannot load the CA bundle {self._ca_file} ({type(exc).__name__})") from None
                 session.mount("https://", _VerifyingAdapter(context))
             shell_id = p.open_shell(env_vars=dict(env))
-            command_id = p.run_command(shell_id, command, args)
-            self.started = True
+            self.started = True  # from here on the script may run, whatever becomes of the reply
+            try:
+                command_id = p.run_command(shell_id, command, args)
+            except WSManFaultError as exc:
+                if (exc.wsman_fault_code or exc.wmierror_code) in QUOTA_FAULTS:
+                    self.started = False  # the host answered that it refused the command
+                raise
             out, err, code = [], [], -1
             while True:
                 remaining = deadline - time.monotonic()

@@ -8,7 +8,8 @@ each host has one deadline (the sum of its checks' budgets plus
 ``script_overhead``) that bounds its attempts, retries and backoff, so an
 unreachable or hanging host costs the sweep nothing beyond its own error
 observations. Runbooks travel the same way as a batch of one unit, and are
-retried only if the failure came before the host started the script.
+retried only if the failure came before the Command request was sent (a
+lost reply to it leaves the script possibly running: never sent twice).
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ class _Attempt:
                     failure = exc
             delay = min(s.backoff_max, s.backoff * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
             started = session.started
-            if attempt > s.retries or (started and not retry_after_start) or time.monotonic() + delay + 1 > deadline:
+            if started and not retry_after_start:
+                tries = f" (attempt {attempt})" if attempt > 1 else ""
+                raise Failed(f"{failure}{tries} after the command was sent: it may have run on the host, so it "
+                             "was not sent again; check the host before running it again")
+            if attempt > s.retries or time.monotonic() + delay + 1 > deadline:
                 tries = f" after {attempt} attempts" if attempt > 1 else ""
                 raise Failed(f"{failure}{tries}")
             log.info("windows %s: %s; retrying in %.1f s", self.target.name, failure, delay)
