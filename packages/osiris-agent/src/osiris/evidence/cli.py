@@ -127,13 +127,25 @@ def verify(cctx: click.Context, ref: str | None, fast: bool, key_file: str | Non
 @evidence.command("verify-export")
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, exists=True),
-              help="The public key you trust (PEM). Default: the export's own public-key.pem.")
+              help="The public key you trust (PEM). Default: the export's own public-key.pem (with a warning).")
 def verify_export_cmd(path: str, key_file: str | None) -> None:
-    """Verify an export (zip or unpacked directory) offline."""
+    """Verify an export (zip or unpacked directory) offline.
+
+    Prints the SHA-256 fingerprint of the key everything was checked
+    against; without --key that is the export's own key, and a warning says
+    so (an export re-signed with another key would verify against itself).
+    """
     from .keys import VerifyKey
     from .verify import verify_export
 
-    key = VerifyKey.from_pem(Path(key_file).read_bytes(), key_file) if key_file else None
+    key = None
+    if key_file:
+        try:
+            key = VerifyKey.from_pem(Path(key_file).read_bytes(), key_file)
+        except OSError as exc:
+            _fail(f"{key_file}: cannot read: {exc.strerror}", EXIT_USAGE)
+        except EvidenceError as exc:
+            _fail(f"--key {exc}", EXIT_USAGE)
     try:
         report = verify_export(path, key)
     except EvidenceError as exc:
@@ -141,6 +153,11 @@ def verify_export_cmd(path: str, key_file: str | None) -> None:
     click.echo(report.summary())
     for p in report.problems[1:]:
         click.echo(f"  also: {p}")
+    if report.key_fingerprint:
+        source = key_file if key_file else "the export's own public-key.pem"
+        click.echo(f"key: SHA-256 fingerprint {report.key_fingerprint} ({source})")
+    for w in report.warnings:
+        click.echo(f"osiris: warning: {w}", err=True)
     if not report.ok:
         sys.exit(EXIT_FAILED)
 
@@ -201,7 +218,13 @@ def export_cmd(cctx: click.Context, from_: str | None, to: str | None, checkpoin
     if hi <= lo:
         _fail("no bundles in that range")
     try:
-        summary = export(log, out, lo, hi)
+        signing = _signing_key(cctx)
+    except EvidenceError as exc:
+        signing = None
+        click.echo(f"osiris: note: manifest.json not signed ({exc}); bundles cut from the export's ends "
+                   "would go unnoticed", err=True)
+    try:
+        summary = export(log, out, lo, hi, signing_key=signing)
     except EvidenceError as exc:
         _fail(str(exc))
     click.echo(f"{summary.path}: bundles {summary.first}..{summary.end - 1} ({summary.bundles}), "

@@ -5,6 +5,7 @@ Layout::
 
     VERIFY.md                    how to check it (generated for this export)
     manifest.json                origin, key fingerprint, range, counts
+    manifest.json.sig            its raw Ed25519 signature (when the signing key was at hand)
     public-key.pem               the appliance's Ed25519 public key (SPKI PEM)
     public-key.vkey              the same as a C2SP note verifier key
     openssl-verify.sh            every signature checked with the openssl CLI
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from .canonical import utc_text
 from .errors import EvidenceError
-from .keys import VerifyKey
+from .keys import SigningKey, VerifyKey
 from .log import EvidenceLog
 from .merkle import leaf_hash
 
@@ -58,10 +59,15 @@ def _name(index: int) -> str:
 
 
 def export(log: EvidenceLog, out: Path | str, first: int, end: int, *, key: VerifyKey | None = None,
-           now: datetime | None = None) -> ExportSummary:
-    """Write entries [first, end) with proofs to ``out`` (a new zip file)."""
+           signing_key: SigningKey | None = None, now: datetime | None = None) -> ExportSummary:
+    """Write entries [first, end) with proofs to ``out`` (a new zip file).
+    With ``signing_key`` (the log's), ``manifest.json.sig`` signs the
+    manifest, and so the range: bundles cut from the ends of the export are
+    then detected too."""
     out = Path(out)
     key = key or log.verify_key
+    if signing_key is not None and signing_key.verify_key.raw != log.verify_key.raw:
+        raise EvidenceError("the signing key given for the export's manifest is not this log's key")
     now = now or datetime.now(timezone.utc)
     anchor = log.latest_checkpoint()
     if anchor is None:
@@ -118,10 +124,14 @@ def export(log: EvidenceLog, out: Path | str, first: int, end: int, *, key: Veri
             "checkpoints": sizes,
             "exported_at": utc_text(now),
         }
-        z.writestr("manifest.json", json.dumps(manifest, indent=2))
+        manifest_bytes = json.dumps(manifest, indent=2).encode()
+        z.writestr("manifest.json", manifest_bytes)
+        if signing_key is not None:
+            z.writestr("manifest.json.sig", signing_key.sign(manifest_bytes))
         z.writestr(zipfile.ZipInfo("openssl-verify.sh", date_time=now.timetuple()[:6]), _SCRIPT)
         z.getinfo("openssl-verify.sh").external_attr = 0o755 << 16
-        z.writestr("VERIFY.md", _verify_md(log.origin, key, first, end, anchor.size, sizes, example.index))
+        z.writestr("VERIFY.md", _verify_md(log.origin, key, first, end, anchor.size, sizes, example.index,
+                                           signing_key is not None))
     tmp.rename(out)
     return ExportSummary(out, first, end, anchor.size, sizes)
 
@@ -160,8 +170,14 @@ exit $bad
 """
 
 
-def _verify_md(origin: str, key: VerifyKey, first: int, end: int, anchor: int, sizes: list[int], example: int) -> str:
+def _verify_md(origin: str, key: VerifyKey, first: int, end: int, anchor: int, sizes: list[int], example: int,
+               manifest_signed: bool) -> str:
     n = _name(example)
+    manifest = ("`manifest.json.sig` is the raw signature of `manifest.json`, which names the range: check it\n"
+                "the same way (`-in manifest.json -sigfile manifest.json.sig`), then bundles cut from either end\n"
+                "are detected too." if manifest_signed else
+                "`manifest.json` is not signed in this export (it was made without the signing key at hand):\n"
+                "the range it names is checked against the signed checkpoints only.")
     return f"""# Verifying this evidence export
 
 Exported from the Osiris evidence log **{origin}**: bundles {first} to {end - 1}
@@ -173,10 +189,17 @@ fingerprint (of the raw 32-byte key) is
 
     {key.fingerprint}
 
-Compare it with the fingerprint you obtained independently (from the MSP,
-an earlier export, or `osiris evidence key` on the appliance) before
+Compute it yourself with OpenSSL (the raw key is the last 32 bytes of the
+DER public key):
+
+    openssl pkey -pubin -in public-key.pem -outform DER | tail -c 32 | openssl dgst -sha256
+
+and compare it with the fingerprint you obtained independently (from the
+MSP, an earlier export, or `osiris evidence key` on the appliance) before
 trusting anything below: a signature proves only that the holder of *this*
 key signed.
+
+{manifest}
 
 ## 1. One bundle's signature, with OpenSSL alone
 
@@ -218,11 +241,15 @@ without breaking a signature.
 
 ## 4. Everything at once, with osiris
 
-    osiris evidence verify-export THIS.zip [--key TRUSTED.pem]
+    osiris evidence verify-export THIS.zip --key TRUSTED.pem
 
-checks every signature, the chain within the range, every inclusion proof,
-every checkpoint and the consistency proofs between checkpoints
-(`consistency/<m>-<n>.json`: the later tree extends the earlier one).
+checks every signature, that the bundles are exactly {first} to {end - 1} and
+each one's signed `prev` is its predecessor's leaf, every inclusion proof,
+every checkpoint and the consistency proofs between consecutive checkpoints
+(`consistency/<m>-<n>.json`: the later tree extends the earlier one). It
+prints the fingerprint of the key it checked against; without `--key` it
+uses this export's own `public-key.pem` and warns: an export re-signed with
+another key would verify too, only the fingerprint tells.
 
 ## 5. Timestamps
 

@@ -65,6 +65,8 @@ class Report:
     roots: int = 0
     consistency: int = 0
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    key_fingerprint: str | None = None  # the key everything was checked against
 
     @property
     def ok(self) -> bool:
@@ -408,21 +410,76 @@ def verify_entry_in_log(log: EvidenceLog, ref: str, key: VerifyKey | None = None
 
 def verify_export(path: Path | str, key: VerifyKey | None = None) -> Report:
     """Check an export (zip or unpacked directory) offline: signatures,
-    chain within the range, inclusion proofs, checkpoints and consistency
-    proofs. ``key``: the key the auditor trusts; default the export's own
-    public-key.pem (the report shows its fingerprint to compare)."""
+    the chain between every pair of neighbours, that the bundles are exactly
+    the exported range, inclusion proofs, checkpoints and the consistency
+    proofs between every pair of consecutive checkpoints. ``key``: the key
+    the auditor trusts; default the export's own public-key.pem (then the
+    report carries a warning: only the fingerprint, compared with one
+    obtained independently, says whose key that is).
+
+    The range [first_index, end_index) comes from ``manifest.json``, whose
+    signature (``manifest.json.sig``, when the export was made with the
+    signing key) binds it; it must lie under the signed anchor checkpoint
+    every inclusion proof is made against. Malformed files are named
+    problems, never exceptions."""
     files = _ExportFiles(Path(path))
     report = Report()
+
+    def bad(what: str, **kw: Any) -> None:
+        report.problems.append(Problem(what, **kw))
+
     try:
-        manifest = json.loads(files.read("manifest.json"))
-        export_key = VerifyKey.from_pem(files.read("public-key.pem"), "public-key.pem")
-    except (KeyError, ValueError, EvidenceError) as exc:
-        report.problems.append(Problem(f"not an evidence export: {exc}"))
+        manifest_bytes = files.read("manifest.json")
+        manifest = json.loads(manifest_bytes)
+        if not isinstance(manifest, dict):
+            raise ValueError("manifest.json is not a JSON object")
+    except KeyError:
+        bad("not an evidence export: manifest.json is missing")
         return report
-    key = key or export_key
+    except ValueError as exc:
+        bad(f"manifest.json: not valid JSON: {exc}")
+        return report
+    try:
+        export_key = VerifyKey.from_pem(files.read("public-key.pem"), "public-key.pem")
+    except KeyError:
+        bad("not an evidence export: public-key.pem is missing")
+        return report
+    except EvidenceError as exc:
+        bad(str(exc))
+        return report
+    if key is None:
+        key = export_key
+        report.warnings.append(
+            "no trusted key given (--key): verified against the export's own public-key.pem, fingerprint "
+            f"{key.fingerprint}; an export re-signed with another key verifies too. Compare this fingerprint "
+            "with one obtained independently, or pass --key")
+    report.key_fingerprint = key.fingerprint
     if key.raw != export_key.raw:
-        report.problems.append(Problem("public-key.pem is not the trusted key"))
-    origin = manifest["origin"]
+        bad(f"public-key.pem (fingerprint {export_key.fingerprint}) is not the trusted key ({key.fingerprint})")
+    origin = manifest.get("origin")
+    first, end = manifest.get("first_index"), manifest.get("end_index")
+    if not isinstance(origin, str) or not isinstance(first, int) or not isinstance(end, int) or not 0 <= first < end:
+        bad("manifest.json: origin, first_index and end_index missing or malformed "
+            f"(origin={origin!r}, first_index={first!r}, end_index={end!r})")
+        return report
+    if manifest.get("key_fingerprint_sha256") not in (None, export_key.fingerprint):
+        bad(f"manifest.json: key_fingerprint_sha256 {manifest.get('key_fingerprint_sha256')!r} is not the "
+            f"fingerprint of public-key.pem ({export_key.fingerprint})")
+    try:
+        manifest_sig = files.read("manifest.json.sig")
+    except KeyError:
+        manifest_sig = None
+        report.warnings.append(
+            "manifest.json is not signed (no manifest.json.sig): the range it names "
+            f"[{first}, {end}) is checked against the signed checkpoints, but bundles cut from its ends "
+            "would not be noticed")
+    if manifest_sig is not None:
+        if key.verify(manifest_sig, manifest_bytes):
+            report.signatures += 1
+        else:
+            bad("manifest.json.sig: the manifest's signature does not verify (manifest altered, or another key)")
+
+    # Checkpoints: every note signed by the key, for this origin.
     cps: dict[int, Checkpoint] = {}
     for name in files.names("checkpoints/", ".note"):
         report.checkpoints += 1
@@ -430,47 +487,110 @@ def verify_export(path: Path | str, key: VerifyKey | None = None) -> Report:
             cp = parse_checkpoint(files.read(name), key=key, origin=origin)
             cps[cp.size] = cp
         except VerificationError as exc:
-            report.problems.append(Problem(f"{name}: {exc}"))
-    for name in files.names("consistency/", ".json"):
-        c = json.loads(files.read(name))
-        a, b = cps.get(c["from"]), cps.get(c["to"])
+            bad(f"{name}: {exc}")
+    listed = manifest.get("checkpoints")
+    if isinstance(listed, list):
+        for size in listed:
+            if size not in cps:
+                bad(f"checkpoints/{size}.note: listed in manifest.json but missing or not verifying", checkpoint=size)
+    sizes = sorted(cps)
+    if not sizes:
+        bad("no verifying checkpoint in checkpoints/: nothing signed covers the bundles")
+        return report
+    anchor = sizes[-1]
+    if manifest.get("anchor_checkpoint") not in (None, anchor):
+        bad(f"manifest.json: anchor_checkpoint {manifest.get('anchor_checkpoint')!r}, but the largest signed "
+            f"checkpoint is {anchor}")
+    if end > anchor:
+        bad(f"manifest.json: end_index {end} is beyond the anchor checkpoint, which covers {anchor} entries")
+
+    # Consistency: a valid proof between every pair of consecutive checkpoints.
+    for a, b in zip(sizes, sizes[1:]):
+        name = f"consistency/{a}-{b}.json"
         report.consistency += 1
-        if a is None or b is None or not merkle.verify_consistency(
-                a.size, b.size, a.root, b.root, [bytes.fromhex(h) for h in c["path"]]):
-            report.problems.append(Problem(f"{name}: consistency proof does not verify", checkpoint=c["to"]))
+        try:
+            c = json.loads(files.read(name))
+            ok = (c["from"] == a and c["to"] == b
+                  and merkle.verify_consistency(a, b, cps[a].root, cps[b].root, [bytes.fromhex(h) for h in c["path"]]))
+        except KeyError as exc:
+            bad(f"{name}: missing" if exc.args == (name,) else f"{name}: malformed (no {exc})", checkpoint=b)
+            continue
+        except (ValueError, TypeError) as exc:
+            bad(f"{name}: malformed: {exc}", checkpoint=b)
+            continue
+        if not ok:
+            bad(f"{name}: consistency proof does not verify", checkpoint=b)
+
+    # Bundles: exactly [first, end), each signed, chained to its neighbour,
+    # and included in the anchor checkpoint.
     leaves: dict[int, bytes] = {}
     statements: dict[int, dict[str, Any]] = {}
+    present: set[int] = set()
     for name in files.names("bundles/", ".json"):
-        idx = int(Path(name).stem)
+        stem = Path(name).stem
+        if not stem.isdigit():
+            bad(f"{name}: not a bundle file name (<index>.json)")
+            continue
+        idx = int(stem)
+        present.add(idx)
+        if not first <= idx < end:
+            bad(f"{name}: outside the exported range [{first}, {end})", index=idx)
+            continue
         body = files.read(name)
-        sig = files.read(name[:-5] + ".sig")
         report.entries += 1
+        try:
+            sig = files.read(name[:-5] + ".sig")
+        except KeyError:
+            bad(f"{name}: its signature {name[:-5]}.sig is missing", index=idx)
+            continue
         if not key.verify(sig, body):
-            report.problems.append(Problem(f"{name}: signature does not verify", index=idx))
+            bad(f"{name}: signature does not verify", index=idx)
             continue
         report.signatures += 1
-        st = json.loads(body)
-        if st.get("seq") != idx or st.get("log") != origin:
-            report.problems.append(Problem(f"{name}: signed seq/log do not match the file name", index=idx))
+        try:
+            st = json.loads(body)
+        except ValueError:
+            bad(f"{name}: signed content is not JSON", index=idx)
+            continue
+        if not isinstance(st, dict) or st.get("seq") != idx or st.get("log") != origin:
+            bad(f"{name}: signed seq/log do not match the file name and origin", index=idx)
             continue
         leaves[idx] = merkle.leaf_hash(body)
         statements[idx] = st
+        pname = f"proofs/{stem}.json"
         try:
-            proof = json.loads(files.read(f"proofs/{Path(name).stem}.json"))
-        except KeyError:
-            report.problems.append(Problem(f"{name}: no inclusion proof", index=idx))
+            proof = json.loads(files.read(pname))
+            tree_size, path_ = proof["tree_size"], [bytes.fromhex(h) for h in proof["path"]]
+            if proof.get("index", idx) != idx:
+                raise ValueError(f"index {proof.get('index')!r}, expected {idx}")
+        except KeyError as exc:
+            bad(f"{name}: no inclusion proof ({pname})" if exc.args == (pname,)
+                else f"{pname}: malformed (no {exc})", index=idx)
             continue
-        cp = cps.get(proof["tree_size"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            bad(f"{pname}: malformed: {exc}", index=idx)
+            continue
         report.roots += 1
-        if cp is None or not merkle.verify_inclusion(leaves[idx], idx, cp.size,
-                                                     [bytes.fromhex(h) for h in proof["path"]], cp.root):
-            report.problems.append(Problem(f"{name}: inclusion proof does not verify", index=idx))
-    for idx, st in statements.items():
-        if idx - 1 in leaves and st.get("prev") != leaves[idx - 1].hex():
-            report.problems.append(Problem("signed prev does not match the previous bundle (chain broken)", index=idx))
+        cp = cps.get(tree_size)
+        if cp is None:
+            bad(f"{pname}: proves inclusion in checkpoint {tree_size!r}, which is not in the export", index=idx)
+        elif not merkle.verify_inclusion(leaves[idx], idx, cp.size, path_, cp.root):
+            bad(f"{name}: inclusion proof does not verify", index=idx)
+    for idx in range(first, end):
+        if idx not in present:
+            bad(f"bundles/{idx:012d}.json: missing from the exported range [{first}, {end})", index=idx)
+    for idx in range(first + 1, end):
+        st = statements.get(idx)
+        if st is None:
+            continue
+        if idx - 1 not in leaves:
+            bad(f"signed prev cannot be checked: bundle {idx - 1} is missing or did not verify (chain broken)",
+                index=idx)
+        elif st.get("prev") != leaves[idx - 1].hex():
+            bad("signed prev does not match the previous bundle (chain broken)", index=idx)
     expect = manifest.get("bundles")
-    if expect is not None and expect != report.entries:
-        report.problems.append(Problem(f"manifest lists {expect} bundles, the export holds {report.entries}"))
+    if expect is not None and expect != end - first:
+        bad(f"manifest.json: lists {expect} bundles, but its range [{first}, {end}) holds {end - first}")
     return report
 
 
@@ -492,7 +612,10 @@ class _ExportFiles:
 
     def read(self, name: str) -> bytes:
         if self._zip is not None:
-            return self._zip.read(name)
+            try:
+                return self._zip.read(name)
+            except KeyError:
+                raise KeyError(name) from None
         p = self.path / name
         if not p.is_file():
             raise KeyError(name)
