@@ -133,3 +133,27 @@ async def test_sinks_are_independent_and_take_only_their_kinds(tmp_path, key):
     with pytest.raises(ValueError, match="unknown kinds"):
         Outbox(log, [Sink("bad", kinds=("everything",))])
     log.close()
+
+
+async def test_a_sink_added_after_a_prune_starts_at_the_first_unpruned_entry(tmp_path, key, caplog):
+    from datetime import datetime, timedelta, timezone
+
+    log = new_log(tmp_path, key)
+    fill(log, key, 10, now=datetime.now(timezone.utc) - timedelta(days=2200))
+    fill(log, key, 5)
+    log.checkpoint(key)
+    assert log.prune(datetime.now(timezone.utc) - timedelta(days=2192)) == 10  # no sink yet
+    sink = Sink(kinds=("bundle",))
+    outbox = Outbox(log, [sink])
+    with caplog.at_level("WARNING", logger="osiris.evidence.log"):
+        done = await outbox.drain()
+    assert [d.ok for d in done] == [True] * 5 and [d.position for d in done] == [10, 11, 12, 13, 14]
+    assert sink.order == [log.entry(i).bundle_id for i in range(10, 15)]
+    cur = log.cursor("central", "bundle")
+    assert cur["delivered"] == 15 and cur["last_error"] is None
+    note = log._db.execute("SELECT value FROM meta WHERE key = 'sink_start/central'").fetchone()[0]
+    assert note.startswith("started at index 10: entries [0, 10) were pruned")
+    assert "evidence sink central: started at index 10" in caplog.text
+    # An existing cursor is never moved: a sink that already had one keeps it.
+    assert log.cursor("central", "bundle")["delivered"] == 15
+    log.close()

@@ -38,6 +38,7 @@ cannot fork the log.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -55,6 +56,8 @@ from .keys import SigningKey, VerifyKey
 from .note import Checkpoint, checkpoint_text, parse_checkpoint, sign_note
 
 __all__ = ["EvidenceLog", "Entry", "Appended", "FORMAT", "LOG_NAME", "ZERO_HASH"]
+
+_log = logging.getLogger(__name__)
 
 FORMAT = "osiris-evidence-log/1"
 LOG_NAME = "log.sqlite3"
@@ -525,8 +528,26 @@ class EvidenceLog:
     # -- sink cursors (the outbox's durable state) ----------------------------------------------
 
     def cursor(self, sink: str, kind: str) -> dict[str, Any]:
+        """A sink's cursor, created on first use. A new bundle cursor starts
+        at the first entry that still has its body: entries pruned before
+        the sink was added cannot be delivered, and starting at 0 would
+        stall it forever. Where it started is kept in ``meta``
+        (``sink_start/<sink>``) and logged."""
+        with self._tx() as db:
+            new = db.execute("INSERT OR IGNORE INTO sink_cursors (sink, kind) VALUES (?, ?)",
+                             (sink, kind)).rowcount
+            if new and kind == "bundle":
+                first = db.execute("SELECT min(idx) FROM entries WHERE body IS NOT NULL").fetchone()[0]
+                if first is None:
+                    first = db.execute("SELECT coalesce(max(idx) + 1, 0) FROM entries").fetchone()[0]
+                if first:
+                    db.execute("UPDATE sink_cursors SET delivered = ? WHERE sink = ? AND kind = ?",
+                               (int(first), sink, kind))
+                    note = (f"started at index {first}: entries [0, {first}) were pruned before this sink was added "
+                            f"({utc_text(_now())})")
+                    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"sink_start/{sink}", note))
+                    _log.warning("evidence sink %s: %s", sink, note)
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO sink_cursors (sink, kind) VALUES (?, ?)", (sink, kind))
             row = self._db.execute(
                 """SELECT delivered, delivered_total, attempts, next_attempt_at, last_error, last_delivery_at
                    FROM sink_cursors WHERE sink = ? AND kind = ?""", (sink, kind)).fetchone()
