@@ -183,6 +183,36 @@ _INCIDENT_COLUMNS = (
 )
 
 
+class _Checkpointer(threading.Thread):
+    """Passive WAL checkpoints on a separate connection, every ``interval``
+    seconds (SQLite releases the GIL while it copies pages)."""
+
+    def __init__(self, path: Path, interval: float = 1.0):
+        super().__init__(name="osiris-wal-checkpoint", daemon=True)
+        self.path, self.interval = path, interval
+        self._stop_event = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+        try:
+            while not self._stop_event.wait(self.interval):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    pass  # busy or locked: the next round catches up
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
+
+
 class Store:
     def __init__(self, state_dir: Path | str):
         self.state_dir = Path(state_dir)
@@ -204,6 +234,11 @@ class Store:
         self._lock = threading.RLock()
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints (copying the WAL back into the database, with an fsync)
+        # run in a thread of their own instead of inside whichever commit
+        # crosses the threshold: the event loop never waits for one.
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = _Checkpointer(self.path)
         self.db.execute("PRAGMA foreign_keys=ON")
         self.migrate()
 
@@ -249,6 +284,7 @@ class Store:
                 raise
 
     def close(self) -> None:
+        self._checkpointer.stop()
         self.db.close()
 
     # -- targets ---------------------------------------------------------------
