@@ -119,6 +119,34 @@ FORBIDDEN = [
 ]
 NATIVE = re.compile(r"&\s*[A-Za-z0-9_]+\.exe\b", re.I)
 
+# Date and time patterns in a custom format string (yyyy, MM, dd, HH, mm, ss...).
+_DATE_TOKENS = re.compile(r"yy|MM|dd|HH|hh|mm|ss|fff|tt")
+_TOSTRING = re.compile(r"""\.ToString\(\s*(['"])([^'"]*)\1([^)]*)\)""", re.I)
+_GET_DATE_FORMAT = re.compile(r"""\bGet-Date\b[^\n|;]*-U?Format\s+(?:(['"])([^'"]*)\1|(\S+))""", re.I)
+_F_OPERATOR = re.compile(r"""\{\d+(?:,-?\d+)?:([^{}'"\n]*)\}""")
+
+
+def culture_dependent_dates(text: str) -> list[str]:
+    """Dates formatted with a custom pattern under the host's current
+    culture, which changes the separators and, under a non-Gregorian
+    calendar (th-TH: Buddhist years), the year itself. Returns the
+    offending snippets. ``.ToString('o')`` and other one-letter standard
+    formats are invariant; a custom pattern needs
+    ``[Globalization.CultureInfo]::InvariantCulture``."""
+    found = []
+    for m in _TOSTRING.finditer(text):
+        fmt, rest = m.group(2), m.group(3)
+        if len(fmt) > 1 and _DATE_TOKENS.search(fmt) and "invariantculture" not in rest.lower():
+            found.append(m.group(0))
+    for m in _GET_DATE_FORMAT.finditer(text):
+        fmt = m.group(2) if m.group(2) is not None else m.group(3)
+        if len(fmt) > 1:  # Get-Date -Format/-UFormat has no culture parameter
+            found.append(m.group(0))
+    for m in _F_OPERATOR.finditer(text):  # '{0:yyyy-MM-dd}' -f $d, [string]::Format(...)
+        if _DATE_TOKENS.search(m.group(1)):
+            found.append(m.group(0))
+    return found
+
 
 def problems(text: str) -> list[str]:
     try:
@@ -131,6 +159,8 @@ def problems(text: str) -> list[str]:
         relaxed = code.find("$ErrorActionPreference = ''")  # 'Continue' is blanked as a string
         if relaxed < 0 or relaxed > native.start():
             found.append("calls a native program before relaxing $ErrorActionPreference")
+    found += [f"formats a date under the host's culture: {snippet} (use InvariantCulture)"
+              for snippet in culture_dependent_dates(text)]
     lines = [ln.strip() for ln in code.splitlines() if ln.strip()]
     if not lines or lines[0] != "param($P)":
         found.append("the first statement must be param($P)")

@@ -139,6 +139,36 @@ def test_the_linter_catches_what_it_claims():
     assert problems(head + "@{ a = (1 }\n") == ["line 3: unbalanced '}'"]
     assert problems(head + "$s = 'a ?? b (' # ?? in a comment\n") == []
     assert code_only("$x = \"it's $($y.Name) ok\"") == '$x = ""'
+    bad = ".ToString('yyyy-MM-ddTHH:mm:ssZ')"
+    assert problems(head + f"@{{ t = $d{bad} }}\n") == [
+        f"formats a date under the host's culture: {bad} (use InvariantCulture)"]
+    assert problems(head + "@{ t = $d.ToString('yyyy-MM-dd', [Globalization.CultureInfo]::InvariantCulture) }\n") == []
+    assert problems(head + "@{ t = $d.ToString('o'); g = [guid]::NewGuid().ToString('N'); h = $b.ToString('x2') }\n") == []
+    assert len(problems(head + "@{ t = (Get-Date -Format 'yyyy-MM-dd'); u = '{0:dd.MM.yyyy}' -f $d }\n")) == 2
+    assert len(problems(head + "@{ t = $d.ToString('yyyy-MM-dd', (Get-Culture)) }\n")) == 1
+
+
+def test_no_fragment_in_plugins_formats_a_date_under_the_hosts_culture(loaded):
+    """th-TH writes Buddhist years and other cultures other separators: a
+    date a fragment prints must not depend on the host's culture. Every
+    fragment the windows plugins contribute (generated ones included), and
+    every source file under plugins/ as a backstop."""
+    from pathlib import Path
+
+    culture_dependent_dates = _pslint().culture_dependent_dates
+    bad = {}
+    for spec in [c.spec for c in (*loaded.registry.checks.values(), *loaded.registry.runbooks.values())]:
+        if spec.script and culture_dependent_dates(spec.script):
+            bad[spec.id] = culture_dependent_dates(spec.script)
+    plugins = Path(__file__).resolve().parents[2]
+    assert (plugins / "windows-baseline").is_dir() and (plugins / "windows").is_dir()
+    sources = [p for p in plugins.rglob("*.py") if "tests" not in p.relative_to(plugins).parts]
+    assert len(sources) > 20
+    for path in sources:
+        found = culture_dependent_dates(path.read_text(encoding="utf-8"))
+        if found:
+            bad[str(path.relative_to(plugins))] = found
+    assert bad == {}
 
 
 def test_parameters_reach_fragments_as_data_under_names_that_exist():

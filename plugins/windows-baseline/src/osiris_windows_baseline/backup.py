@@ -24,7 +24,7 @@ from .ps import check_header
 RECENCY = check_header("windows.backup.recent", 1) + """\
 $now = [DateTime]::UtcNow
 if ($null -eq (Get-Command -Name Get-WBSummary -ErrorAction SilentlyContinue)) {
-    [ordered]@{ installed = $false; now_utc = $now.ToString('yyyy-MM-ddTHH:mm:ssZ') }
+    [ordered]@{ installed = $false; now_utc = $now.ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture) }
 } else {
     $s = Get-WBSummary
     $ok = $s.LastSuccessfulBackupTime
@@ -32,11 +32,11 @@ if ($null -eq (Get-Command -Name Get-WBSummary -ErrorAction SilentlyContinue)) {
     [ordered]@{
         installed = $true
         policy_configured = ($null -ne (Get-WBPolicy -ErrorAction SilentlyContinue))
-        LastSuccessfulBackupTime = $(if ($null -ne $ok -and $ok.Year -gt 2000) { $ok.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ') } else { $null })
-        LastBackupTime = $(if ($null -ne $last -and $last.Year -gt 2000) { $last.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ') } else { $null })
+        LastSuccessfulBackupTime = $(if ($null -ne $ok -and $ok.Year -gt 2000) { $ok.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture) } else { $null })
+        LastBackupTime = $(if ($null -ne $last -and $last.Year -gt 2000) { $last.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture) } else { $null })
         LastBackupResultHR = [int]$s.LastBackupResultHR
         NumberOfVersions = [int]$s.NumberOfVersions
-        now_utc = $now.ToString('yyyy-MM-ddTHH:mm:ssZ')
+        now_utc = $now.ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture)
     }
 }
 """

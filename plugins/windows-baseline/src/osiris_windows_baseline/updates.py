@@ -52,12 +52,12 @@ try {
 }
 $hf = Get-HotFix | Where-Object { $null -ne $_.InstalledOn } | Sort-Object InstalledOn -Descending | Select-Object -First 1
 [ordered]@{
-    wu_last_success_utc = $(if ($null -ne $last) { $last.ToString('yyyy-MM-ddTHH:mm:ssZ') } else { $null })
+    wu_last_success_utc = $(if ($null -ne $last) { $last.ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture) } else { $null })
     wu_history_count = $count
     wu_error = $wu_error
     hotfix_id = $(if ($null -ne $hf) { [string]$hf.HotFixID } else { $null })
-    hotfix_installed_on = $(if ($null -ne $hf) { $hf.InstalledOn.ToString('yyyy-MM-dd') } else { $null })
-    now_utc = [DateTime]::UtcNow.ToString('yyyy-MM-ddTHH:mm:ssZ')
+    hotfix_installed_on = $(if ($null -ne $hf) { $hf.InstalledOn.ToString('yyyy-MM-dd', [Globalization.CultureInfo]::InvariantCulture) } else { $null })
+    now_utc = [DateTime]::UtcNow.ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture)
 }
 """
 
@@ -104,10 +104,10 @@ foreach ($u in $result.Updates) {
         kb = @($kbs)
         msrc_severity = [string]$u.MsrcSeverity
         categories = @($cats)
-        released_utc = $released.ToString('yyyy-MM-ddTHH:mm:ssZ')
+        released_utc = $released.ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture)
     })
 }
-[ordered]@{ result_code = [int]$result.ResultCode; updates = @($updates); now_utc = $now.ToString('yyyy-MM-ddTHH:mm:ssZ') }
+[ordered]@{ result_code = [int]$result.ResultCode; updates = @($updates); now_utc = $now.ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture) }
 """
 
 
@@ -151,8 +151,8 @@ $boot = (Get-CimInstance -ClassName Win32_OperatingSystem).LastBootUpTime
     wu_reboot_required = [bool]$wu
     cbs_reboot_pending = [bool]$cbs
     pending_file_renames = @($pfro | Where-Object { $_ }).Count
-    last_boot_utc = $boot.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
-    now_utc = [DateTime]::UtcNow.ToString('yyyy-MM-ddTHH:mm:ssZ')
+    last_boot_utc = $boot.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture)
+    now_utc = [DateTime]::UtcNow.ToString('yyyy-MM-ddTHH:mm:ssZ', [Globalization.CultureInfo]::InvariantCulture)
 }
 """
 
