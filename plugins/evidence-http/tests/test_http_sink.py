@@ -64,6 +64,7 @@ class Central:
         self.requests: list[tuple[str, str, str]] = []  # (key, kind, authorization)
         self.stored: dict[str, bytes] = {}
         self.order: list[str] = []
+        self.elsewhere: list[tuple[str, str | None]] = []  # (method, authorization) at the redirect target
 
     async def handle(self, request):
         key = request.headers.get("Idempotency-Key", "")
@@ -72,6 +73,8 @@ class Central:
         action = self.plan.pop(0) if self.plan else "ok"
         if action == "503":
             return web.Response(status=503, text="maintenance")
+        if action in ("301", "302", "303", "307", "308"):
+            return web.Response(status=int(action), headers={"Location": "/elsewhere"}, text="moved")
         if action == "429":
             return web.Response(status=429, headers={"Retry-After": "0"}, text="slow down")
         if key in self.stored:
@@ -88,6 +91,12 @@ class Central:
 async def serve(tmp_path, central, name="central"):
     app = web.Application()
     app.router.add_post("/api/evidence", central.handle)
+
+    async def elsewhere(request):  # a redirect target that answers 200 to anything
+        central.elsewhere.append((request.method, request.headers.get("Authorization")))
+        return web.Response(text="welcome")
+
+    app.router.add_route("*", "/elsewhere", elsewhere)
     runner = web.AppRunner(app)
     await runner.setup()
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -197,3 +206,25 @@ def test_retry_after_is_read_in_both_forms():
     assert plugin._retry_after("120") == 120.0
     assert plugin._retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
     assert plugin._retry_after("soon") is None and plugin._retry_after(None) is None
+
+
+@pytest.mark.parametrize("status", ["301", "302", "303", "307", "308"])
+async def test_a_redirect_is_a_failure_naming_the_location_and_the_token_stays(tmp_path, status):
+    ca = make_ca(tmp_path, "central")
+    central = Central()
+    runner, url = await serve(tmp_path, central)
+    key, log = make_log(tmp_path, 1)
+    sink = sink_from_config(tmp_path, url, ca)
+    outbox = Outbox(log, [sink])
+    central.plan = [status]
+    try:
+        [d] = await outbox.drain()
+        assert not d.ok and f"answered HTTP {status}" in d.error and "/elsewhere" in d.error, d.error
+        assert central.elsewhere == []  # not followed: no GET, no token sent on
+        assert log.cursor(sink.name, "bundle")["delivered"] == 0 and TOKEN not in d.error
+        [d] = await outbox.drain(now=time.time() + 3600)  # the service is back: delivered normally
+        assert d.ok and central.order == [log.entry(0).bundle_id]
+    finally:
+        await sink.close()
+        await runner.cleanup()
+    log.close()

@@ -10,7 +10,9 @@ Every item is one ``POST`` to ``url``:
 with ``Idempotency-Key: <item id>`` (a bundle's UUID, or
 ``checkpoint-<key id>-<size>``) so the service stores each item once
 however often it is sent, and ``Authorization: Bearer <token>`` when
-``token_secret`` names a secret. Any 2xx is success. Anything else (a 5xx,
+``token_secret`` names a secret. Any 2xx is success. Redirects are never
+followed (a 3xx is a failure naming its ``Location``: following would turn
+the POST into a GET and carry the token elsewhere). Anything else (a 5xx,
 a 429 with ``Retry-After``, a refused connection, a timeout, a certificate
 that does not validate) raises, and the core's outbox retries with
 exponential backoff, honouring ``Retry-After``, until the service takes it:
@@ -115,10 +117,20 @@ class HttpSink:
         if self.token is not None:
             headers["Authorization"] = f"Bearer {self.token.reveal()}"
         try:
-            async with self._client().post(self.url, data=payload, headers=headers) as resp:
+            # Redirects are not followed: aiohttp would turn the POST into a
+            # GET on 301/302/303 (a 200 from that is not a delivery) and
+            # re-send the bearer token to wherever the Location points.
+            async with self._client().post(self.url, data=payload, headers=headers,
+                                           allow_redirects=False) as resp:
                 text = (await resp.content.read(300)).decode("utf-8", "replace").strip()
                 if 200 <= resp.status < 300:
                     return
+                if 300 <= resp.status < 400:
+                    location = resp.headers.get("Location", "(no Location header)")
+                    raise DeliveryError(
+                        f"{self.host} answered HTTP {resp.status} {resp.reason} redirecting to {location}: "
+                        "redirects are not followed (the upload would become a GET and the token go along); "
+                        "set plugins.evidence-http.url to the final address")
                 raise DeliveryError(f"{self.host} answered HTTP {resp.status} {resp.reason}: {text[:200]}",
                                     _retry_after(resp.headers.get("Retry-After")))
         except asyncio.TimeoutError:
