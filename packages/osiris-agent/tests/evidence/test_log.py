@@ -276,3 +276,19 @@ def test_content_that_contains_a_placeholder_is_signed_as_it_is(log, key):
     st1 = json.loads(log.entry(1).body)
     assert st1["seq"] == 1 and st1["payload"] == {"note": "\x00osiris-chain:seq\x00"}
     assert canonical_reference(st1) == log.entry(1).body
+
+
+def test_checkpoint_time_never_goes_back_after_a_clock_step(log, key):
+    t0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+    log.append([statement(0)], key, now=t0)
+    first = log.checkpoint(key, now=t0 + timedelta(minutes=5))
+    # The clock steps back an hour: entries keep their stamps monotonic, and
+    # so must checkpoints (both after the last checkpoint and the newest entry).
+    log.append([statement(1)], key, now=t0 - timedelta(hours=1))
+    second = log.checkpoint(key, now=t0 - timedelta(hours=1))
+    assert second.time == first.time == "2024-05-01T12:05:00.000000Z"
+    log.append([statement(2)], key, now=t0 + timedelta(minutes=10))
+    third = log.checkpoint(key, now=t0 - timedelta(hours=2))
+    assert third.time == log.entry(2).recorded_at == "2024-05-01T12:10:00.000000Z"
+    report = verify_log(log)
+    assert report.ok, report.summary()

@@ -442,13 +442,19 @@ class EvidenceLog:
         """Sign a checkpoint of the current tree if it grew since the last
         one (or always with ``force``, if the log is not empty). Before
         signing, the new root is proven consistent with the last checkpoint:
-        a log must never sign two inconsistent checkpoints."""
+        a log must never sign two inconsistent checkpoints. The time it
+        carries is never earlier than the last checkpoint's or the newest
+        entry's ``recorded_at`` (a clock stepped back must not make an intact
+        log fail verification)."""
         now = now or _now()
         with self._tx() as db:
             size = self.size()
             last = self._latest_checkpoint()
             if size == 0 or (last is not None and last.size == size):
                 return last if force else None
+            stamp = utc_text(now)
+            newest = db.execute("SELECT recorded_at FROM entries ORDER BY idx DESC LIMIT 1").fetchone()[0]
+            stamp = max(stamp, newest, (last.time or "") if last is not None else "")
             root = merkle.root(size, self.node)
             if last is not None:
                 proof = merkle.consistency_proof(last.size, size, self.node)
@@ -457,9 +463,9 @@ class EvidenceLog:
                         f"{self.path}: the tree at size {size} is not consistent with checkpoint {last.size}; "
                         "refusing to sign (run `osiris evidence verify`)"
                     )
-            note = sign_note(checkpoint_text(self.origin, size, root, utc_text(now)), self.origin, key)
+            note = sign_note(checkpoint_text(self.origin, size, root, stamp), self.origin, key)
             db.execute("INSERT INTO checkpoints (size, root, created_at, note) VALUES (?, ?, ?, ?)",
-                       (size, root, utc_text(now), note))
+                       (size, root, stamp, note))
         return parse_checkpoint(note)
 
     def _latest_checkpoint(self) -> Checkpoint | None:
