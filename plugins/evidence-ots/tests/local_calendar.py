@@ -14,6 +14,7 @@ calendar serves the upgraded path for each commitment.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -39,6 +40,7 @@ class LocalCalendar:
         self.headers: dict[int, bytes] = {}
         self.submissions = 0
         self.down = False
+        self.delay = 0.0  # seconds before answering a submission (a slow calendar)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
@@ -57,6 +59,8 @@ class LocalCalendar:
             await self._runner.cleanup()
 
     async def submit(self, request: web.Request) -> web.Response:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.down:
             return web.Response(status=503, text="calendar down")
         digest = await request.read()

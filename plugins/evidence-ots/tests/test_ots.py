@@ -164,3 +164,51 @@ def test_settings_and_hook(tmp_path):
         load(config_data={"state_dir": str(tmp_path), "plugins": {"evidence-ots": {"calendars": ["ftp://x"]}}})
     loaded = load(config_data={"state_dir": str(tmp_path)})
     assert plugin.osiris_evidence_sinks(loaded.ctx) is None  # off unless enabled
+
+
+@pytest.fixture
+async def slow_calendars():
+    cals = [LocalCalendar() for _ in range(4)]
+    for c in cals:
+        await c.start()
+        c.delay = 0.6
+    yield cals
+    for c in cals:
+        await c.stop()
+
+
+async def test_calendars_are_asked_at_once_within_one_deadline(slow_calendars):
+    import time
+
+    urls = [c.url for c in slow_calendars]
+    t0 = time.monotonic()
+    _, ok, errors = await asyncio.to_thread(proofs.stamp, b"checkpoint", urls, min_calendars=4, timeout=2.0)
+    elapsed = time.monotonic() - t0
+    assert ok == urls and errors == []
+    assert elapsed < 4 * 0.6, elapsed  # one at a time would take 2.4 s
+    assert all(c.submissions == 1 for c in slow_calendars)
+    # A calendar slower than the deadline is given up on, by name, at the deadline.
+    slow_calendars[3].delay = 5.0
+    t0 = time.monotonic()
+    _, ok, errors = await asyncio.to_thread(proofs.stamp, b"checkpoint", urls, min_calendars=2, timeout=1.0)
+    assert time.monotonic() - t0 < 2.5
+    assert ok == urls[:3] and errors == [f"{urls[3]}: no answer within 1 s"]
+
+
+async def test_slow_calendars_are_anchored_inside_the_sinks_delivery_timeout(tmp_path, slow_calendars):
+    """Four calendars of 0.6 s each under an outbox timeout of 1 s (as four
+    calendars of 15 s under the default 30 s): delivered, each asked once."""
+    svc = service(tmp_path)
+    sink = OtsSink(svc, Settings(enabled=True, calendars=[c.url for c in slow_calendars], min_calendars=2,
+                                 min_interval=0, timeout=2.0))
+    assert sink.delivery_timeout > 2.0
+    svc.outbox = Outbox(svc.log, [sink], timeout=1.0)
+    assert svc.outbox.timeout_for(sink.name) == sink.delivery_timeout
+    await svc.record("sweep", {})
+    cp = await svc.checkpoint()
+    [d] = await svc.outbox.drain()
+    assert d.ok, d.error
+    [a] = await svc.attestations("ots")
+    assert a["size"] == cp.size and a["detail"] == "pending at 4 calendar(s)"
+    assert [c.submissions for c in slow_calendars] == [1, 1, 1, 1]
+    await svc.close()

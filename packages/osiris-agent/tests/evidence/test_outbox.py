@@ -157,3 +157,34 @@ async def test_a_sink_added_after_a_prune_starts_at_the_first_unpruned_entry(tmp
     # An existing cursor is never moved: a sink that already had one keeps it.
     assert log.cursor("central", "bundle")["delivered"] == 15
     log.close()
+
+
+async def test_a_delivery_timeout_names_the_sink_and_the_setting(tmp_path, key):
+    import asyncio
+
+    class Stuck(Sink):
+        async def deliver(self, item_id, payload):
+            await asyncio.sleep(60)
+
+    log = new_log(tmp_path, key)
+    fill(log, key, 1)
+    outbox = Outbox(log, [Stuck(name="nas", kinds=("bundle",))], timeout=0.05)
+    [d] = await outbox.drain()
+    assert not d.ok
+    assert d.error.startswith("DeliveryTimeout: sink nas did not finish delivering bundle ")
+    assert "within 0.05 s (evidence.delivery_timeout is 0.05 s)" in d.error
+    assert log.cursor("nas", "bundle")["last_error"] == d.error
+
+    class Patient(Sink):
+        delivery_timeout = 5.0
+
+        async def deliver(self, item_id, payload):
+            await asyncio.sleep(0.2)
+            await super().deliver(item_id, payload)
+
+    patient = Patient(name="slow", kinds=("bundle",))
+    outbox = Outbox(log, [patient], timeout=0.05)
+    assert outbox.timeout_for("slow") == 5.0
+    [d] = await outbox.drain()
+    assert d.ok and patient.order == [log.entry(0).bundle_id]
+    log.close()

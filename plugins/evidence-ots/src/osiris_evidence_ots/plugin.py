@@ -2,8 +2,10 @@
 OpenTimestamps calendars, keep pending proofs, upgrade them later.
 
 A sink for checkpoints only. Delivering a checkpoint submits it to the
-configured calendars (at least ``min_calendars`` must take it, or the
-outbox retries later) and keeps the pending proof as the checkpoint's
+configured calendars, all at once with one deadline of ``timeout`` seconds
+(at least ``min_calendars`` must take it, or the outbox retries later; the
+sink declares a ``delivery_timeout`` above that deadline so the outbox does
+not cancel it first) and keeps the pending proof as the checkpoint's
 ``ots`` attestation in the evidence log. Every ``upgrade_interval`` seconds
 (the sink's ``maintain``), pending proofs are upgraded; a proof that reaches
 a Bitcoin block header attestation is kept as complete. Exports carry the
@@ -52,7 +54,8 @@ class Settings(BaseModel):
     enabled: bool = Field(default=False, description="Anchor checkpoints (needs outbound HTTPS to the calendars)")
     calendars: list[str] = Field(default_factory=lambda: list(DEFAULT_CALENDARS), description="Calendar URLs")
     min_calendars: int = Field(default=2, ge=1, description="Calendars that must take a checkpoint")
-    timeout: float = Field(default=15.0, gt=0, description="Seconds per calendar request")
+    timeout: float = Field(default=15.0, gt=0, le=600,
+                           description="Seconds a submission (all calendars, asked at once) or an upgrade request may take")
     min_interval: float = Field(default=3600.0, ge=0, description="Seconds between anchored checkpoints")
     upgrade_interval: float = Field(default=3600.0, gt=0, description="Seconds between upgrade rounds")
     upgrade_whitelist: list[str] = Field(default_factory=list,
@@ -69,6 +72,10 @@ class Settings(BaseModel):
         return v
 
 
+#: What a delivery needs beyond the calendars' deadline (the attestation write).
+DELIVERY_MARGIN = 10.0
+
+
 class OtsSink:
     name = NAME
     kinds = ("checkpoint",)
@@ -77,6 +84,10 @@ class OtsSink:
         self.evidence = evidence
         self.settings = settings
         self.maintain_interval = settings.upgrade_interval
+        # The outbox gives a delivery max(evidence.delivery_timeout, this):
+        # the calendars are asked at once with one deadline of ``timeout``,
+        # so a delivery is never cancelled while they are still answering.
+        self.delivery_timeout = settings.timeout + DELIVERY_MARGIN
         self.allowed = proofs.whitelist(settings.calendars, settings.upgrade_whitelist)
         self._run = run or asyncio.to_thread
         self._last_anchored: datetime | None = None
@@ -96,7 +107,7 @@ class OtsSink:
             return  # a later checkpoint will cover these entries
         s = self.settings
         data, ok, errors = await self._run(proofs.stamp, payload, s.calendars, min_calendars=s.min_calendars,
-                                           timeout=s.timeout)
+                                           timeout=s.timeout, deadline=s.timeout)
         await self.evidence.attest(cp.size, KIND, data, complete=False,
                                    detail=f"pending at {len(ok)} calendar(s)" + (f"; {len(errors)} failed" if errors else ""))
         if cp.time:

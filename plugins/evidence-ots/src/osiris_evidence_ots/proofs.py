@@ -10,7 +10,8 @@ covers.
 
 * :func:`stamp` does what ``ots stamp`` does: SHA-256 of the file, a random
   nonce appended (so calendars learn nothing about the checkpoint), SHA-256
-  again, submitted to each calendar; the answers are merged into one proof.
+  again, submitted to every calendar at once (one overall deadline); the
+  answers are merged into one proof.
 * :func:`upgrade` asks the calendar named in each pending attestation for
   the rest of the path; once a Bitcoin block header attestation is in, the
   proof is complete. Only calendars on the whitelist are asked (a proof can
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor, wait
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -86,18 +88,41 @@ def _dump(proof: DetachedTimestampFile) -> bytes:
     return ctx.getbytes()
 
 
-def stamp(data: bytes, calendars: Iterable[str], *, min_calendars: int = 1,
-          timeout: float = 15.0) -> tuple[bytes, list[str], list[str]]:
-    """A pending proof for ``data``; returns (proof, calendars that took it, errors)."""
+def stamp(data: bytes, calendars: Iterable[str], *, min_calendars: int = 1, timeout: float = 15.0,
+          deadline: float | None = None) -> tuple[bytes, list[str], list[str]]:
+    """A pending proof for ``data``; returns (proof, calendars that took it, errors).
+
+    The calendars are asked at the same time, each request with ``timeout``
+    seconds, and whatever has answered after ``deadline`` seconds (default
+    ``timeout``) is what counts: four slow calendars cost one timeout, not
+    four, so a delivery finishes well inside the outbox's timeout instead
+    of being cancelled (and re-submitted) every time."""
+    calendars = list(calendars)
+    deadline = timeout if deadline is None else deadline
     proof = DetachedTimestampFile(OpSHA256(), Timestamp(hashlib.sha256(data).digest()))
     tip = proof.timestamp.ops.add(OpAppend(os.urandom(16))).ops.add(OpSHA256())
+    msg = tip.msg
+
+    def submit(url: str) -> Timestamp:
+        return RemoteCalendar(url, user_agent=USER_AGENT).submit(msg, timeout=min(timeout, deadline))
+
     ok, errors = [], []
-    for url in calendars:
-        try:
-            tip.merge(RemoteCalendar(url, user_agent=USER_AGENT).submit(tip.msg, timeout=timeout))
-            ok.append(url)
-        except Exception as exc:  # noqa: BLE001 - any calendar failure: try the others
-            errors.append(f"{url}: {type(exc).__name__}: {exc}")
+    pool = ThreadPoolExecutor(max_workers=max(1, len(calendars)), thread_name_prefix="ots-stamp")
+    try:
+        futures = [pool.submit(submit, url) for url in calendars]
+        wait(futures, timeout=deadline)
+        for url, fut in zip(calendars, futures):
+            if not fut.done():
+                fut.cancel()
+                errors.append(f"{url}: no answer within {deadline:g} s")
+                continue
+            try:
+                tip.merge(fut.result())
+                ok.append(url)
+            except Exception as exc:  # noqa: BLE001 - any calendar failure: the others may do
+                errors.append(f"{url}: {type(exc).__name__}: {exc}")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a straggler ends at its own timeout
     if len(ok) < min_calendars:
         raise StampError(f"{len(ok)} of {min_calendars} required calendars took the digest: " + "; ".join(errors))
     return _dump(proof), ok, errors

@@ -16,7 +16,10 @@ already there), which is what "never duplicates" rests on.
 
 A sink that raises is retried with exponential backoff (``backoff_initial``
 doubling to ``backoff_max``, with jitter; longer if the exception carries a
-``retry_after`` hint in seconds), persisted in the cursor, so a restart does
+``retry_after`` hint in seconds), persisted in the cursor. A delivery may
+take ``evidence.delivery_timeout`` seconds, or the sink's own
+``delivery_timeout`` if that is longer; one that takes longer is cancelled
+and is a failure naming the sink and the setting, so a restart does
 not hammer a sink that was failing. Items are delivered in
 order, one at a time per sink; sinks are independent.
 
@@ -37,11 +40,15 @@ from typing import Any
 from .bundle import SignedBundle
 from .log import EvidenceLog
 
-__all__ = ["Outbox", "sink_kinds", "Delivery"]
+__all__ = ["Outbox", "sink_kinds", "Delivery", "DeliveryTimeout"]
 
 log = logging.getLogger(__name__)
 
 KINDS = ("bundle", "checkpoint")
+
+
+class DeliveryTimeout(Exception):
+    """A sink's ``deliver`` outlived its delivery timeout and was cancelled."""
 
 
 def sink_kinds(sink: Any) -> tuple[str, ...]:
@@ -85,6 +92,15 @@ class Outbox:
         # One deliverer per sink at a time (its loop, a flush at exit...).
         self._locks = {name: asyncio.Lock() for name in self.sinks}
         self.key_id = log.verify_key.key_id(log.origin).hex()
+
+    def _declared(self, sink_name: str) -> float | None:
+        value = getattr(self.sinks[sink_name], "delivery_timeout", None)
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+    def timeout_for(self, sink_name: str) -> float:
+        """Seconds one delivery to this sink may take: ``evidence.delivery_timeout``,
+        or more if the sink declares a longer ``delivery_timeout`` of its own."""
+        return max(self.timeout, self._declared(sink_name) or 0.0)
 
     def notify(self) -> None:
         """New evidence: wake every sink's delivery loop."""
@@ -146,9 +162,21 @@ class Outbox:
             return None
         item_id, position, payload, new_cursor = item
         sink = self.sinks[sink_name]
+        timeout = self.timeout_for(sink_name)
+        task = asyncio.ensure_future(sink.deliver(item_id, payload))
         try:
-            await asyncio.wait_for(sink.deliver(item_id, payload), timeout=self.timeout)
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise DeliveryTimeout(
+                    f"sink {sink_name} did not finish delivering {kind} {item_id} within {timeout:g} s "
+                    f"(evidence.delivery_timeout is {self.timeout:g} s"
+                    + (f", the sink asks for {self._declared(sink_name):g} s" if self._declared(sink_name) else "")
+                    + ")")
+            task.result()
         except asyncio.CancelledError:
+            task.cancel()
             raise
         except Exception as exc:  # noqa: BLE001 - any failure means "later"
             error = f"{type(exc).__name__}: {exc}"[:500] if str(exc) else type(exc).__name__
