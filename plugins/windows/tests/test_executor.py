@@ -132,6 +132,41 @@ async def test_a_batch_too_large_for_one_envelope_is_split(lab, agent):
     assert lab.host("dc01").commands_run - before == 2  # 8 KB fragments: two fit in a 32 KB envelope, not three
 
 
+async def test_a_host_split_into_batches_ends_within_the_engines_budget(lab, agent):
+    # The engine gives observe() the sum of the checks' budgets + 30 s and
+    # then cancels it, discarding every result. Per batch the executor allows
+    # its checks' budgets + script_overhead (up to 600 s); over several
+    # batches the host must still end in time, keeping what finished.
+    import asyncio
+
+    from osiris_windows import executor as winex
+
+    loaded = agent(hosts={"dc01"}, settings={"max_envelope_kb": 32, "script_overhead": 600})
+    names = "abcd"
+    for x in names:
+        emulation.check(f"windows.test.budget_{x}", 1)(lambda host, params: {"n": params["n"]})
+    specs = [CheckSpec(id=f"windows.test.budget_{x}", title="padded", target_kind="windows", hipaa=("164.312(b)",),
+                       script=f"# osiris-check: windows.test.budget_{x}/v1\n# {'pad ' * 2000}\nparam($P)\n@{{ n = $P.n }}",
+                       params={"n": i}, timeout=1,
+                       evaluate=lambda f, p: Verdict(Status.PASS if f["n"] == p["n"] else Status.FAIL, "n"))
+             for i, x in enumerate(names)]
+    budget = sum(c.timeout for c in specs) + 30.0  # what osiris.engine allows a target
+    assert budget == sum(c.timeout for c in specs) + winex.ENGINE_GRACE
+    # Each powershell.exe start takes 22 s: the first batch (two checks) uses
+    # most of the host's budget, the second could not finish in what is left.
+    lab.set_latency("dc01", ps_start=22)
+    before = lab.host("dc01").commands_run
+    started = time.monotonic()
+    got = await asyncio.wait_for(loaded.registry.executor("windows").observe(loaded.targets[0], specs), budget)
+    took = time.monotonic() - started
+    assert took < budget - winex.CLEANUP_RESERVE + 1
+    assert lab.host("dc01").commands_run - before == 1
+    by_id = {o.check: o for o in got}
+    assert [by_id[f"windows.test.budget_{x}"].status for x in names] == [Status.PASS] * 2 + [Status.ERROR] * 2
+    assert {by_id[f"windows.test.budget_{x}"].reason for x in "cd"} == {
+        "not run: the host's time budget (34 s: its checks' budgets + 30 s) was used up by 1 earlier batch of 2"}
+
+
 async def test_runbook_heals_and_the_check_passes_again(lab, agent):
     loaded = agent(hosts={"ws03"})
     lab.break_setting("ws03", "firewall.private.enabled")

@@ -173,10 +173,19 @@ class Session:
         )
         self._timeouts(op)
 
-    def _timeouts(self, operation_timeout: int) -> None:
+    def _timeouts(self, operation_timeout: int, connect: float | None = None) -> None:
         # pywinrm passes read_timeout_sec straight to requests: a (connect, read) pair works.
         self.protocol.operation_timeout_sec = operation_timeout
-        self.protocol.transport.read_timeout_sec = (self.settings.connect_timeout, read_timeout(operation_timeout))
+        self.protocol.transport.read_timeout_sec = (connect or self.settings.connect_timeout,
+                                                    read_timeout(operation_timeout))
+
+    def _fit(self, deadline: float, what: str) -> None:
+        """Timeouts for the next request that end it by ``deadline``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 1:
+            raise Failed(what)
+        self._timeouts(max(1, min(int(self.settings.operation_timeout), int(remaining / 1.5) - 1)),
+                       min(self.settings.connect_timeout, remaining))
 
     def run(self, command: str, args: list[str], env: Mapping[str, str], deadline: float) -> Output:
         """Run one command in a fresh shell; raises Transient or Failed."""
@@ -193,7 +202,9 @@ class Session:
                 except (OSError, ssl.SSLError) as exc:
                     raise Failed(f"TLS: cannot load the CA bundle {self._ca_file} ({type(exc).__name__})") from None
                 session.mount("https://", _VerifyingAdapter(context))
+            self._fit(deadline, "no time left in the host's time budget to start the script")
             shell_id = p.open_shell(env_vars=dict(env))
+            self._fit(deadline, "no time left in the host's time budget to start the script")
             self.started = True  # from here on the script may run, whatever becomes of the reply
             try:
                 command_id = p.run_command(shell_id, command, args)
@@ -203,10 +214,8 @@ class Session:
                 raise
             out, err, code = [], [], -1
             while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 1:
-                    raise Failed("no result within the host's time budget (the script was still running); stopped it")
-                self._timeouts(max(1, min(int(self.settings.operation_timeout), int(remaining / 1.5) - 1)))
+                self._fit(deadline, "no result within the host's time budget (the script was still running); "
+                                    "stopped it")
                 try:
                     o, e, code, done = p.get_command_output_raw(shell_id, command_id)
                 except WinRMOperationTimeoutError:

@@ -4,10 +4,14 @@
 (:mod:`.script`), runs it with pywinrm in the agent's thread pool
 (:mod:`.client`), and turns each unit's result into an observation with the
 check's own evaluator. Hosts run concurrently up to ``max_concurrency``;
-each host has one deadline (the sum of its checks' budgets plus
+each batch has a deadline (the sum of its checks' budgets plus
 ``script_overhead``) that bounds its attempts, retries and backoff, so an
 unreachable or hanging host costs the sweep nothing beyond its own error
-observations. Runbooks travel the same way as a batch of one unit, and are
+observations. All of a host's batches end within the engine's limit for the
+host (the sum of its checks' budgets plus :data:`ENGINE_GRACE`, less
+:data:`CLEANUP_RESERVE`): a batch that would run past it is cut short, and
+one with no time left is not started, so the results of the batches that
+finished are kept and the others get an error that says why. Runbooks travel the same way as a batch of one unit, and are
 retried only if the failure came before the Command request was sent (a
 lost reply to it leaves the script possibly running: never sent twice).
 """
@@ -31,6 +35,17 @@ from .settings import Credentials, OptionsError, Settings, TargetOptions, creden
 
 log = logging.getLogger(__name__)
 KIND = "windows"
+
+# The engine gives a target's observe() the sum of its checks' budgets plus
+# this many seconds, then cancels it (osiris.engine, Engine._observe_target),
+# which discards every result. A host's batches, retries and backoff must
+# therefore end before that: each batch gets its checks' budgets plus
+# script_overhead, but never past the host's end, which keeps CLEANUP_RESERVE
+# for stopping a script and deleting its shell (two requests of at most
+# read_timeout(2) = 4 s each) and for returning.
+ENGINE_GRACE = 30.0
+CLEANUP_RESERVE = 10.0
+MIN_BATCH_START = 3.0  # a batch with less time left than this is not started
 
 
 class _Attempt:
@@ -118,16 +133,27 @@ class WindowsExecutor:
             return script.environment(script.compose(tuple(batch)),
                                       script.encode_params(batch, params, timeouts))
 
+        # The whole host, every batch included, ends within what the engine allows.
+        host_budget = sum(c.timeout for c in checks) + ENGINE_GRACE
+        host_end = time.monotonic() + host_budget - CLEANUP_RESERVE
         try:
             batches = script.plan_batches(list(units.values()), lambda b: script.envelope_bytes(env_of(b)),
                                           self.settings.max_envelope_kb * 1024)
         except script.ScriptError as exc:
             return out + error_observations(target, list(specs.values()), str(exc))
-        for batch in batches:
-            budget = sum(timeouts[u.id] for u in batch) + self.settings.script_overhead
+        for i, batch in enumerate(batches):
+            now = time.monotonic()
+            if host_end - now < MIN_BATCH_START:
+                reason = (f"not run: the host's time budget ({host_budget:.0f} s: its checks' budgets + "
+                          f"{ENGINE_GRACE:.0f} s) was used up by {i} earlier batch{'es' if i > 1 else ''} of "
+                          f"{len(batches)}")
+                log.warning("windows %s: %d checks %s", target.name, len(batch), reason)
+                out += error_observations(target, [specs[u.id] for u in batch], reason)
+                continue
+            deadline = min(now + sum(timeouts[u.id] for u in batch) + self.settings.script_overhead, host_end)
             started = time.perf_counter()
             try:
-                output = await attempt.run(env_of(batch), time.monotonic() + budget, retry_after_start=True)
+                output = await attempt.run(env_of(batch), deadline, retry_after_start=True)
                 results = _results(output)
             except (Failed, ValueError) as exc:
                 reason = f"WinRM {attempt.endpoint}: {exc}"

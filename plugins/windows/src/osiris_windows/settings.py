@@ -46,7 +46,9 @@ class Settings(BaseModel):
         "WS-Man OperationTimeout: how long the host may hold one request (Receive long-polls this long); "
         "the HTTP read timeout, after which a silent host is given up, is 1.5 times this plus 1.5 s"))
     script_overhead: float = Field(default=20.0, ge=0, le=600, description=(
-        "Seconds added to the sum of the checks' own budgets for a host's round trip (PowerShell start, transfer)"))
+        "Seconds added to the sum of the checks' own budgets for one batch's round trip (PowerShell start, "
+        "transfer). Whatever its value, a host's batches together end within the engine's limit for the host: "
+        "the sum of its checks' budgets + 30 s, less 10 s kept for stopping a script and deleting its shell"))
     retries: int = Field(default=2, ge=0, le=10, description=(
         "Extra attempts after a transient failure (refused or reset connection, HTTP 5xx, WS-Man operation timeout)"))
     backoff: float = Field(default=0.5, ge=0, le=60, description="First retry delay in seconds, doubled each time")
