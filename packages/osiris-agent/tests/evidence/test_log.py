@@ -292,3 +292,34 @@ def test_checkpoint_time_never_goes_back_after_a_clock_step(log, key):
     assert third.time == log.entry(2).recorded_at == "2024-05-01T12:10:00.000000Z"
     report = verify_log(log)
     assert report.ok, report.summary()
+
+
+def test_reopening_with_a_shorter_retention_still_cannot_prune(tmp_path, key):
+    lg = new_log(tmp_path, key, retention_days=2192)
+    fill(lg, key, 10, now=datetime.now(timezone.utc) - timedelta(days=100))
+    lg.checkpoint(key)
+    lg.close()
+    lg = new_log(tmp_path, key, retention_days=1)  # a config asking for one day
+    assert lg.meta["retention_days"] == "2192" and lg.retention.days == 2192
+    with pytest.raises(EvidenceError, match="younger than 2192 days"):
+        lg.prune(datetime.now(timezone.utc) - timedelta(days=2))
+    with pytest.raises(sqlite3.DatabaseError, match="retention"):  # nor around our own check
+        lg._db.execute("UPDATE entries SET body = NULL, sig = NULL WHERE idx = 3")
+    assert not any(e.pruned for e in lg.iter_entries())
+    lg.close()
+    lg = new_log(tmp_path, key, retention_days=3000)  # longer is kept
+    assert lg.retention.days == 3000
+    lg.close()
+    assert new_log(tmp_path, key, retention_days=2192).retention.days == 3000
+
+
+def test_settings_refuse_less_than_six_years_unless_a_lab_says_so():
+    from pydantic import ValidationError
+
+    from osiris.evidence.settings import EvidenceSettings
+
+    with pytest.raises(ValidationError, match=r"retention_days\n.*shorter than the six years.*2192.*"
+                                               r"allow_short_retention_for_lab"):
+        EvidenceSettings(retention_days=1)
+    assert EvidenceSettings().retention_days == 2192
+    assert EvidenceSettings(retention_days=1, allow_short_retention_for_lab=True).retention_days == 1

@@ -13,6 +13,8 @@ durability setting and its writer do not slow the engine's writes:
   in the same transaction as the entries that complete it, so an inclusion
   or consistency proof costs O(log n) lookups.
 * ``checkpoints``: signed C2SP checkpoints (:mod:`.note`), one per size.
+* ``meta``: the log's identity and its retention period, which only ever
+  grows (reopening with a shorter one keeps the longer).
 * ``attestations``: proofs about checkpoints that sinks bring back (e.g. an
   OpenTimestamps proof), pending or complete.
 * ``sink_cursors``: each sink's durable outbox position (:mod:`.outbox`).
@@ -242,9 +244,18 @@ class EvidenceLog:
                     f"{hashlib.sha256(bytes.fromhex(meta['public_key'])).hexdigest()[:16]}..., not by the "
                     f"appliance's key ({verify_key.fingerprint[:16]}...). Refusing to append with another key."
                 )
-            if retention_days is not None and str(retention_days) != meta.get("retention_days"):
-                self._db.execute("UPDATE meta SET value = ? WHERE key = 'retention_days'", (str(retention_days),))
+            # The retention recorded in the log only ever grows: a config
+            # that asks for less later (a typo, a lab setting copied to a
+            # clinic) cannot make younger entries prunable.
+            stored = int(meta.get("retention_days") or 0)
+            if retention_days is not None and retention_days > stored:
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('retention_days', ?)",
+                                 (str(retention_days),))
                 meta["retention_days"] = str(retention_days)
+            elif retention_days is not None and retention_days < stored:
+                _log.warning("evidence log %s: keeping its retention of %d days; the %d days configured now "
+                             "would let younger entries be pruned (the retention of a log never shrinks)",
+                             self.path, stored, retention_days)
             return meta
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # 45 CFR 164.316(b)(2)(i): retain documentation for six years. Six calendar
 # years are at most 2192 days (two leap days).
@@ -52,9 +52,14 @@ class ScrubSettings(_Model):
 class EvidenceSettings(_Model):
     enabled: bool = Field(default=True, description="Record evidence bundles (turning this off is for labs only)")
     directory: Path | None = Field(default=None, description="Where the log lives; default <state_dir>/evidence")
+    allow_short_retention_for_lab: bool = Field(
+        default=False,
+        description="Allow retention_days below six years (labs only: evidence would not meet 45 CFR 164.316(b)(2))",
+    )
     retention_days: int = Field(
         default=SIX_YEARS_DAYS, ge=1,
-        description="Nothing younger than this can be pruned (default six years, 45 CFR 164.316(b)(2))",
+        description="Nothing younger than this can be pruned (at least six years, 2192 days, 45 CFR 164.316(b)(2), "
+                    "unless allow_short_retention_for_lab); the log keeps the longest it was ever given",
     )
     checkpoint_interval: float = Field(default=300.0, gt=0, description="Seconds between scheduled checkpoints")
     batch_max: int = Field(default=512, ge=1, le=100_000, description="Most bundles in one group commit")
@@ -62,3 +67,12 @@ class EvidenceSettings(_Model):
     backoff_initial: float = Field(default=2.0, gt=0, description="First retry delay of a failing sink, seconds")
     backoff_max: float = Field(default=900.0, gt=0, description="Longest retry delay of a failing sink, seconds")
     scrub: ScrubSettings = ScrubSettings()
+
+    @field_validator("retention_days")
+    @classmethod
+    def _six_years(cls, v: int, info: ValidationInfo) -> int:
+        if v < SIX_YEARS_DAYS and not info.data.get("allow_short_retention_for_lab", False):
+            raise ValueError(
+                f"{v} days is shorter than the six years HIPAA requires (45 CFR 164.316(b)(2)): at least "
+                f"{SIX_YEARS_DAYS}; a lab may set evidence.allow_short_retention_for_lab: true")
+        return v
