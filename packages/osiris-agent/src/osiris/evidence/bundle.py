@@ -46,8 +46,13 @@ __all__ = ["BUNDLE_TYPE", "ENVELOPE_FORMAT", "Identity", "Statement", "build_sta
 BUNDLE_TYPE = "osiris.evidence.bundle"
 BUNDLE_VERSION = 1
 ENVELOPE_FORMAT = "osiris.signed-bundle/1"
-#: Well-known kinds; later features add their own dotted names.
-KIND = {"sweep": "sweep", "healing": "healing", "approval": "approval", "update": "update"}
+#: The kinds the agent records (docs/evidence.md, "Bundles"): ``sweep`` (the
+#: evidence service, one per target per sweep), ``observation`` (pushed by a
+#: source), ``healing_attempt`` (osiris.healing.ladder, every attempt, dry
+#: runs included), ``rule_decision`` (a healing rule approved or refused, from
+#: the API and the CLI). Later features add their own names here.
+KIND = {"sweep": "sweep", "observation": "observation", "healing_attempt": "healing_attempt",
+        "rule_decision": "rule_decision"}
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Plugins and later features use :meth:`EvidenceService.record` through the
 context::
 
-    ref = await ctx.evidence.record("healing", {"incident": 12, "runbook": ..., "verified": True},
+    ref = await ctx.evidence.record("healing_attempt", {"incident": 12, "runbook": ..., "verified": True},
                                     host="dc01", policy={"rule": "firewall-on", "mode": "standard"})
 
 It scrubs and builds the bundle at once, then waits until the bundle is
