@@ -35,6 +35,12 @@ class IncidentEvent:
 
 
 Listener = Callable[[IncidentEvent], Awaitable[None]]
+
+#: Seconds an executor may take beyond the scripts' own time budgets
+#: (connecting, starting PowerShell, cleaning up). Executors plan within it:
+#: the engine gives a target ``sum(check timeouts) + TRANSPORT_GRACE`` and the
+#: ladder gives a runbook ``timeout + TRANSPORT_GRACE``.
+TRANSPORT_GRACE = 30.0
 # Told about every target's results once they are recorded (the evidence log
 # makes one bundle of them): (target, checks asked for, observations).
 ObservationListener = Callable[[Target, Sequence[CheckSpec], Sequence[Observation]], Awaitable[None]]
@@ -171,7 +177,7 @@ class Engine:
             if executor is None:
                 observations = error_observations(target, checks, f"no executor for target kind {target.kind!r}")
             else:
-                budget = sum(c.timeout for c in checks) + 30.0
+                budget = sum(c.timeout for c in checks) + TRANSPORT_GRACE
                 try:
                     observations = await asyncio.wait_for(executor.observe(target, checks), timeout=budget)
                 except asyncio.TimeoutError:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from osiris.engine import error_observations, evaluate
+from osiris.engine import TRANSPORT_GRACE, error_observations, evaluate
 from osiris.records import CheckSpec, Observation, RunbookResult, RunbookSpec, Status, Target, utcnow
 
 from . import script
@@ -43,7 +43,7 @@ KIND = "windows"
 # script_overhead, but never past the host's end, which keeps CLEANUP_RESERVE
 # for stopping a script and deleting its shell (two requests of at most
 # read_timeout(2) = 4 s each) and for returning.
-ENGINE_GRACE = 30.0
+ENGINE_GRACE = TRANSPORT_GRACE  # the engine's margin over the checks' own budgets
 CLEANUP_RESERVE = 10.0
 MIN_BATCH_START = 3.0  # a batch with less time left than this is not started
 
@@ -189,7 +189,10 @@ class WindowsExecutor:
         except Exception as exc:  # noqa: BLE001 - bad options, secret, script or params
             return result(False, str(exc))
         try:
-            output = await attempt.run(env, time.monotonic() + runbook.timeout + self.settings.script_overhead,
+            # The ladder waits runbook.timeout + TRANSPORT_GRACE: end (and
+            # clean up) before it gives up, whatever script_overhead says.
+            overhead = min(self.settings.script_overhead, ENGINE_GRACE - CLEANUP_RESERVE)
+            output = await attempt.run(env, time.monotonic() + runbook.timeout + overhead,
                                        retry_after_start=False)
             r = _results(output).get(u.id)
         except (Failed, ValueError) as exc:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import HealingSettings
+from ..engine import TRANSPORT_GRACE
 from ..records import CheckSpec, EscalationChannel, Observation, PlanProposal, RunbookSpec, Status, Target, utcnow
 from ..store import Incident, Store, StoreError
 from .learning import Learning
@@ -418,9 +419,10 @@ class Ladder:
         async with self._lock(target.name):
             aid = self._begin_attempt(incident, tier, rule_id, runbook, params, dry_run=False)
             try:
-                result = await asyncio.wait_for(executor.run_runbook(target, runbook, params), runbook.timeout)
+                budget = runbook.timeout + TRANSPORT_GRACE
+                result = await asyncio.wait_for(executor.run_runbook(target, runbook, params), budget)
             except asyncio.TimeoutError:
-                result, detail = None, f"runbook gave no answer within {runbook.timeout:g} s"
+                result, detail = None, f"runbook gave no answer within {budget:g} s (its {runbook.timeout:g} s and transport)"
             except Exception as exc:  # noqa: BLE001 - a failed attempt moves up the ladder
                 result, detail = None, f"runbook raised {type(exc).__name__}: {exc}"
             if result is not None and not result.ok:
