@@ -30,7 +30,9 @@ def test_the_agent_writes_verifiable_read_only_files(tmp_path):
     store.mkdir()
     loaded = load(config_data=config(tmp_path, store))
     asyncio.run(Agent(loaded).run(once=True))
-    base = store / ORIGIN
+    [base] = (store / ORIGIN).iterdir()  # <origin>/<key id>
+    log = EvidenceLog(tmp_path / "state/evidence/log.sqlite3", create=False)
+    assert base.name == log.meta["key_id"]
     bundles = sorted((base / "bundles").glob("*.json"))
     assert [b.name for b in bundles] == ["000000000000.json"]
     assert sorted(p.name for p in (base / "checkpoints").iterdir()) == ["1.note"]
@@ -41,7 +43,6 @@ def test_the_agent_writes_verifiable_read_only_files(tmp_path):
                           "-in", "bundles/000000000000.json", "-sigfile", "bundles/000000000000.sig"],
                          cwd=base, capture_output=True, text=True)
     assert run.returncode == 0 and "Signature Verified Successfully" in run.stdout
-    log = EvidenceLog(tmp_path / "state/evidence/log.sqlite3", create=False)
     assert (base / "bundles/000000000000.json").read_bytes() == log.entry(0).body
     assert log.cursor("evidence-local", "bundle")["delivered"] == 1
 
@@ -92,16 +93,64 @@ async def test_a_store_that_is_away_for_a_stretch_gets_everything_once(tmp_path)
     now += 120
     done = await outbox.drain(now=now)
     assert len(done) == 40 + 4 and all(d.ok for d in done)
-    files = sorted((mount / ORIGIN / "bundles").glob("*.json"))
+    base = mount / ORIGIN / key.verify_key.key_id(ORIGIN).hex()
+    files = sorted((base / "bundles").glob("*.json"))
     assert [int(f.stem) for f in files] == list(range(40))
     assert [f.read_bytes() for f in files] == [log.entry(i).body for i in range(40)]
-    assert sorted(int(p.stem) for p in (mount / ORIGIN / "checkpoints").glob("*.note")) == [10, 20, 30, 40]
+    assert sorted(int(p.stem) for p in (base / "checkpoints").glob("*.note")) == [10, 20, 30, 40]
     # A redelivery after a lost acknowledgement changes nothing.
-    before = {p: p.stat().st_mtime_ns for p in (mount / ORIGIN).rglob("*") if p.is_file()}
+    before = {p: p.stat().st_mtime_ns for p in base.rglob("*") if p.is_file()}
     from osiris.evidence.bundle import SignedBundle
     e = log.entry(7)
     env = SignedBundle(ORIGIN, 7, e.bundle_id, e.body, e.sig, key.verify_key.key_id(ORIGIN)).to_envelope()
     await sink.deliver(e.bundle_id, env)
-    assert {p: p.stat().st_mtime_ns for p in (mount / ORIGIN).rglob("*") if p.is_file()} == before
+    assert {p: p.stat().st_mtime_ns for p in base.rglob("*") if p.is_file()} == before
     assert verify_log(log).ok
+    log.close()
+
+
+def _log_with(tmp_path, name, key, n):
+    from osiris.evidence.bundle import Identity, build_statement
+    from osiris.evidence.scrub import Scrubber
+
+    log = EvidenceLog(tmp_path / name / "log.sqlite3", origin=ORIGIN, verify_key=key.verify_key)
+    ident = Identity("clinic", "", "box", "0", "1", {})
+    for i in range(n):
+        log.append([build_statement(ident, Scrubber(), "sweep", {"i": i, "log": name})], key)
+    log.checkpoint(key)
+    return log
+
+
+async def test_a_new_key_is_a_new_tree_in_the_store_not_a_collision(tmp_path):
+    """Key rotation: a new key means a new log with the same origin whose
+    indexes start at 0 again; both logs are stored, side by side, whole."""
+    mount = tmp_path / "nas"
+    mount.mkdir()
+    old_key, new_key = SigningKey.generate(), SigningKey.generate()
+    old_log = _log_with(tmp_path, "old", old_key, 3)
+    assert all(d.ok for d in await Outbox(old_log, [LocalStore(mount, public_key_pem=old_key.verify_key.pem())]).drain())
+    new_log = _log_with(tmp_path, "new", new_key, 2)  # the same origin, a new key
+    done = await Outbox(new_log, [LocalStore(mount, public_key_pem=new_key.verify_key.pem())]).drain()
+    assert [d.ok for d in done] == [True, True, True], [d.error for d in done]
+    for log, key, n in ((old_log, old_key, 3), (new_log, new_key, 2)):
+        base = mount / ORIGIN / key.verify_key.key_id(ORIGIN).hex()
+        assert [f.read_bytes() for f in sorted((base / "bundles").glob("*.json"))] == [
+            log.entry(i).body for i in range(n)]
+        assert (base / f"checkpoints/{n}.note").read_bytes() == log.latest_checkpoint().note
+        assert (base / "public-key.pem").read_bytes() == key.verify_key.pem()
+        log.close()
+
+
+async def test_a_store_of_the_old_layout_keeps_being_used_for_its_key(tmp_path):
+    mount = tmp_path / "nas"
+    key = SigningKey.generate()
+    legacy = mount / ORIGIN
+    (legacy / "bundles").mkdir(parents=True)
+    write_once(legacy / "public-key.pem", key.verify_key.pem())
+    log = _log_with(tmp_path, "log", key, 2)
+    done = await Outbox(log, [LocalStore(mount, public_key_pem=key.verify_key.pem())]).drain()
+    assert all(d.ok for d in done)
+    assert sorted(p.name for p in (legacy / "bundles").glob("*.json")) == ["000000000000.json", "000000000001.json"]
+    assert (legacy / "checkpoints/2.note").is_file()
+    assert not (legacy / key.verify_key.key_id(ORIGIN).hex()).exists()
     log.close()

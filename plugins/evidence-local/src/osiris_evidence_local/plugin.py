@@ -1,14 +1,20 @@
 """The evidence-local plugin: a write-once directory store.
 
-Layout under ``path`` (one tree per log, named by the log's origin)::
+Layout under ``path`` (one tree per log: a log is named by its origin and
+the key that signs it, as the C2SP key id, 8 hex digits)::
 
-    <path>/<origin>/public-key.pem
-    <path>/<origin>/bundles/<index>.json    the exact signed bytes (RFC 8785)
-    <path>/<origin>/bundles/<index>.sig     the raw Ed25519 signature
-    <path>/<origin>/checkpoints/<size>.note signed C2SP checkpoints
+    <path>/<origin>/<key id>/public-key.pem
+    <path>/<origin>/<key id>/bundles/<index>.json    the exact signed bytes (RFC 8785)
+    <path>/<origin>/<key id>/bundles/<index>.sig     the raw Ed25519 signature
+    <path>/<origin>/<key id>/checkpoints/<size>.note signed C2SP checkpoints
 
 the same names as in an export, so ``openssl pkeyutl -verify`` works on the
-store as it is (docs/evidence.md).
+store as it is (docs/evidence.md). The key id is in the path because a new
+key means a new log with the same origin, whose indexes start at 0 again:
+without it the new log's ``bundles/000000000000.json`` would collide with
+the old one's and the store would refuse every delivery. A store written
+before the key id was in the path (``<path>/<origin>/public-key.pem``) keeps
+being used for the key it holds.
 
 Write-once: each file is written under a temporary name, fsynced, made
 read-only (0444), then hard-linked to its final name, which fails if the
@@ -37,12 +43,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from osiris import SettingsSection, hookimpl
 from osiris.evidence.bundle import SignedBundle
 from osiris.evidence.files import WriteOnceViolation, write_once
+from osiris.evidence.keys import VerifyKey
 from osiris.evidence.note import parse_checkpoint
 
 __all__ = ["LocalStore", "Settings", "WriteOnceViolation", "write_once"]
 
 NAME = "evidence-local"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_KEY_ID = re.compile(r"^[0-9a-f]{8}$")
+_CHECKPOINT_ID = re.compile(r"^checkpoint-([0-9a-f]{8})-(\d+)$")
 
 
 class Settings(BaseModel):
@@ -64,29 +73,46 @@ class LocalStore:
         self._run = run or asyncio.to_thread
         self.written = 0
 
-    def _base(self, origin: str) -> Path:
+    def _base(self, origin: str, kid: str) -> Path:
         if not _SAFE.match(origin) or ".." in origin.split("/"):
             raise ValueError(f"log origin {origin!r} cannot name a directory")
+        if not _KEY_ID.match(kid):
+            raise ValueError(f"key id {kid!r}: expected 8 hex digits")
         if not self.root.is_dir():
             if not self.create:
                 raise FileNotFoundError(f"{self.root}: the evidence store is not there (not mounted?)")
             self.root.mkdir(parents=True, exist_ok=True)
-        base = self.root / origin
+        base = self._legacy(origin, kid) or self.root / origin / kid
         for sub in ("bundles", "checkpoints"):
             (base / sub).mkdir(parents=True, exist_ok=True)
         if self.public_key_pem is not None and not (base / "public-key.pem").exists():
-            write_once(base / "public-key.pem", self.public_key_pem)
+            if VerifyKey.from_pem(self.public_key_pem).key_id(origin).hex() == kid:
+                write_once(base / "public-key.pem", self.public_key_pem)
         return base
+
+    def _legacy(self, origin: str, kid: str) -> Path | None:
+        """``<root>/<origin>`` if it is a store of the old layout for this key."""
+        base = self.root / origin
+        try:
+            pem = (base / "public-key.pem").read_bytes()
+        except FileNotFoundError:
+            return None
+        return base if VerifyKey.from_pem(pem, str(base / "public-key.pem")).key_id(origin).hex() == kid else None
 
     def store(self, item_id: str, payload: bytes) -> int:
         """Write one item (synchronously); returns how many files were new."""
         if item_id.startswith("checkpoint-"):
+            m = _CHECKPOINT_ID.match(item_id)
+            if m is None:
+                raise ValueError(f"checkpoint item id {item_id!r}: expected checkpoint-<key id>-<size>")
             cp = parse_checkpoint(payload)
-            return int(write_once(self._base(cp.origin) / "checkpoints" / f"{cp.size}.note", payload))
+            if int(m.group(2)) != cp.size:
+                raise ValueError(f"checkpoint {cp.size} delivered as {item_id}")
+            return int(write_once(self._base(cp.origin, m.group(1)) / "checkpoints" / f"{cp.size}.note", payload))
         sb = SignedBundle.from_envelope(payload)
         if sb.bundle_id != item_id:
             raise ValueError(f"envelope holds bundle {sb.bundle_id}, delivered as {item_id}")
-        base = self._base(sb.log) / "bundles"
+        base = self._base(sb.log, sb.key_id.hex()) / "bundles"
         name = f"{sb.index:012d}"
         return int(write_once(base / f"{name}.sig", sb.signature)) + int(write_once(base / f"{name}.json", sb.body))
 
