@@ -318,8 +318,8 @@ def test_settings_refuse_less_than_six_years_unless_a_lab_says_so():
 
     from osiris.evidence.settings import EvidenceSettings
 
-    with pytest.raises(ValidationError, match=r"retention_days\n.*shorter than the six years.*2192.*"
-                                               r"allow_short_retention_for_lab"):
+    with pytest.raises(ValidationError, match=r"retention_days\n.*at least 2192 days, the six years.*got 1; "
+                                               r"a lab may set evidence.allow_short_retention_for_lab: true"):
         EvidenceSettings(retention_days=1)
     assert EvidenceSettings().retention_days == 2192
     assert EvidenceSettings(retention_days=1, allow_short_retention_for_lab=True).retention_days == 1

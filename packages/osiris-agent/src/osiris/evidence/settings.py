@@ -73,6 +73,6 @@ class EvidenceSettings(_Model):
     def _six_years(cls, v: int, info: ValidationInfo) -> int:
         if v < SIX_YEARS_DAYS and not info.data.get("allow_short_retention_for_lab", False):
             raise ValueError(
-                f"{v} days is shorter than the six years HIPAA requires (45 CFR 164.316(b)(2)): at least "
-                f"{SIX_YEARS_DAYS}; a lab may set evidence.allow_short_retention_for_lab: true")
+                f"at least {SIX_YEARS_DAYS} days, the six years HIPAA requires (45 CFR 164.316(b)(2)), got {v}; "
+                "a lab may set evidence.allow_short_retention_for_lab: true")
         return v
