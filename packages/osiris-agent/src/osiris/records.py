@@ -241,7 +241,9 @@ class EvidenceSink(Protocol):
     Optional members, read with getattr: ``kinds`` (``("bundle",)`` by
     default; ``"checkpoint"`` items carry a signed checkpoint note and ids
     ``checkpoint-<key id>-<size>``), ``async maintain()`` with
-    ``maintain_interval`` (seconds), and ``async close()``."""
+    ``maintain_interval`` (seconds), ``delivery_timeout`` (seconds one
+    delivery may take, when a sink needs longer than
+    ``evidence.delivery_timeout``), and ``async close()``."""
 
     name: str
 
