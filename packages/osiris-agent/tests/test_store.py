@@ -40,12 +40,14 @@ def test_failed_migration_leaves_the_old_version(tmp_path):
 
 def test_one_open_incident_per_target_and_check(tmp_path):
     store = Store(tmp_path)
-    o1 = store.add_observation(obs())
-    inc, new = store.open_incident("h1", "a.b", o1)
-    assert new
-    o2 = store.add_observation(obs())
-    again, new2 = store.open_incident("h1", "a.b", o2)
+    o1, inc, new = store.record(obs())
+    assert new and inc.occurrences == 1
+    _o2, again, new2 = store.record(obs())
     assert not new2 and again.id == inc.id and again.occurrences == 2
+    assert store.incident(inc.id).occurrences == 2
+    # A pass returns the open incident (the engine decides who resolves it).
+    _o3, open_, new3 = store.record(obs("pass"))
+    assert open_.id == inc.id and not new3
     # The database itself refuses a second open incident.
     with pytest.raises(sqlite3.IntegrityError):
         store.db.execute(
@@ -55,7 +57,7 @@ def test_one_open_incident_per_target_and_check(tmp_path):
 
 def test_resolve_stores_outcome_and_refuses_twice(tmp_path):
     store = Store(tmp_path)
-    inc, _ = store.open_incident("h1", "a.b", store.add_observation(obs()))
+    _oid, inc, _ = store.record(obs())
     done = store.resolve_incident(inc.id, "healed", "L1", "runbook x")
     assert (done.state, done.outcome, done.tier, done.detail) == ("resolved", "healed", "L1", "runbook x")
     assert done.resolved_at
@@ -65,9 +67,24 @@ def test_resolve_stores_outcome_and_refuses_twice(tmp_path):
         store.resolve_incident(inc.id, "fixed")
     with pytest.raises(StoreError, match="no such incident"):
         store.resolve_incident(999, "healed")
-    # A new failure after resolution opens a new incident.
-    inc2, new = store.open_incident("h1", "a.b", store.add_observation(obs()))
+    # A new failure after a fix opens a new incident.
+    _oid, inc2, new = store.record(obs())
     assert new and inc2.id != inc.id
+
+
+def test_drift_episode_set_aside_opens_nothing_until_a_pass(tmp_path):
+    store = Store(tmp_path)
+    _oid, inc, _ = store.record(obs())
+    store.resolve_incident(inc.id, "escalated", "L3", "told the MSP")
+    assert store.record(obs())[1:] == (None, False), "same episode: parked"
+    _oid, err, new = store.record(obs("error"))
+    assert err is None and not new
+    store.record(obs("pass"))
+    _oid, inc2, new = store.record(obs())
+    assert new and inc2.id != inc.id, "a pass ends the episode"
+    store.resolve_incident(inc2.id, "error", "none", "ladder bug")
+    _oid, inc3, new = store.record(obs())
+    assert new and inc3.id != inc2.id, "an error decides nothing: the drift is tried again"
 
 
 def test_state_files_are_not_world_readable(tmp_path):

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from .records import CheckSpec, Observation, Status, Target, Verdict, utcnow
@@ -253,7 +253,3 @@ class Engine:
 
     def uptime(self) -> float:
         return time.monotonic() - self.started
-
-    @staticmethod
-    def age(ts: datetime) -> float:
-        return (datetime.now(timezone.utc) - ts).total_seconds()

@@ -385,52 +385,7 @@ class Store:
             for r in self.db.execute("SELECT target, check_id, observed_at FROM check_state")
         }
 
-    def observations(self, target: str | None = None, check_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM observations WHERE 1=1"
-        args: list[Any] = []
-        if target:
-            sql += " AND target = ?"
-            args.append(target)
-        if check_id:
-            sql += " AND check_id = ?"
-            args.append(check_id)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
-        rows = [dict(r) for r in self.db.execute(sql, args)]
-        for r in rows:
-            r["facts"] = json.loads(r["facts"])
-        return rows
-
-    def count_observations(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM observations").fetchone()[0])
-
     # -- incidents -----------------------------------------------------------------
-
-    def open_incident(self, target: str, check_id: str, observation_id: int) -> tuple[Incident, bool]:
-        """Open an incident for (target, check) or count one more occurrence
-        of the open one. Returns the incident and whether it is new."""
-        now = _now()
-        with self.transaction() as db:
-            row = db.execute(
-                "SELECT id FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'",
-                (target, check_id),
-            ).fetchone()
-            if row is not None:
-                db.execute(
-                    """UPDATE incidents SET occurrences = occurrences + 1, updated_at = ?,
-                           last_observation_id = ? WHERE id = ?""",
-                    (now, observation_id, row["id"]),
-                )
-                iid, new = int(row["id"]), False
-            else:
-                cur = db.execute(
-                    """INSERT INTO incidents (target, check_id, state, opened_at, updated_at,
-                           first_observation_id, last_observation_id)
-                       VALUES (?, ?, 'open', ?, ?, ?, ?)""",
-                    (target, check_id, now, now, observation_id, observation_id),
-                )
-                iid, new = int(cur.lastrowid), True
-        return self.incident(iid), new
 
     def resolve_incident(self, incident_id: int, outcome: str, tier: str = "none", detail: str = "") -> Incident:
         if outcome not in OUTCOMES:
@@ -458,28 +413,10 @@ class Store:
         return self.incident(incident_id)
 
     def incident(self, incident_id: int) -> Incident:
-        row = self.db.execute(
-            """SELECT id, target, check_id, state, opened_at, updated_at, resolved_at, outcome, tier,
-                      detail, occurrences FROM incidents WHERE id = ?""",
-            (incident_id,),
-        ).fetchone()
+        row = self.db.execute(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE id = ?", (incident_id,)).fetchone()
         if row is None:
             raise StoreError(f"incident {incident_id}: no such incident")
         return Incident(**dict(row))
-
-    def open_incident_for(self, target: str, check_id: str) -> Incident | None:
-        row = self.db.execute(
-            "SELECT id FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'", (target, check_id)
-        ).fetchone()
-        return self.incident(int(row["id"])) if row else None
-
-    def parked(self, target: str, check_id: str) -> int | None:
-        """The incident that ended this drift episode without a fix, if the
-        check has not passed since."""
-        row = self.db.execute(
-            "SELECT parked_incident FROM check_state WHERE target = ? AND check_id = ?", (target, check_id)
-        ).fetchone()
-        return int(row[0]) if row and row[0] is not None else None
 
     def observation(self, observation_id: int) -> dict[str, Any]:
         row = self.db.execute("SELECT * FROM observations WHERE id = ?", (observation_id,)).fetchone()
@@ -496,8 +433,7 @@ class Store:
         return self.observation(int(row[0]))
 
     def incidents(self, state: str | None = "open", limit: int = 1000) -> list[Incident]:
-        sql = """SELECT id, target, check_id, state, opened_at, updated_at, resolved_at, outcome, tier,
-                        detail, occurrences FROM incidents"""
+        sql = f"SELECT {_INCIDENT_COLUMNS} FROM incidents"
         args: list[Any] = []
         if state:
             sql += " WHERE state = ?"
