@@ -59,7 +59,6 @@ class Agent:
             loaded.registry, self.store, loaded.targets,
             max_concurrent_targets=cfg.max_concurrent_targets, tick=cfg.tick,
         )
-        self.ctx.engine = self.engine
         # The evidence log: its key and file are checked here, so a key that
         # is loose or does not match its pin stops the agent before anything
         # runs (EvidenceError is a StoreError: exit 1 with the file named).

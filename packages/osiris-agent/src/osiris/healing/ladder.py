@@ -83,8 +83,7 @@ class Ladder:
         self._ended: set[int] = set()
         self.last_error: str | None = None
         self._host_locks: dict[str, asyncio.Lock] = {}
-        self._rule_sources: list[Path] = []
-        self.counts: dict[str, int] = {}
+        self._loaded_from: dict[str, float] | None = None  # rule files' mtimes at the last load
         engine.listeners.append(self)
 
     # -- engine listener ----------------------------------------------------------
@@ -187,15 +186,13 @@ class Ladder:
             self.rule_errors = [f"rule sources: {type(exc).__name__}: {exc}"]
             log.error("rules: %s (keeping the last good rule set)", self.rule_errors[0])
             return False
-        if not force and current == self.rules.files and not self.rule_errors:
-            return False
-        if not force and self.rule_errors and current == getattr(self, "_failed_files", None):
-            return False
+        if not force and current == self._loaded_from:
+            return False  # nothing changed since the last load, good or bad
+        self._loaded_from = current
         try:
             rules = load_rules(files, self.registry.runbooks, self.registry.checks)
         except RuleError as exc:
             self.rule_errors = exc.messages
-            self._failed_files = current
             for msg in exc.messages:
                 log.error("rules: %s (keeping the last good rule set of %d rules)", msg, len(self.rules.rules))
             return False
@@ -493,5 +490,3 @@ class Ladder:
             await self.engine.resolve(incident.id, outcome, tier, detail)
         except StoreError as exc:  # resolved meanwhile by hand (CLI) or by recovery
             log.info("incident %d: %s", incident.id, exc)
-            return
-        self.counts[f"{outcome}:{tier}"] = self.counts.get(f"{outcome}:{tier}", 0) + 1

@@ -188,7 +188,6 @@ def parse_file(path: Path) -> list[Rule]:
 @dataclass
 class RuleSet:
     rules: list[Rule] = field(default_factory=list)
-    files: dict[str, float] = field(default_factory=dict)  # path -> mtime when loaded
 
     def match(self, check_id: str, role: str, facts: Mapping[str, Any]) -> Rule | None:
         for rule in self.rules:
@@ -213,16 +212,11 @@ def load_rules(files: Sequence[Path], runbooks: Mapping[str, Any], checks: Mappi
     """Parse and check every file; raise RuleError listing every problem."""
     errors: list[str] = []
     merged: dict[str, Rule] = {}
-    mtimes: dict[str, float] = {}
     for path in files:
         try:
-            mtimes[str(path)] = path.stat().st_mtime
             rules = parse_file(path)
         except RuleError as exc:
             errors.extend(exc.messages)
-            continue
-        except OSError as exc:
-            errors.append(f"{path}: cannot read: {exc.strerror}")
             continue
         for rule in rules:
             errors.extend(_check(rule, runbooks, checks))
@@ -230,7 +224,7 @@ def load_rules(files: Sequence[Path], runbooks: Mapping[str, Any], checks: Mappi
     if errors:
         raise RuleError(errors)
     ordered = sorted(merged.values(), key=lambda r: (r.model.priority, r.file, r.line))
-    return RuleSet(ordered, mtimes)
+    return RuleSet(ordered)
 
 
 def _check(rule: Rule, runbooks: Mapping[str, Any], checks: Mapping[str, Any]) -> list[str]:
