@@ -183,15 +183,6 @@ class Config(_Model):
         return self
 
 
-class LoadedConfig:
-    """A validated config and where it came from."""
-
-    def __init__(self, config: Config, source: str, plugin_settings: dict[str, BaseModel] | None = None):
-        self.config = config
-        self.source = source
-        self.plugin_settings: dict[str, BaseModel] = plugin_settings or {}
-
-
 # -- reading ---------------------------------------------------------------------
 
 
