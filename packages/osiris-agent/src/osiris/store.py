@@ -17,13 +17,14 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import sqlitedb
 from .records import Observation, Status, Target
 
 DB_NAME = "osiris.sqlite3"
@@ -246,42 +247,19 @@ class Store:
 
     @property
     def schema_version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        return sqlitedb.schema_version(self.db)
 
     def migrate(self, migrations: Sequence[str] = MIGRATIONS) -> None:
-        current = self.schema_version
-        if current > len(migrations):
-            raise StoreError(
+        sqlitedb.migrate(
+            self.db, self._lock, migrations,
+            too_new=lambda current: StoreError(
                 f"state database {self.path} has schema version {current}, newer than this agent "
-                f"knows ({len(migrations)}); refusing to touch it"
-            )
-        for version in range(current + 1, len(migrations) + 1):
-            # One script per migration, schema and version bump in one
-            # transaction: a crash leaves the old version or the new one.
-            script = f"BEGIN IMMEDIATE;\n{migrations[version - 1]}\nPRAGMA user_version = {version};\nCOMMIT;"
-            with self._lock:
-                try:
-                    self.db.executescript(script)
-                except sqlite3.Error as exc:
-                    if self.db.in_transaction:
-                        self.db.execute("ROLLBACK")
-                    if self.schema_version >= version:
-                        continue  # another osiris process migrated it meanwhile
-                    raise StoreError(f"state database {self.path}: migration {version} failed: {exc}") from exc
+                f"knows ({len(migrations)}); refusing to touch it"),
+            failed=lambda version, exc: StoreError(f"state database {self.path}: migration {version} failed: {exc}"),
+        )
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-                self.db.execute("COMMIT")
-            except BaseException:
-                # SQLite may already have rolled back by itself (disk full,
-                # I/O error): a second ROLLBACK would hide the real error.
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlitedb.transaction(self.db, self._lock)
 
     def close(self) -> None:
         self._checkpointer.stop()

@@ -45,12 +45,13 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from .. import sqlitedb
 from . import merkle
 from .canonical import canonical, utc_text
 from .errors import EvidenceError
@@ -203,21 +204,13 @@ class EvidenceLog:
     # -- schema and identity -------------------------------------------------------
 
     def _migrate(self) -> None:
-        with self._lock:
-            current = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            if current > len(_MIGRATIONS):
-                raise EvidenceError(
-                    f"{self.path}: evidence log schema {current} is newer than this agent knows "
-                    f"({len(_MIGRATIONS)}); refusing to touch it"
-                )
-            for version in range(current + 1, len(_MIGRATIONS) + 1):
-                script = f"BEGIN IMMEDIATE;\n{_MIGRATIONS[version - 1]}\nPRAGMA user_version = {version};\nCOMMIT;"
-                try:
-                    self._db.executescript(script)
-                except sqlite3.Error as exc:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise EvidenceError(f"{self.path}: evidence log migration {version} failed: {exc}") from None
+        sqlitedb.migrate(
+            self._db, self._lock, _MIGRATIONS,
+            too_new=lambda current: EvidenceError(
+                f"{self.path}: evidence log schema {current} is newer than this agent knows "
+                f"({len(_MIGRATIONS)}); refusing to touch it"),
+            failed=lambda version, exc: EvidenceError(f"{self.path}: evidence log migration {version} failed: {exc}"),
+        )
 
     def _init_meta(self, origin: str | None, verify_key: VerifyKey | None,
                    retention_days: int | None) -> dict[str, str]:
@@ -262,17 +255,8 @@ class EvidenceLog:
     def retention(self) -> timedelta:
         return timedelta(days=int(self.meta["retention_days"]))
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+        return sqlitedb.transaction(self._db, self._lock)
 
     def close(self) -> None:
         with self._lock:
