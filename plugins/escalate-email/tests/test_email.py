@@ -15,6 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from osiris.app import load
+from osiris.testing import load_plugin
 from osiris.config import ConfigError
 from osiris_escalate_email.plugin import EmailChannel, EscalationError
 from osiris_lab import pki as lab_pki
@@ -92,8 +93,6 @@ def smtp_server(pki, unused_tcp_port_factory):
 
 
 def make_channel(tmp_path, pki, port, **settings):
-    secret = tmp_path / "smtp-password"
-    secret.write_text(PASSWORD + "\n")
     config = {
         "host": "127.0.0.1",
         "port": port,
@@ -105,14 +104,7 @@ def make_channel(tmp_path, pki, port, **settings):
         "timeout": 2,
         **settings,
     }
-    loaded = load(
-        config_data={
-            "state_dir": str(tmp_path / "state"),
-            "secrets": {"files": {"smtp-password": str(secret)}},
-            "plugins": {"escalate-email": config},
-        },
-        environ={"OSIRIS_PLUGINS": "escalate-email"},
-    )
+    loaded = load_plugin(tmp_path, "escalate-email", config, secrets={"smtp-password": PASSWORD})
     delays: list[float] = []
 
     async def sleep(seconds):
@@ -174,7 +166,7 @@ async def test_wrong_password_is_final_and_never_shown(tmp_path, pki, smtp_serve
     caplog.set_level(logging.DEBUG)
     port, box = smtp_server()
     ch = make_channel(tmp_path, pki, port)
-    (tmp_path / "smtp-password").write_text("not-the-password")  # read at send time
+    ch.loaded.ctx.secrets.path_of("smtp-password").write_text("not-the-password")  # read at send time
     with pytest.raises(EscalationError, match="SMTP 535 .*; not retried") as exc:
         await ch.escalate(INCIDENT)
     # smtplib tries each mechanism the server offers (PLAIN, LOGIN), all over TLS

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from osiris.app import load
+from osiris.testing import load_plugin
 from osiris.config import ConfigError
 from osiris_escalate_webhook.plugin import EscalationError, WebhookChannel
 from osiris_escalate_webhook.signing import SignatureError, sign, verify
@@ -75,16 +75,7 @@ async def receiver():
 
 
 def loaded_ctx(tmp_path, settings):
-    key = tmp_path / "hmac-key"
-    key.write_text(SECRET + "\n")
-    return load(
-        config_data={
-            "state_dir": str(tmp_path / "state"),
-            "secrets": {"files": {"escalate-webhook": str(key)}},
-            "plugins": {"escalate-webhook": settings},
-        },
-        environ={"OSIRIS_PLUGINS": "escalate-webhook"},
-    )
+    return load_plugin(tmp_path, "escalate-webhook", settings, secrets={"escalate-webhook": SECRET})
 
 
 def channel(tmp_path, url, **settings):
@@ -97,7 +88,7 @@ def channel(tmp_path, url, **settings):
         delays.append(seconds)
 
     ch = WebhookChannel(ctx.settings("escalate-webhook"), ctx, sleep=sleep)
-    ch.delays = delays
+    ch.delays, ch.loaded = delays, loaded
     return ch
 
 
@@ -153,7 +144,7 @@ async def test_400_is_final_and_not_retried(tmp_path, receiver):
 
 async def test_a_wrong_key_is_refused_by_the_receiver_and_not_retried(tmp_path, receiver):
     ch = channel(tmp_path, receiver.url, retries=3)
-    (tmp_path / "hmac-key").write_text("another-key")  # read at send time
+    ch.loaded.ctx.secrets.path_of("escalate-webhook").write_text("another-key")  # read at send time
     with pytest.raises(EscalationError, match="HTTP 401"):
         await ch.escalate(INCIDENT)
     assert len(receiver.requests) == 1
@@ -253,7 +244,7 @@ def test_verify_accepts_only_the_signed_body_and_a_fresh_timestamp():
 
 async def test_a_missing_key_fails_before_anything_is_sent(tmp_path, receiver):
     ch = channel(tmp_path, receiver.url)
-    (tmp_path / "hmac-key").unlink()
+    ch.loaded.ctx.secrets.path_of("escalate-webhook").unlink()
     with pytest.raises(Exception, match="secret 'escalate-webhook': cannot read"):
         await ch.escalate(INCIDENT)
     assert receiver.requests == []

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from osiris.app import load
+from osiris.testing import load_plugin
 from osiris.config import ConfigError
 from osiris.evidence.bundle import Identity, SignedBundle, build_statement
 from osiris.evidence.keys import SigningKey
@@ -119,11 +120,9 @@ def make_log(tmp_path, n):
 
 
 def sink_from_config(tmp_path, url, ca, **extra):
-    (tmp_path / "token").write_text(TOKEN)
-    loaded = load(config_data={"state_dir": str(tmp_path / "state"),
-                               "secrets": {"files": {"central-token": str(tmp_path / "token")}},
-                               "plugins": {"evidence-http": {"url": url, "ca_file": str(ca),
-                                                             "token_secret": "central-token", **extra}}})
+    loaded = load_plugin(tmp_path, "evidence-http",
+                         {"url": url, "ca_file": str(ca), "token_secret": "central-token", **extra},
+                         secrets={"central-token": TOKEN})
     return plugin.osiris_evidence_sinks(loaded.ctx)
 
 

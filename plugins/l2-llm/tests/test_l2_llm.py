@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from osiris.app import load
+from osiris.testing import load_plugin
 from osiris.config import ConfigError
 from osiris.records import PlanProposal
 from osiris_l2_llm import plugin
@@ -92,16 +92,7 @@ async def api():
 
 
 def loaded(tmp_path, **settings):
-    key = tmp_path / "api-key"
-    key.write_text(API_KEY + "\n")
-    return load(
-        config_data={
-            "state_dir": str(tmp_path / "state"),
-            "secrets": {"files": {"l2-llm": str(key)}},
-            "plugins": {"l2-llm": settings},
-        },
-        environ={"OSIRIS_PLUGINS": "l2-llm"},
-    )
+    return load_plugin(tmp_path, "l2-llm", settings, secrets={"l2-llm": API_KEY})
 
 
 def enabled(tmp_path, api, **settings):
@@ -209,7 +200,7 @@ async def test_the_key_never_reaches_logs_or_proposals(tmp_path, api, caplog):
     assert "HTTP 401 (invalid_request_error, invalid_api_key)" in caplog.text
     api.reply = lambda: answer(ENABLE["id"], {"profiles": ["Public"]}, rationale="ok")
     proposal = await plan(ld)
-    (tmp_path / "api-key").unlink()
+    ld.ctx.secrets.path_of("l2-llm").unlink()
     assert await plan(ld) is None
     assert "secret 'l2-llm': cannot read" in caplog.text
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
