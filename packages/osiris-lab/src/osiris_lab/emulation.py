@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .processes import not_recognized
 from .state import HostState
 
 ENTRY_POINT_GROUP = "osiris_lab.emulations"
@@ -47,12 +48,7 @@ class PSError(Exception):
 
 
 def command_not_found(name: str) -> PSError:
-    return PSError(
-        f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable "
-        "program. Check the spelling of the name, or if a path was included, verify that the path is correct "
-        "and try again.",
-        "System.Management.Automation.CommandNotFoundException",
-    )
+    return PSError(not_recognized(name), "System.Management.Automation.CommandNotFoundException")
 
 
 @dataclass(frozen=True)

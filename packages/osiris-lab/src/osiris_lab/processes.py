@@ -116,11 +116,15 @@ def clixml_error(message: str, command: str = "") -> bytes:
             f"{parts}</Objs>").encode("utf-8")
 
 
+def not_recognized(name: str) -> str:
+    """PowerShell's message for a command it does not know."""
+    return (f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable "
+            "program. Check the spelling of the name, or if a path was included, verify that the path is correct "
+            "and try again.")
+
+
 def command_not_found(name: str) -> Outcome:
-    msg = (f"The term '{name}' is not recognized as the name of a cmdlet, function, script file, or operable "
-           "program. Check the spelling of the name, or if a path was included, verify that the path is correct "
-           "and try again.")
-    return Outcome(stderr=clixml_error(msg, name), exit_code=1)
+    return Outcome(stderr=clixml_error(not_recognized(name), name), exit_code=1)
 
 
 _FIRST_TOKEN = re.compile(r"[A-Za-z_$][\w$:.\\-]*")

@@ -79,7 +79,8 @@ class HostState:
             self.set(path, value)
 
     def _setting(self, path: str) -> Setting:
-        s = settings().get(path)
+        with _LOCK:
+            s = _SETTINGS.get(path)
         if s is None:
             near = difflib.get_close_matches(path, list(settings()), n=3)
             hint = f"; did you mean {', '.join(near)}?" if near else " (see osiris_lab.state.settings())"

@@ -18,7 +18,6 @@ KIND = "windows"
 ALL = frozenset({"dc", "server", "workstation"})
 SERVERS = frozenset({"dc", "server"})
 MEMBERS = frozenset({"server", "workstation"})
-WORKSTATIONS = frozenset({"workstation"})
 
 HOUR = 3600.0
 DAY = 86400.0

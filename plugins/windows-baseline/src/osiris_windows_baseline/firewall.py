@@ -25,7 +25,6 @@ from .ps import check_header, runbook_header
 PROFILES = ("Domain", "Private", "Public")
 ACTIONS = {0: "NotConfigured", 2: "Allow", 4: "Block"}
 WINRM_PORTS = (5985, 5986)
-MANAGEMENT_RULE = "Osiris-Management-WinRM"
 
 
 def profiles_by_name(facts: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

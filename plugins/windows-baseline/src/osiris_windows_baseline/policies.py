@@ -50,10 +50,6 @@ def _get(facts: Mapping[str, Any], rv: RegValue, default: int | None = None) -> 
     return as_int(_values(facts).get(rv.ref), default)
 
 
-def _show(rv: RegValue) -> str:
-    return rv.name
-
-
 def _reg_check(id: str, values: tuple[RegValue, ...], **kw: Any):
     READS[id] = values
     version = kw.pop("version", 1)
@@ -496,7 +492,7 @@ _UAC_GUARD = """\
 $me = [Security.Principal.WindowsIdentity]::GetCurrent()
 $local = $me.Name.Split('\\')[0] -eq $env:COMPUTERNAME
 $builtin = $me.User.Value -like 'S-1-5-21-*-500'
-$filter = (Get-Item -LiteralPath 'HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Policies\\System').GetValue('LocalAccountTokenFilterPolicy', 0)
+$filter = (Get-Item -LiteralPath """ + lit(TOKEN_FILTER.key) + """).GetValue(""" + lit(TOKEN_FILTER.name) + """, 0)
 if ($local -and -not $builtin -and [int]$filter -ne 1) {
     throw ('refused: the appliance logs on as the local account ' + $me.Name + '; with UAC on, its remote logons ' +
            'would get a filtered token and WinRM would refuse it after the next restart. Use a domain account ' +

@@ -32,16 +32,18 @@ def lit(text: str) -> str:
     return f"'{text}'"
 
 
-def check_header(check_id: str, version: int, doc: str = "") -> str:
-    lines = [f"# osiris-check: {check_id}/v{version}"]
+def _header(kind: str, unit_id: str, version: int, doc: str) -> str:
+    lines = [f"# osiris-{kind}: {unit_id}/v{version}"]
     lines += [f"# {ln}".rstrip() for ln in doc.strip().splitlines()] if doc else []
     return "\n".join(lines) + "\nparam($P)\n"
+
+
+def check_header(check_id: str, version: int, doc: str = "") -> str:
+    return _header("check", check_id, version, doc)
 
 
 def runbook_header(runbook_id: str, version: int, doc: str = "") -> str:
-    lines = [f"# osiris-runbook: {runbook_id}/v{version}"]
-    lines += [f"# {ln}".rstrip() for ln in doc.strip().splitlines()] if doc else []
-    return "\n".join(lines) + "\nparam($P)\n"
+    return _header("runbook", runbook_id, version, doc)
 
 
 # -- registry values -----------------------------------------------------------------------

@@ -133,12 +133,26 @@ class WindowsExecutor:
             return script.environment(script.compose(tuple(batch)),
                                       script.encode_params(batch, params, timeouts))
 
+        # Each candidate batch that fits is kept, by its unit ids, and sent as
+        # measured; one that grew by a unit replaces its shorter self, so this
+        # holds at most one environment per batch.
+        limit = self.settings.max_envelope_kb * 1024
+        fitting: dict[tuple[str, ...], dict[str, str]] = {}
+
+        def size_of(batch: Sequence[script.Unit]) -> int:
+            env = env_of(batch)
+            size = script.envelope_bytes(env)
+            if size <= limit:
+                ids = tuple(u.id for u in batch)
+                fitting.pop(ids[:-1], None)
+                fitting[ids] = env
+            return size
+
         # The whole host, every batch included, ends within what the engine allows.
         host_budget = sum(c.timeout for c in checks) + ENGINE_GRACE
         host_end = time.monotonic() + host_budget - CLEANUP_RESERVE
         try:
-            batches = script.plan_batches(list(units.values()), lambda b: script.envelope_bytes(env_of(b)),
-                                          self.settings.max_envelope_kb * 1024)
+            batches = script.plan_batches(list(units.values()), size_of, limit)
         except script.ScriptError as exc:
             return out + error_observations(target, list(specs.values()), str(exc))
         for i, batch in enumerate(batches):
@@ -152,8 +166,10 @@ class WindowsExecutor:
                 continue
             deadline = min(now + sum(timeouts[u.id] for u in batch) + self.settings.script_overhead, host_end)
             started = time.perf_counter()
+            env = fitting.pop(tuple(u.id for u in batch), None)
             try:
-                output = await attempt.run(env_of(batch), deadline, retry_after_start=True)
+                output = await attempt.run(env if env is not None else env_of(batch), deadline,
+                                           retry_after_start=True)
                 results = _results(output)
             except (Failed, ValueError) as exc:
                 reason = f"WinRM {attempt.endpoint}: {exc}"

@@ -143,9 +143,11 @@ class Unit:
     text: str  # the fragment, starting with its marker line
 
 
+@lru_cache(maxsize=1024)
 def unit(kind: str, unit_id: str, script: str | None) -> Unit:
     """Validate a check's or runbook's fragment: it must start with its own
-    marker and be embeddable in a single-quoted here-string."""
+    marker and be embeddable in a single-quoted here-string. Cached: the
+    same fragments come back every sweep (a ScriptError is not cached)."""
     if not script or not script.strip():
         raise ScriptError(f"{kind} {unit_id}: a windows {kind} needs a PowerShell script")
     text = script.strip("\n").replace("\r\n", "\n")
@@ -196,9 +198,12 @@ def encoded_command(text: str = BOOTSTRAP) -> str:
     return base64.b64encode(text.encode("utf-16-le")).decode("ascii")
 
 
+_BOOTSTRAP_B64 = encoded_command()
+
+
 def command_line() -> tuple[str, list[str]]:
     """The WinRS command: the same for every batch."""
-    return "powershell.exe", ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand", encoded_command()]
+    return "powershell.exe", ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand", _BOOTSTRAP_B64]
 
 
 def environment(script: str, params_b64: str) -> dict[str, str]:

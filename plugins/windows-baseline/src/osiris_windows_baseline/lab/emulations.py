@@ -19,6 +19,7 @@ from osiris_lab import HostView, PSError, command_not_found
 from osiris_lab.emulation import check, runbook
 
 from .. import audit, firewall, persistence, policies, services
+from ..facts import glob_any
 from ..updates import CRITICAL_UPDATES, SECURITY_UPDATES
 from . import model
 
@@ -176,17 +177,13 @@ def enable_pua(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
     return {"changed": was != 1, "previous": was}
 
 
-def _like(value: str, pattern: str) -> bool:
-    return fnmatchcase(value.lower(), pattern.lower())
-
-
 @runbook("windows.defender.remove_exclusions", 1, cost_ms=5)
 def remove_exclusions(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
     _defender(host, "Get-MpPreference")
     removed = {}
     for prop, key, allowed in _EXCLUSION_STATE:
         current = host[f"defender.exclusions.{key}"]
-        drop = [x for x in current if not any(_like(x, a) for a in params[allowed])]
+        drop = [x for x in current if not glob_any(x, params[allowed])]
         host.state.set(f"defender.exclusions.{key}", [x for x in current if x not in drop])
         removed[prop] = drop
     return {"removed": removed}
