@@ -58,10 +58,14 @@ def make_ca(tmp_path, name):
 
 class Central:
     """The central service: stores each Idempotency-Key once; fails, stalls
-    past the client's timeout (and still stores) or answers 429 on plan."""
+    past the client's timeout (and still stores) or answers 429 on plan.
+    ``plans`` holds a plan per X-Osiris-Kind, so what a test scripts for the
+    bundle stream cannot be consumed by a checkpoint upload that the outbox
+    happens to interleave (their order depends on retry timing)."""
 
     def __init__(self):
-        self.plan: list[str] = []
+        self.plan: list[str] = []  # for any request whose kind has no plan of its own
+        self.plans: dict[str, list[str]] = {}
         self.requests: list[tuple[str, str, str]] = []  # (key, kind, authorization)
         self.stored: dict[str, bytes] = {}
         self.order: list[str] = []
@@ -69,9 +73,11 @@ class Central:
 
     async def handle(self, request):
         key = request.headers.get("Idempotency-Key", "")
+        kind = request.headers.get("X-Osiris-Kind")
         body = await request.read()
-        self.requests.append((key, request.headers.get("X-Osiris-Kind"), request.headers.get("Authorization")))
-        action = self.plan.pop(0) if self.plan else "ok"
+        self.requests.append((key, kind, request.headers.get("Authorization")))
+        plan = self.plans.get(kind, self.plan)
+        action = plan.pop(0) if plan else "ok"
         if action == "503":
             return web.Response(status=503, text="maintenance")
         if action in ("301", "302", "303", "307", "308"):
@@ -134,7 +140,7 @@ async def test_fails_times_out_recovers_and_stores_each_item_once(tmp_path, capl
     key, log = make_log(tmp_path, 30)
     sink = sink_from_config(tmp_path, url, ca, timeout=0.3)
     outbox = Outbox(log, [sink], backoff_initial=0.01, backoff_max=0.05)
-    central.plan = ["503", "503", "429", "ok", "stall", "503"]
+    central.plans = {"bundle": ["503", "503", "429", "ok", "stall", "503"], "checkpoint": ["503", "stall"]}
     deadline = time.monotonic() + 20
     waits = []
     try:
@@ -154,6 +160,9 @@ async def test_fails_times_out_recovers_and_stores_each_item_once(tmp_path, capl
     # The stalled upload was sent again with the same key and deduplicated.
     keys = [k for k, _, _ in central.requests]
     assert keys.count(bundle_ids[1]) >= 2 and central.order.count(bundle_ids[1]) == 1
+    first_checkpoint = next(k for k in keys if k.startswith("checkpoint-"))
+    assert keys.count(first_checkpoint) >= 3  # 503, stalled, then deduplicated
+    assert central.plans == {"bundle": [], "checkpoint": []}  # every scripted failure happened
     assert len(central.requests) > len(central.stored)
     assert all(auth == f"Bearer {TOKEN}" for _, _, auth in central.requests)
     for k, body in central.stored.items():
