@@ -105,6 +105,20 @@ def test_secret_named_keys_lose_their_scalar_values(key):
     assert counts == {"secret": 2}
 
 
+@pytest.mark.parametrize("key", ["AdminPassword", "adminPassword", "DBPassword", "unicodePwd", "smtpApiKey",
+                                 "SmtpPassphrase", "OAuthRefreshToken", "AzureClientSecret", "SshPrivateKey"])
+def test_camelcase_secret_names_lose_their_text_but_keep_numbers(key):
+    out, counts = SCRUBBER.scrub({key: "s3cr3t-value", "n": {key: 0}})
+    assert out == {key: "[REDACTED:SECRET]", "n": {key: 0}}
+    assert counts == {"secret": 1}
+
+
+@pytest.mark.parametrize("key", ["PasswordLength", "pwdLastSet", "VerifyKey", "TokenLifetime", "SigningKeyId",
+                                 "LocalAccountTokenFilterPolicy", "UseLogonCredential", "PasswordComplexity"])
+def test_camelcase_names_that_do_not_end_in_a_secret_keep_their_text(key):
+    assert SCRUBBER.scrub({key: "kept"}) == ({key: "kept"}, {})
+
+
 def test_a_secret_named_key_never_replaces_a_whole_object():
     out, counts = SCRUBBER.scrub({"token": {"issuer": "dc01", "password": "hunter2"}, "secret": ["a", 1]})
     assert out == {"token": {"issuer": "dc01", "password": "[REDACTED:SECRET]"}, "secret": ["a", 1]}

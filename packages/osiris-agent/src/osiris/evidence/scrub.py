@@ -26,8 +26,12 @@ Detected:
   its last ``_``/``-`` word, is exactly ``password``, ``pwd``, ``secret``,
   ``token``, ``api_key``, ``private_key``, ``client_secret``...: see
   :data:`SECRET_KEYS`), typed ``SECRET``, because secrets never belong in
-  evidence either. Check ids and registry paths (keys with ``.`` or ``\\``)
-  are never taken for secrets' names, and a whole object is never replaced.
+  evidence either. CamelCase keys are split into words too (``AdminPassword``,
+  ``unicodePwd``, ``apiKey``), but only their string values are replaced:
+  Windows names policy switches that way (``ClearTextPassword = 0``) and a
+  number under such a key is a setting auditors need, not a credential.
+  Check ids and registry paths (keys with ``.`` or ``\\``) are never taken
+  for secrets' names, and a whole object is never replaced.
 
 Dict keys are scrubbed like values (a facts table keyed by e-mail address
 would otherwise leak it).
@@ -79,6 +83,10 @@ SECRET_KEYS = frozenset({
 })
 _KEY_NORMAL = re.compile(r"[^a-z0-9]")
 _KEY_WORDS = re.compile(r"[_\s-]+")
+# CamelCase words: "DBPassword" -> DB, Password; "unicodePwd" -> unicode, Pwd.
+_CAMEL_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+# The kind of a camelCase secret name, whose numbers are kept (see above).
+_SECRET_TEXT = "secret-text"
 
 # Characters that may not touch a match on either side: they would make it
 # part of a longer token (a version, an IP, a GUID, a SID, a KB number).
@@ -131,14 +139,21 @@ def _normal_key(key: str) -> str:
     return _KEY_NORMAL.sub("", key.lower())
 
 
-def _is_secret_key(key: str, normal: str) -> bool:
-    if "." in key or "\\" in key:
-        return False
-    if normal in SECRET_KEYS:
-        return True
+def _ends_in_secret(words: list[str]) -> bool:
     # The last word, or the last two ("ssh_private_key", "db_api_key").
-    words = [_normal_key(w) for w in _KEY_WORDS.split(key.strip().lower()) if w]
     return bool(words) and (words[-1] in SECRET_KEYS or "".join(words[-2:]) in SECRET_KEYS)
+
+
+def _secret_kind(key: str, normal: str) -> str | None:
+    """``"secret"``, :data:`_SECRET_TEXT` (a camelCase name) or None."""
+    if "." in key or "\\" in key:
+        return None
+    if normal in SECRET_KEYS or _ends_in_secret(
+            [_normal_key(w) for w in _KEY_WORDS.split(key.strip().lower()) if w]):
+        return "secret"
+    if _ends_in_secret([w.lower() for w in _CAMEL_WORDS.findall(key)]):
+        return _SECRET_TEXT
+    return None
 
 
 class Scrubber:
@@ -234,8 +249,9 @@ class Scrubber:
 
     def _classify_key(self, key: str) -> str | None:
         k = _normal_key(key)
-        if _is_secret_key(key, k):
-            return "secret"
+        secret = _secret_kind(key, k)
+        if secret:
+            return secret
         for kind, fields in (("name", self.name_fields), ("phone", self.phone_fields), ("dob", self.dob_fields),
                              ("ssn", self.ssn_fields), ("email", self.email_fields), ("mrn", self.mrn_fields)):
             if k in fields:
@@ -268,7 +284,8 @@ class Scrubber:
                 # Only scalars are replaced: a dict or list under such a key
                 # is walked like any other (its own keys decide).
                 if kind is not None and v not in (None, "") and type(v) is not bool:
-                    if isinstance(v, (str, int, float)):
+                    if isinstance(v, str) or (isinstance(v, (int, float)) and kind != _SECRET_TEXT):
+                        kind = "secret" if kind == _SECRET_TEXT else kind
                         counts[kind] += 1
                         out[new_key] = placeholder(kind)
                         continue
