@@ -146,6 +146,9 @@ class LabHost:
         self.encrypted_requests = 0  # bodies that arrived as NTLM-sealed multipart/encrypted
         self.commands_run = 0
         self._sites: list[web.TCPSite] = []
+        # While the host refuses connections: its ports, bound but not
+        # listening, so that nothing else can take them before it listens again.
+        self._holds: list[socket.socket] = []
         self._transports: weakref.WeakSet = weakref.WeakSet()
         self._lock = threading.Lock()
 
@@ -291,6 +294,7 @@ class Lab:
                     if cmd.task is not None:
                         cmd.task.cancel()
             host.shells.clear()
+            _release(host)
         for runner in (self._control, self._runner):
             if runner is not None:
                 await runner.cleanup()
@@ -311,14 +315,25 @@ class Lab:
                 host.https_port = port
             self._ports[port] = (host, scheme)
             host._sites.append(site)
+        _release(host)  # listening again on the ports it held
 
     def _unlisten(self, host: LabHost) -> None:
         """Connection refused from now on: close the listeners and drop
-        established connections."""
+        established connections. Each port stays bound (not listening, so a
+        connection is refused) until :meth:`_listen` takes it back: a port
+        let go would be the kernel's to hand out again, to another
+        listener or as the local port of an outgoing connection (even one
+        to this very port, which then connects to itself)."""
         for site in host._sites:
             server = site._server
             if server is not None:
+                addrs = [(sock.family, sock.getsockname()) for sock in server.sockets or ()]
                 server.close()
+                for family, addr in addrs:
+                    try:
+                        host._holds.append(_hold(family, addr))
+                    except OSError as exc:  # taken in the instant it was free: listening again will say so
+                        log.warning("lab: %s: cannot hold port %s while refusing: %s", host.name, addr[1], exc)
         host._sites = []
         for tr in list(host._transports):
             tr.abort()
@@ -819,6 +834,27 @@ class Lab:
         if code.lower() == soap.SIGNAL_TERMINATE.lower():
             shell.commands.pop(cid, None)
         return soap.signal_response(req.message_id)
+
+
+def _hold(family: int, addr: Any) -> socket.socket:
+    """A socket bound to ``addr`` and not listening: connections to it are
+    refused, and the port is not free for anyone else."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener had it: TIME_WAIT is no obstacle
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _release(host: LabHost) -> None:
+    for sock in host._holds:
+        sock.close()
+    host._holds = []
 
 
 def practice(n: int) -> list[HostSpec]:
