@@ -11,14 +11,17 @@ from osiris.engine import Engine
 from osiris.store import Store
 
 PLUGIN = '''
-import time
+import threading
 from osiris import CheckSpec, Status, Verdict, hookimpl
 
-STATE = {"value": "bad", "sleep": 0.0}
+# "hang": the slow host's probe blocks until the test releases it (or, if
+# the test never does, for 60 s), however fast or slow this machine is.
+STATE = {"value": "bad", "hanging": threading.Event(), "release": threading.Event()}
 
 def probe(params):
-    if params.get("host_sleep"):
-        time.sleep(params["host_sleep"])
+    if params.get("hang"):
+        STATE["hanging"].set()
+        STATE["release"].wait(60)
     return {"value": STATE["value"]}
 
 def evaluate(facts, params):
@@ -32,7 +35,7 @@ def osiris_checks(ctx):
         CheckSpec(id="test.value", title="value", target_kind="local", hipaa=("164.312(b)",),
                   probe=probe, evaluate=evaluate, interval=60),
         CheckSpec(id="test.slow", title="slow", target_kind="local", hipaa=("164.312(b)",),
-                  probe=probe, evaluate=evaluate, interval=60, timeout=0.5, params={"host_sleep": 3}),
+                  probe=probe, evaluate=evaluate, interval=60, timeout=0.5, params={"hang": True}),
     ]
 '''
 
@@ -97,26 +100,42 @@ async def test_scheduler_respects_intervals(setup):
 
 
 async def test_slow_target_does_not_stall_heartbeat_or_others(plugin_module, write_config):
+    import importlib
+
     mod = plugin_module("engine_test_plugin2", PLUGIN)
+    module = importlib.import_module(mod)
     cfg = write_config({"plugin_modules": [mod], "agent": {"tick": 0.05, "http": {"port": 0}}})
     loaded = load(cfg, environ={"OSIRIS_PLUGINS": "none"})
     store = Store(loaded.ctx.state_dir)
     engine = Engine(loaded.registry, store, loaded.targets, tick=0.05)
+    hanging, release = module.STATE["hanging"], module.STATE["release"]
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
+
+    async def until(pred, what, timeout=60.0):
+        # The timeout only stops a hang; nothing here depends on speed.
+        deadline = time.monotonic() + timeout
+        while not pred():
+            assert time.monotonic() < deadline, f"gave up waiting for {what}"
+            await asyncio.sleep(0.01)
+
     try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            states = {r["check_id"]: r for r in store.latest()}
-            if "test.slow" in states:
-                break
-            await asyncio.sleep(0.05)
-            assert engine.alive(grace=1.0)
+        await until(hanging.is_set, "the slow probe to start")
+        # The heart keeps beating (the scheduler loop keeps ticking) while the
+        # host's probe hangs in its thread: three fresh beats, each seen
+        # before the probe was let go.
+        for _ in range(3):
+            beat = engine.heartbeat
+            await until(lambda: engine.heartbeat != beat, "the next heartbeat")
+            assert not release.is_set() and engine.alive()
+        await until(lambda: "test.slow" in {r["check_id"] for r in store.latest()}, "the slow check's result")
         states = {r["check_id"]: r for r in store.latest()}
         # The fast check answered long before the slow one timed out.
         assert states["test.value"]["observed_at"] < states["test.slow"]["observed_at"]
         assert states["test.slow"]["status"] == "error" and "longer than 0.5 s" in states["test.slow"]["reason"]
+        assert not release.is_set(), "timed out while the probe still hung, not after it returned"
     finally:
+        release.set()
         stop.set()
         await task
         loaded.ctx.close()
