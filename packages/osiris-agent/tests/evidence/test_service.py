@@ -87,9 +87,15 @@ async def test_scheduled_checkpoints_and_delivery_while_running(tmp_path):
     sink = Sink()
     await svc.start([sink])
     await svc.record("approval", {"rule": "firewall-on", "by": "owner"})
-    for _ in range(200):
-        if any(i.startswith("checkpoint-") for i in sink.order) and len(sink.order) >= 2:
-            break
+
+    def delivered():
+        # The sink has an item before the outbox moves its cursor (in the
+        # evidence thread), so wait for the cursors, not only the sink.
+        return (any(i.startswith("checkpoint-") for i in sink.order) and len(sink.order) >= 2
+                and svc.status()["sinks"] == {"central": {"bundle": 0, "checkpoint": 0}})
+
+    deadline = asyncio.get_running_loop().time() + 60  # only stops a hang
+    while not delivered() and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.02)
     assert sink.order[0] == svc.log.entry(0).bundle_id
     assert any(i.startswith("checkpoint-") for i in sink.order)
