@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import textwrap
@@ -35,6 +36,10 @@ def plugin_module(tmp_path, monkeypatch):
     def make(name: str, source: str) -> str:
         (root / f"{name}.py").write_text(textwrap.dedent(source))
         sys.modules.pop(name, None)
+        # The import system caches directory listings and trusts them while
+        # the directory's mtime is unchanged: a file written within the same
+        # timestamp tick as an earlier lookup there would not be found.
+        importlib.invalidate_caches()
         return name
 
     return make

@@ -27,6 +27,7 @@ through the same executor and the incident's check must pass.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import logging
@@ -83,7 +84,7 @@ class Ladder:
         self._ended: set[int] = set()
         self.last_error: str | None = None
         self._host_locks: dict[str, asyncio.Lock] = {}
-        self._loaded_from: dict[str, float] | None = None  # rule files' mtimes at the last load
+        self._loaded_from: dict[str, str | None] | None = None  # rule files' digests at the last load
         engine.listeners.append(self)
 
     # -- engine listener ----------------------------------------------------------
@@ -166,14 +167,18 @@ class Ladder:
         shipped = [Path(p) for _plugin, p in self.pm.contributions("osiris_rules", ctx=self.ctx)]
         return rule_files(shipped, [self.site_rules_dir, *self.settings.rules_dirs])
 
-    def _stat_sources(self) -> tuple[list[Path], dict[str, float]]:
+    def _stat_sources(self) -> tuple[list[Path], dict[str, str | None]]:
+        """The rule files and a digest of each one's content (None: unreadable).
+        Not their modification times: two edits within one tick of the
+        file system's clock (a few milliseconds on many kernels) leave the
+        same mtime, and the second edit would never be loaded."""
         files = self.rule_sources()
-        current = {}
+        current: dict[str, str | None] = {}
         for f in files:
             try:
-                current[str(f)] = f.stat().st_mtime
+                current[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
             except OSError:
-                current[str(f)] = -1.0
+                current[str(f)] = None
         return files, current
 
     def reload(self, force: bool = False) -> bool:
