@@ -10,7 +10,12 @@ import pytest
 from osiris.app import load
 from osiris_lab import Lab
 
-FAST = {"connect_timeout": 2, "operation_timeout": 1, "retries": 2, "backoff": 0.05, "script_overhead": 5}
+# Quick retries, but timeouts a loaded machine does not reach by accident: a
+# healthy lab request answers in milliseconds, a Receive holds at most the
+# OperationTimeout (5 s) and the HTTP read timeout is then 9 s
+# (osiris_windows.client.read_timeout). A test that needs a host to time
+# out makes it hang (for good), not merely slow.
+FAST = {"connect_timeout": 10, "operation_timeout": 5, "retries": 2, "backoff": 0.05, "script_overhead": 5}
 
 
 @pytest.fixture(scope="module")
