@@ -8,6 +8,8 @@ import email
 import email.policy
 import json
 import logging
+import socket
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -82,7 +84,8 @@ def smtp_server(pki, unused_tcp_port_factory):
         box = Mailbox()
         port = unused_tcp_port_factory()
         tls = {"tls_context": pki.server_context(), "require_starttls": True, "auth_require_tls": True} if starttls else {"auth_require_tls": False}
-        ctl = Controller(box, hostname="127.0.0.1", port=port, authenticator=box.authenticate, **tls)
+        ctl = Controller(box, hostname="127.0.0.1", port=port, authenticator=box.authenticate, ready_timeout=60,
+                         **tls)
         ctl.start()
         controllers.append(ctl)
         return port, box
@@ -101,7 +104,7 @@ def make_channel(tmp_path, pki, port, **settings):
         "username": USER,
         "password_secret": "smtp-password",
         "ca_file": str(pki.ca_file),
-        "timeout": 2,
+        "timeout": 30,  # per SMTP step with a healthy server; a test that wants a timeout passes its own
         **settings,
     }
     loaded = load_plugin(tmp_path, "escalate-email", config, secrets={"smtp-password": PASSWORD})
@@ -201,6 +204,11 @@ async def test_a_silent_server_times_out_and_is_retried(tmp_path, pki):
         ch = make_channel(tmp_path, pki, port, timeout=0.2, retries=1)
         with pytest.raises(EscalationError, match="not delivered after 2 attempts; last error: timed out after 0.2 s"):
             await ch.escalate(INCIDENT)
+        # The server's loop may accept the second connection only after the
+        # client gave up on it: wait for it rather than assume it.
+        deadline = time.monotonic() + 60
+        while len(connections) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         assert len(connections) == 2 and ch.delays == [2.0]
     finally:
         for w in connections:
@@ -209,8 +217,19 @@ async def test_a_silent_server_times_out_and_is_retried(tmp_path, pki):
         await server.wait_closed()
 
 
-async def test_connection_refused_is_retried(tmp_path, pki, unused_tcp_port):
-    ch = make_channel(tmp_path, pki, unused_tcp_port, retries=2, backoff=1, backoff_max=1.5)
+@pytest.fixture
+def refused_port():
+    """A loopback port that refuses connections for the whole test: bound,
+    never listening. (A port merely found free may be taken by another
+    process before the test connects, or become the local port of the
+    test's own connection to it, which then connects to itself.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+async def test_connection_refused_is_retried(tmp_path, pki, refused_port):
+    ch = make_channel(tmp_path, pki, refused_port, retries=2, backoff=1, backoff_max=1.5)
     with pytest.raises(EscalationError, match="after 3 attempts; last error: ConnectionRefusedError"):
         await ch.escalate(INCIDENT)
     assert ch.delays == [1.0, 1.5]

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 
 import pytest
 from aiohttp import web
@@ -72,6 +73,23 @@ async def receiver():
     yield rec
     rec.release.set()
     await server.close()
+
+
+@pytest.fixture
+def refused_port():
+    """A loopback port that refuses connections for the whole test: bound,
+    never listening. (A port merely found free may be taken by another
+    process before the test connects, or become the local port of the
+    test's own connection to it, which then connects to itself.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+# A stalled receiver never answers (until the test ends); the client's
+# timeout is far longer than a healthy answer on a loaded machine, so only
+# the stalls time out.
+STALL_TIMEOUT = 3
 
 
 def loaded_ctx(tmp_path, settings):
@@ -152,27 +170,27 @@ async def test_a_wrong_key_is_refused_by_the_receiver_and_not_retried(tmp_path, 
 
 async def test_a_stalled_receiver_times_out_and_is_retried(tmp_path, receiver):
     receiver.plan = ["stall", 200]
-    ch = channel(tmp_path, receiver.url, retries=1, timeout=0.2)
+    ch = channel(tmp_path, receiver.url, retries=1, timeout=STALL_TIMEOUT)
     await ch.escalate(INCIDENT)
     assert len(receiver.requests) == 2 and ch.delays == [1.0]
 
     receiver.plan = ["stall", "stall"]
-    with pytest.raises(EscalationError, match=r"after 2 attempts; last error: timed out after 0.2 s"):
+    with pytest.raises(EscalationError, match=rf"after 2 attempts; last error: timed out after {STALL_TIMEOUT} s"):
         await ch.escalate(INCIDENT)
 
 
-async def test_connection_refused_is_retried_then_reported(tmp_path, unused_tcp_port):
-    ch = channel(tmp_path, f"http://127.0.0.1:{unused_tcp_port}/hooks/{PATH_TOKEN}", retries=2)
+async def test_connection_refused_is_retried_then_reported(tmp_path, refused_port):
+    ch = channel(tmp_path, f"http://127.0.0.1:{refused_port}/hooks/{PATH_TOKEN}", retries=2)
     with pytest.raises(EscalationError, match=r"after 3 attempts; last error: ClientConnectorError") as exc:
         await ch.escalate(INCIDENT)
     assert ch.delays == [1.0, 2.0]
-    assert f"to http://127.0.0.1:{unused_tcp_port}:" in str(exc.value)
+    assert f"to http://127.0.0.1:{refused_port}:" in str(exc.value)
 
 
 async def test_secret_and_url_token_stay_out_of_logs_and_errors(tmp_path, receiver, caplog):
     caplog.set_level(logging.DEBUG)
     receiver.plan = [500, "stall", 400]
-    ch = channel(tmp_path, receiver.url, retries=3, timeout=0.2)
+    ch = channel(tmp_path, receiver.url, retries=3, timeout=STALL_TIMEOUT)
     with pytest.raises(EscalationError) as exc:
         await ch.escalate(INCIDENT)
     assert len(receiver.requests) == 3

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import json
 import logging
+import socket
 
 import pytest
 from aiohttp import web
@@ -173,8 +174,19 @@ async def test_a_stalled_api_times_out(tmp_path, api, caplog):
     assert "no plan: test-model timed out after 0.2 s" in caplog.text
 
 
-async def test_unreachable_api_gives_no_plan(tmp_path, unused_tcp_port, caplog):
-    ld = loaded(tmp_path, enabled=True, url=f"http://127.0.0.1:{unused_tcp_port}/v1/chat/completions", allow_http_for_lab=True, model="m")
+@pytest.fixture
+def refused_port():
+    """A loopback port that refuses connections for the whole test: bound,
+    never listening. (A port merely found free may be taken by another
+    process before the test connects, or become the local port of the
+    test's own connection to it, which then connects to itself.)"""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+async def test_unreachable_api_gives_no_plan(tmp_path, refused_port, caplog):
+    ld = loaded(tmp_path, enabled=True, url=f"http://127.0.0.1:{refused_port}/v1/chat/completions", allow_http_for_lab=True, model="m")
     assert await plan(ld) is None
     assert "request failed: ClientConnectorError" in caplog.text
 
