@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from bitcoin.core import CBlockHeader
@@ -41,6 +42,9 @@ class LocalCalendar:
         self.submissions = 0
         self.down = False
         self.delay = 0.0  # seconds before answering a submission (a slow calendar)
+        self.hold: asyncio.Event | None = None  # if given, a submission is answered only once it is set
+        self.arrivals = 0  # submissions received, answered or not
+        self.on_arrival: Callable[[], None] | None = None  # called as each submission arrives
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> str:
@@ -55,10 +59,17 @@ class LocalCalendar:
         return self.url
 
     async def stop(self) -> None:
+        if self.hold is not None:
+            self.hold.set()  # no submission left waiting
         if self._runner is not None:
             await self._runner.cleanup()
 
     async def submit(self, request: web.Request) -> web.Response:
+        self.arrivals += 1
+        if self.on_arrival is not None:
+            self.on_arrival()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.down:

@@ -167,41 +167,65 @@ def test_settings_and_hook(tmp_path):
 
 
 @pytest.fixture
-async def slow_calendars():
+async def four_calendars():
     cals = [LocalCalendar() for _ in range(4)]
     for c in cals:
         await c.start()
-        c.delay = 0.6
     yield cals
     for c in cals:
         await c.stop()
 
 
-async def test_calendars_are_asked_at_once_within_one_deadline(slow_calendars):
-    import time
+async def test_calendars_are_asked_at_once_within_one_deadline(four_calendars):
+    cals = four_calendars
+    urls = [c.url for c in cals]
+    # No calendar answers before all four have been asked: asked one at a
+    # time, the first would wait out the deadline and the stamp would fail.
+    all_asked = asyncio.Event()
 
-    urls = [c.url for c in slow_calendars]
-    t0 = time.monotonic()
-    _, ok, errors = await asyncio.to_thread(proofs.stamp, b"checkpoint", urls, min_calendars=4, timeout=2.0)
-    elapsed = time.monotonic() - t0
+    def arrived():
+        if sum(c.arrivals for c in cals) == len(cals):
+            all_asked.set()
+
+    for c in cals:
+        c.hold, c.on_arrival = all_asked, arrived
+    _, ok, errors = await asyncio.wait_for(
+        asyncio.to_thread(proofs.stamp, b"checkpoint", urls, min_calendars=4, timeout=30.0), 120)
     assert ok == urls and errors == []
-    assert elapsed < 4 * 0.6, elapsed  # one at a time would take 2.4 s
-    assert all(c.submissions == 1 for c in slow_calendars)
-    # A calendar slower than the deadline is given up on, by name, at the deadline.
-    slow_calendars[3].delay = 5.0
-    t0 = time.monotonic()
-    _, ok, errors = await asyncio.to_thread(proofs.stamp, b"checkpoint", urls, min_calendars=2, timeout=1.0)
-    assert time.monotonic() - t0 < 2.5
-    assert ok == urls[:3] and errors == [f"{urls[3]}: no answer within 1 s"]
+    assert all(c.submissions == 1 for c in cals)
+    # A calendar that does not answer by the deadline is given up on, by
+    # name, at the deadline; the others count. It stalls until the test
+    # ends, far past the deadline, which is far longer than the others need.
+    stalled = asyncio.Event()
+    for c in cals:
+        c.hold, c.on_arrival = None, None
+    cals[3].hold = stalled
+    _, ok, errors = await asyncio.wait_for(
+        asyncio.to_thread(proofs.stamp, b"checkpoint", urls, min_calendars=2, timeout=5.0), 120)
+    assert ok == urls[:3] and errors == [f"{urls[3]}: no answer within 5 s"]
+    assert cals[3].arrivals == 2 and not stalled.is_set()  # asked, and still not answered when stamp returned
+
+
+@pytest.fixture
+async def slow_calendars():
+    cals = [LocalCalendar() for _ in range(4)]
+    for c in cals:
+        await c.start()
+        c.delay = 1.5
+    yield cals
+    for c in cals:
+        await c.stop()
 
 
 async def test_slow_calendars_are_anchored_inside_the_sinks_delivery_timeout(tmp_path, slow_calendars):
-    """Four calendars of 0.6 s each under an outbox timeout of 1 s (as four
-    calendars of 15 s under the default 30 s): delivered, each asked once."""
+    """Four calendars of 1.5 s each under an outbox timeout of 1 s (as four
+    calendars of 15 s under the default 30 s): delivered, each asked once,
+    because the sink's own delivery timeout, above its calendar deadline
+    (10 s, far above the calendars' 1.5 s), is what the outbox allows."""
     svc = service(tmp_path)
     sink = OtsSink(svc, Settings(enabled=True, calendars=[c.url for c in slow_calendars], min_calendars=2,
-                                 min_interval=0, timeout=2.0))
-    assert sink.delivery_timeout > 2.0
+                                 min_interval=0, timeout=10.0))
+    assert sink.delivery_timeout > 10.0
     svc.outbox = Outbox(svc.log, [sink], timeout=1.0)
     assert svc.outbox.timeout_for(sink.name) == sink.delivery_timeout
     await svc.record("sweep", {})

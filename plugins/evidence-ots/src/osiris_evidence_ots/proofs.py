@@ -103,8 +103,10 @@ def stamp(data: bytes, calendars: Iterable[str], *, min_calendars: int = 1, time
     tip = proof.timestamp.ops.add(OpAppend(os.urandom(16))).ops.add(OpSHA256())
     msg = tip.msg
 
+    per_request = min(timeout, deadline)
+
     def submit(url: str) -> Timestamp:
-        return RemoteCalendar(url, user_agent=USER_AGENT).submit(msg, timeout=min(timeout, deadline))
+        return RemoteCalendar(url, user_agent=USER_AGENT).submit(msg, timeout=per_request)
 
     ok, errors = [], []
     pool = ThreadPoolExecutor(max_workers=max(1, len(calendars)), thread_name_prefix="ots-stamp")
@@ -120,12 +122,24 @@ def stamp(data: bytes, calendars: Iterable[str], *, min_calendars: int = 1, time
                 tip.merge(fut.result())
                 ok.append(url)
             except Exception as exc:  # noqa: BLE001 - any calendar failure: the others may do
-                errors.append(f"{url}: {type(exc).__name__}: {exc}")
+                if _timed_out(exc):
+                    # Said as for one still running at the deadline: with the
+                    # default deadline, the request's own timeout and the
+                    # deadline are the same length, and which of them ends
+                    # first is a matter of thread scheduling.
+                    errors.append(f"{url}: no answer within {per_request:g} s")
+                else:
+                    errors.append(f"{url}: {type(exc).__name__}: {exc}")
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # a straggler ends at its own timeout
     if len(ok) < min_calendars:
         raise StampError(f"{len(ok)} of {min_calendars} required calendars took the digest: " + "; ".join(errors))
     return _dump(proof), ok, errors
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A socket timeout, bare or as urllib wraps one (URLError's reason)."""
+    return isinstance(exc, TimeoutError) or isinstance(getattr(exc, "reason", None), TimeoutError)
 
 
 def _walk(ts: Timestamp) -> Iterator[Timestamp]:
