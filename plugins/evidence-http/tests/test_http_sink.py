@@ -56,6 +56,12 @@ def make_ca(tmp_path, name):
     return tmp_path / f"{name}-ca.pem"
 
 
+# The client's timeout in a test with stalls: far longer than a healthy
+# answer on a loaded machine, and a stall lasts until the test ends, so only
+# the stalls time out.
+STALL_TIMEOUT = 3
+
+
 class Central:
     """The central service: stores each Idempotency-Key once; fails, stalls
     past the client's timeout (and still stores) or answers 429 on plan.
@@ -70,6 +76,7 @@ class Central:
         self.stored: dict[str, bytes] = {}
         self.order: list[str] = []
         self.elsewhere: list[tuple[str, str | None]] = []  # (method, authorization) at the redirect target
+        self.release = asyncio.Event()  # ends the stalls
 
     async def handle(self, request):
         key = request.headers.get("Idempotency-Key", "")
@@ -91,7 +98,7 @@ class Central:
         self.stored[key] = body
         self.order.append(key)
         if action == "stall":
-            await asyncio.sleep(1.0)  # stored, but the client has given up by now
+            await self.release.wait()  # stored, but the client gives up long before this answer
         return web.json_response({"stored": key}, status=201)
 
 
@@ -138,10 +145,10 @@ async def test_fails_times_out_recovers_and_stores_each_item_once(tmp_path, capl
     central = Central()
     runner, url = await serve(tmp_path, central)
     key, log = make_log(tmp_path, 30)
-    sink = sink_from_config(tmp_path, url, ca, timeout=0.3)
+    sink = sink_from_config(tmp_path, url, ca, timeout=STALL_TIMEOUT)
     outbox = Outbox(log, [sink], backoff_initial=0.01, backoff_max=0.05)
     central.plans = {"bundle": ["503", "503", "429", "ok", "stall", "503"], "checkpoint": ["503", "stall"]}
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     waits = []
     try:
         while outbox.pending(sink.name) != {"bundle": 0, "checkpoint": 0}:
@@ -150,6 +157,7 @@ async def test_fails_times_out_recovers_and_stores_each_item_once(tmp_path, capl
             waits.append(log.cursor(sink.name, "bundle")["next_attempt_at"])
             await asyncio.sleep(0.01)
     finally:
+        central.release.set()
         await sink.close()
         await runner.cleanup()
     bundle_ids = [log.entry(i).bundle_id for i in range(30)]
@@ -183,7 +191,9 @@ async def test_errors_are_clear_and_never_carry_the_token(tmp_path):
     runner, url = await serve(tmp_path, central)
     key, log = make_log(tmp_path, 1)
     untrusting = sink_from_config(tmp_path, url, other_ca)
-    outbox = Outbox(log, [untrusting])
+    # A backoff no loaded machine outlasts before the next drain below (the
+    # default, 1-2 s, is less than loading a plugin can take there).
+    outbox = Outbox(log, [untrusting], backoff_initial=600)
     try:
         [d] = await outbox.drain()
         assert not d.ok and "certificate" in d.error.lower() and TOKEN not in d.error
