@@ -29,7 +29,9 @@ from osiris_lab import Lab
 FIREWALL = "windows.firewall.profiles_enabled"
 FIX = "windows.firewall.enable_profiles"
 WEBHOOK_KEY = "chaos-webhook-key-0123456789"
-WINDOWS = {"connect_timeout": 2, "operation_timeout": 2, "retries": 1, "backoff": 0.05, "script_overhead": 5}
+# No test here waits for a timeout: generous ones, so that a loaded machine
+# (the lab answers from a thread of this process) is not taken for a dead host.
+WINDOWS = {"connect_timeout": 30, "operation_timeout": 20, "retries": 1, "backoff": 0.05, "script_overhead": 20}
 
 RULES = f"""
 rules:
@@ -171,6 +173,7 @@ def plugin_dir(tmp_path, monkeypatch):
     def write(name, source):
         (root / f"{name}.py").write_text(textwrap.dedent(source))
         sys.modules.pop(name, None)
+        importlib.invalidate_caches()  # a listing cached in the same mtime tick would miss the file
         importlib.import_module(name)
         return name
 
