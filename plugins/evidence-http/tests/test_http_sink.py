@@ -212,18 +212,13 @@ async def test_errors_are_clear_and_never_carry_the_token(tmp_path):
 
 
 def test_settings_refuse_plain_http_and_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"plugins.evidence-http.*plain http would send evidence unencrypted"):
+    with pytest.raises(ConfigError, match=r"plugins.evidence-http', key 'url': expected an https:// URL \(plain http:// only with allow_http: true"):
         load(config_data={"state_dir": str(tmp_path), "plugins": {"evidence-http": {"url": "http://central/x"}}})
     loaded = load(config_data={"state_dir": str(tmp_path), "plugins": {"evidence-http": {
         "url": "http://lab.local/x", "allow_http": True}}})
     assert plugin.osiris_evidence_sinks(loaded.ctx).url == "http://lab.local/x"
     assert plugin.osiris_evidence_sinks(load(config_data={"state_dir": str(tmp_path)}).ctx) is None
 
-
-def test_retry_after_is_read_in_both_forms():
-    assert plugin._retry_after("120") == 120.0
-    assert plugin._retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
-    assert plugin._retry_after("soon") is None and plugin._retry_after(None) is None
 
 
 @pytest.mark.parametrize("status", ["301", "302", "303", "307", "308"])

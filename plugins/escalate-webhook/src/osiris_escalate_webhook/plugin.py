@@ -12,7 +12,6 @@ followed: the signature headers would go wherever the redirect points.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import ssl
@@ -26,6 +25,7 @@ import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationInfo, field_validator
 
 from osiris import SettingsSection, __version__, hookimpl
+from osiris.httpclient import require_https, retry_after
 
 from .signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -55,12 +55,7 @@ class Settings(BaseModel):
     def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("an absolute https:// URL")
-        if parts.scheme == "http" and not info.data.get("allow_http_for_lab"):
-            raise ValueError("an https:// URL (plain http:// only with allow_http_for_lab: true, for a lab)")
-        return value
+        return require_https(value, allow_http=bool(info.data.get("allow_http_for_lab")), flag="allow_http_for_lab")
 
 
 class EscalationError(Exception):
@@ -78,19 +73,6 @@ def payload(incident: Mapping[str, Any], delivery: str, sent_at: str) -> bytes:
     """The request body: compact, key-sorted JSON, identical on every retry."""
     doc = {"event": EVENT, "delivery": delivery, "sent_at": sent_at, "agent_version": __version__, "incident": dict(incident)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class WebhookChannel:
@@ -132,14 +114,14 @@ class WebhookChannel:
         what = f"{NAME}: incident {incident.get('id')} delivery {delivery} to {self.origin}"
         attempts = s.retries + 1
         last = "not attempted"
-        retry_after: float | None = None
+        wait_hint: float | None = None
         timeout = aiohttp.ClientTimeout(total=s.timeout)
         connector = aiohttp.TCPConnector(ssl=self._ssl)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
             for attempt in range(1, attempts + 1):
                 if attempt > 1:
-                    await self._sleep(self._delay(attempt - 1, retry_after))
-                    retry_after = None
+                    await self._sleep(self._delay(attempt - 1, wait_hint))
+                    wait_hint = None
                 ts = int(self._clock())
                 headers = {
                     "Content-Type": "application/json",
@@ -152,7 +134,7 @@ class WebhookChannel:
                 try:
                     async with session.post(self.url, data=body, headers=headers, allow_redirects=False) as resp:
                         status, reason = resp.status, resp.reason or ""
-                        retry_after = _retry_after(resp.headers.get("Retry-After"))
+                        wait_hint = retry_after(resp.headers.get("Retry-After"))
                         await resp.read()
                 except aiohttp.ClientSSLError as exc:
                     # A certificate that does not validate will not validate next time either.

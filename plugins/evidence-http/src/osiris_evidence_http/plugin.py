@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from email.utils import parsedate_to_datetime
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from osiris import SettingsSection, hookimpl
+from osiris.httpclient import require_https, retry_after
 
 NAME = "evidence-http"
 BUNDLE_TYPE = "application/vnd.osiris.signed-bundle+json"
@@ -45,22 +44,23 @@ NOTE_TYPE = "text/plain; charset=utf-8"
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Declared before url: the url validator reads it.
+    allow_http: bool = Field(default=False, description="Allow plain http:// (labs only; evidence would travel unencrypted)")
     url: str | None = Field(default=None, description="Upload URL of the central service (https://...); unset: no sink")
     ca_file: Path | None = Field(default=None, description="CA certificates (PEM) that sign the service's certificate")
     token_secret: str | None = Field(default=None, description="Name of the secret holding the bearer token")
     timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds one upload may take")
-    allow_http: bool = Field(default=False, description="Allow plain http:// (labs only)")
 
-    @model_validator(mode="after")
-    def _scheme(self) -> Settings:
-        if self.url is None:
-            return self
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError(f"url {self.url!r}: expected https://host/path")
-        if parts.scheme == "http" and not self.allow_http:
-            raise ValueError(f"url {self.url!r}: plain http would send evidence unencrypted; use https "
-                             "(or set allow_http for a lab)")
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return require_https(value, allow_http=bool(info.data.get("allow_http")), flag="allow_http")
+        try:
+            require_https(self.url, allow_http=self.allow_http, flag="allow_http")
+        except ValueError as e:  # a model check (allow_http is declared after url): name the key
+            raise ValueError(f"url: expected {e}; plain http would send evidence unencrypted") from None
         return self
 
 
@@ -71,19 +71,6 @@ class DeliveryError(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
 
 
 class HttpSink:
@@ -132,7 +119,7 @@ class HttpSink:
                         "redirects are not followed (the upload would become a GET and the token go along); "
                         "set plugins.evidence-http.url to the final address")
                 raise DeliveryError(f"{self.host} answered HTTP {resp.status} {resp.reason}: {text[:200]}",
-                                    _retry_after(resp.headers.get("Retry-After")))
+                                    retry_after(resp.headers.get("Retry-After")))
         except asyncio.TimeoutError:
             raise DeliveryError(f"{self.host}: no answer within {self.timeout:g} s") from None
         except aiohttp.ClientConnectorCertificateError as exc:

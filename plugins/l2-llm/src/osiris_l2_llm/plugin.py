@@ -26,13 +26,13 @@ import logging
 import ssl
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationInfo, field_validator
 
 from osiris import SettingsSection, __version__, hookimpl
+from osiris.httpclient import require_https
 from osiris.records import PlanProposal
 from osiris.secrets import SecretError
 
@@ -77,12 +77,7 @@ class Settings(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str, info: ValidationInfo) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("an absolute https:// URL of a chat completions endpoint")
-        if parts.scheme == "http" and not info.data.get("allow_http_for_lab"):
-            raise ValueError("an https:// URL (plain http:// only with allow_http_for_lab: true, for a lab)")
-        return value
+        return require_https(value, allow_http=bool(info.data.get("allow_http_for_lab")), flag="allow_http_for_lab")
 
     @field_validator("model")
     @classmethod
