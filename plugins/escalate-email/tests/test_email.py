@@ -8,7 +8,6 @@ import email
 import email.policy
 import json
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from osiris import testing
 from osiris.app import load
 from osiris.testing import load_plugin
 from osiris.config import ConfigError
@@ -219,13 +219,8 @@ async def test_a_silent_server_times_out_and_is_retried(tmp_path, pki):
 
 @pytest.fixture
 def refused_port():
-    """A loopback port that refuses connections for the whole test: bound,
-    never listening. (A port merely found free may be taken by another
-    process before the test connects, or become the local port of the
-    test's own connection to it, which then connects to itself.)"""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+    with testing.refused_port() as port:
+        yield port
 
 
 async def test_connection_refused_is_retried(tmp_path, pki, refused_port):

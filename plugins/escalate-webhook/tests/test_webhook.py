@@ -6,12 +6,12 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from osiris import testing
 from osiris.testing import load_plugin
 from osiris.config import ConfigError
 from osiris_escalate_webhook.plugin import EscalationError, WebhookChannel
@@ -77,13 +77,8 @@ async def receiver():
 
 @pytest.fixture
 def refused_port():
-    """A loopback port that refuses connections for the whole test: bound,
-    never listening. (A port merely found free may be taken by another
-    process before the test connects, or become the local port of the
-    test's own connection to it, which then connects to itself.)"""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+    with testing.refused_port() as port:
+        yield port
 
 
 # A stalled receiver never answers (until the test ends); the client's

@@ -6,12 +6,12 @@ import asyncio
 import inspect
 import json
 import logging
-import socket
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from osiris import testing
 from osiris.testing import load_plugin
 from osiris.config import ConfigError
 from osiris.records import PlanProposal
@@ -176,13 +176,8 @@ async def test_a_stalled_api_times_out(tmp_path, api, caplog):
 
 @pytest.fixture
 def refused_port():
-    """A loopback port that refuses connections for the whole test: bound,
-    never listening. (A port merely found free may be taken by another
-    process before the test connects, or become the local port of the
-    test's own connection to it, which then connects to itself.)"""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield sock.getsockname()[1]
+    with testing.refused_port() as port:
+        yield port
 
 
 async def test_unreachable_api_gives_no_plan(tmp_path, refused_port, caplog):

@@ -1,9 +1,12 @@
 """Helpers for plugin authors' tests: load the agent the way it starts,
-with only the plugin under test and its secrets in files."""
+with only the plugin under test and its secrets in files; a port that
+refuses connections."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +31,14 @@ def load_plugin(tmp_path: Path, plugin: str, settings: Mapping[str, Any] | None 
         **config,
     }
     return load(config_data=data, environ={"OSIRIS_PLUGINS": plugin})
+
+
+@contextlib.contextmanager
+def refused_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A loopback port that refuses connections while the block runs: bound,
+    never listening. A port merely found free may be taken by another
+    process before the test connects, or become the local port of the
+    test's own connection to it, which then connects to itself."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        yield sock.getsockname()[1]
