@@ -57,11 +57,6 @@ class Settings(BaseModel):
         if value is None:
             return None
         return require_https(value, allow_http=bool(info.data.get("allow_http")), flag="allow_http")
-        try:
-            require_https(self.url, allow_http=self.allow_http, flag="allow_http")
-        except ValueError as e:  # a model check (allow_http is declared after url): name the key
-            raise ValueError(f"url: expected {e}; plain http would send evidence unencrypted") from None
-        return self
 
 
 class DeliveryError(Exception):
