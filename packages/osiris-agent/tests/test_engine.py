@@ -16,12 +16,14 @@ from osiris import CheckSpec, Status, Verdict, hookimpl
 
 # "hang": the slow host's probe blocks until the test releases it (or, if
 # the test never does, for 60 s), however fast or slow this machine is.
-STATE = {"value": "bad", "hanging": threading.Event(), "release": threading.Event()}
+STATE = {"value": "bad", "hanging": threading.Event(), "release": threading.Event(),
+         "returned": threading.Event()}
 
 def probe(params):
     if params.get("hang"):
         STATE["hanging"].set()
         STATE["release"].wait(60)
+        STATE["returned"].set()
     return {"value": STATE["value"]}
 
 def evaluate(facts, params):
@@ -108,7 +110,7 @@ async def test_slow_target_does_not_stall_heartbeat_or_others(plugin_module, wri
     loaded = load(cfg, environ={"OSIRIS_PLUGINS": "none"})
     store = Store(loaded.ctx.state_dir)
     engine = Engine(loaded.registry, store, loaded.targets, tick=0.05)
-    hanging, release = module.STATE["hanging"], module.STATE["release"]
+    hanging, release, returned = (module.STATE[k] for k in ("hanging", "release", "returned"))
     stop = asyncio.Event()
     task = asyncio.create_task(engine.run(stop))
 
@@ -127,13 +129,13 @@ async def test_slow_target_does_not_stall_heartbeat_or_others(plugin_module, wri
         for _ in range(3):
             beat = engine.heartbeat
             await until(lambda: engine.heartbeat != beat, "the next heartbeat")
-            assert not release.is_set() and engine.alive()
+            assert not returned.is_set() and engine.alive()
         await until(lambda: "test.slow" in {r["check_id"] for r in store.latest()}, "the slow check's result")
         states = {r["check_id"]: r for r in store.latest()}
         # The fast check answered long before the slow one timed out.
         assert states["test.value"]["observed_at"] < states["test.slow"]["observed_at"]
         assert states["test.slow"]["status"] == "error" and "longer than 0.5 s" in states["test.slow"]["reason"]
-        assert not release.is_set(), "timed out while the probe still hung, not after it returned"
+        assert not returned.is_set(), "timed out while the probe still hung, not after it returned"
     finally:
         release.set()
         stop.set()
