@@ -203,7 +203,7 @@ async def test_calendars_are_asked_at_once_within_one_deadline(four_calendars):
     _, ok, errors = await asyncio.wait_for(
         asyncio.to_thread(proofs.stamp, b"checkpoint", urls, min_calendars=2, timeout=5.0), 120)
     assert ok == urls[:3] and errors == [f"{urls[3]}: no answer within 5 s"]
-    assert cals[3].arrivals == 2 and not stalled.is_set()  # asked, and still not answered when stamp returned
+    assert cals[3].arrivals == 2 and cals[3].submissions == 1  # asked, and the second time never answered
 
 
 @pytest.fixture
