@@ -337,6 +337,24 @@ async def test_bad_rule_file_is_reported_with_line_and_last_good_set_kept(make):
     assert h.ladder.reload() is True and h.ladder.rule_errors == []
 
 
+async def test_a_rule_file_edit_is_loaded_even_with_the_same_mtime_and_size(make):
+    """Two edits within one tick of the file system's clock leave the same
+    mtime (and here the same size): the content decides, not the stat."""
+    import os
+
+    h = make()
+    h.rule(name="site.yaml")
+    path = h.rules_dir / "site.yaml"
+    assert [r.id for r in h.ladder.rules.rules] == ["fix-setting"]
+    before = path.stat()
+    path.write_text(path.read_text().replace("id: fix-setting", "id: fix-settinG"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_mtime_ns, path.stat().st_size) == (before.st_mtime_ns, before.st_size)
+    assert h.ladder.reload() is True
+    assert [r.id for r in h.ladder.rules.rules] == ["fix-settinG"]
+    assert h.ladder.reload() is False  # unchanged since: not loaded again
+
+
 async def test_promotion_after_five_l2_successes_then_l1(make, tmp_path):
     from click.testing import CliRunner
 
