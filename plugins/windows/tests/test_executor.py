@@ -266,12 +266,13 @@ async def test_unreachable_hosts_do_not_hold_up_the_sweep(lab, agent, tmp_path):
     assert {o.reason for o in by_host["ws03"]} == {
         f"WinRM {lab.host('ws03').endpoint('https')}: connection refused after 3 attempts"}
     # Only the hung host took its read timeout, once: one request, not
-    # retried, no clean-up requests to a host that stopped answering. The
-    # healthy hosts did not wait for it: their observations came first.
+    # retried, no clean-up requests to a host that stopped answering (and
+    # its reason above is the read timeout, not the engine's budget). No
+    # upper bound on the time: a loaded machine only makes the sweep slower.
+    # The healthy hosts did not wait for it: their observations came first.
     read_timeout = winclient.read_timeout(FAST["operation_timeout"])
     assert lab.host("ws02").requests - hung_before == 1
     assert took > read_timeout * 0.9
-    assert took < 2 * read_timeout  # not a second read timeout, nor the engine's budget for the host
     assert max(o.observed_at for n in ("dc01", "srv01", "ws01") for o in by_host[n]) < min(
         o.observed_at for o in by_host["ws02"])
     assert len(store.latest()) == len(obs)
