@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import time
 
 import pytest
@@ -17,6 +19,25 @@ def test_refused_until_cleared(lab, clients):
         clients.https("srv01").run_cmd("hostname")
     assert clients.https("ws01").run_cmd("hostname").status_code == 0  # the others still answer
     lab.clear_faults("srv01")
+    assert clients.https("srv01").run_cmd("hostname").std_out == b"SRV01\r\n"
+
+
+def test_a_refused_host_holds_its_ports_until_it_listens_again(lab, clients):
+    """While refusing, the host's ports stay bound (not listening): no other
+    socket can take them, so listening again on the same ports cannot fail."""
+    h = lab.host("srv01")
+    ports = (h.http_port, h.https_port)
+    lab.inject_fault("srv01", "refused")
+    try:
+        for port in ports:
+            with socket.socket() as other, pytest.raises(OSError) as err:
+                other.bind((lab.bind, port))
+            assert err.value.errno == errno.EADDRINUSE, port
+        with pytest.raises(requests.exceptions.ConnectionError, match="[Rr]efused"):
+            clients.https("srv01").run_cmd("hostname")
+    finally:
+        lab.clear_faults("srv01")
+    assert (h.http_port, h.https_port) == ports and h._holds == []  # the holds were handed back
     assert clients.https("srv01").run_cmd("hostname").std_out == b"SRV01\r\n"
 
 
