@@ -15,6 +15,7 @@ NOW = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()
     ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),           # in the past: no wait, never negative
     (None, None), ("", None), ("soon", None), ("-5", None), ("1.5", None), ("inf", None), ("nan", None),
     ("\u0661\u0662", None),                           # Arabic-Indic digits are not DIGIT
+    ("9" * 400, None),                                # overflows to infinity
 ])
 def test_retry_after_reads_both_forms_and_refuses_the_rest(value, expected):
     assert retry_after(value, now=NOW) == expected
@@ -33,7 +34,8 @@ def test_plain_http_needs_the_lab_flag_and_the_message_names_it_not_the_url():
     assert require_https(url, allow_http=True, flag="allow_http_for_lab") == url
 
 
-@pytest.mark.parametrize("url", ["ftp://host/x", "https:///path-only", "central.example/api", "file:///etc/passwd"])
+@pytest.mark.parametrize("url", ["ftp://host/x", "https:///path-only", "central.example/api", "file:///etc/passwd",
+                                 "https://host:abc/x", "https://host:99999/x"])
 def test_other_schemes_and_relative_urls_are_refused(url):
     with pytest.raises(ValueError, match="an absolute https:// URL"):
         require_https(url, allow_http=True, flag="allow_http")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import math
 import time
 from urllib.parse import urlsplit
 
@@ -25,6 +26,10 @@ def require_https(url: str, *, allow_http: bool, flag: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("an absolute https:// URL")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError("an absolute https:// URL with a port from 1 to 65535") from None
     if parts.scheme == "http" and not allow_http:
         raise ValueError(f"an https:// URL (plain http:// only with {flag}: true, for a lab)")
     return url
@@ -38,7 +43,8 @@ def retry_after(value: str | None, *, now: float | None = None) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(value)
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -106,11 +106,19 @@ def test_secret_named_keys_lose_their_scalar_values(key):
 
 
 @pytest.mark.parametrize("key", ["AdminPassword", "adminPassword", "DBPassword", "unicodePwd", "smtpApiKey",
-                                 "SmtpPassphrase", "OAuthRefreshToken", "AzureClientSecret", "SshPrivateKey"])
-def test_camelcase_secret_names_lose_their_text_but_keep_numbers(key):
-    out, counts = SCRUBBER.scrub({key: "s3cr3t-value", "n": {key: 0}})
-    assert out == {key: "[REDACTED:SECRET]", "n": {key: 0}}
-    assert counts == {"secret": 1}
+                                 "SmtpPassphrase", "OAuthRefreshToken", "AzureClientSecret", "SshPrivateKey",
+                                 "AdminPassword2"])
+def test_camelcase_secret_names_lose_their_values_but_keep_switches(key):
+    doc = {key: "s3cr3t-value", "n": {key: 12345678}, "switches": [{key: 0}, {key: "1"}, {key: "True"},
+                                                                     {key: True}, {key: "disabled"}]}
+    out, counts = SCRUBBER.scrub(doc)
+    assert out == {key: "[REDACTED:SECRET]", "n": {key: "[REDACTED:SECRET]"}, "switches": doc["switches"]}
+    assert counts == {"secret": 2}
+
+
+@pytest.mark.parametrize("key", ["password_2", "db-password-01"])
+def test_a_trailing_number_does_not_hide_a_secret_name(key):
+    assert SCRUBBER.scrub({key: 7}) == ({key: "[REDACTED:SECRET]"}, {"secret": 1})
 
 
 @pytest.mark.parametrize("key", ["PasswordLength", "pwdLastSet", "VerifyKey", "TokenLifetime", "SigningKeyId",

@@ -27,9 +27,12 @@ Detected:
   ``token``, ``api_key``, ``private_key``, ``client_secret``...: see
   :data:`SECRET_KEYS`), typed ``SECRET``, because secrets never belong in
   evidence either. CamelCase keys are split into words too (``AdminPassword``,
-  ``unicodePwd``, ``apiKey``), but only their string values are replaced:
-  Windows names policy switches that way (``ClearTextPassword = 0``) and a
-  number under such a key is a setting auditors need, not a credential.
+  ``unicodePwd``, ``smtpApiKey``), and a trailing number is not a word
+  (``AdminPassword2``, ``password_2``). Under camelCase names a switch is
+  kept: a digit, or ``true``/``false``/``yes``/``no``/``on``/``off``/
+  ``enabled``/``disabled``, because Windows names policy switches that way
+  (``ClearTextPassword = 0``, ``CannotChangePassword = True``) and auditors
+  need them; no credential is one digit or one of those words.
   Check ids and registry paths (keys with ``.`` or ``\\``) are never taken
   for secrets' names, and a whole object is never replaced.
 
@@ -85,8 +88,9 @@ _KEY_NORMAL = re.compile(r"[^a-z0-9]")
 _KEY_WORDS = re.compile(r"[_\s-]+")
 # CamelCase words: "DBPassword" -> DB, Password; "unicodePwd" -> unicode, Pwd.
 _CAMEL_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
-# The kind of a camelCase secret name, whose numbers are kept (see above).
-_SECRET_TEXT = "secret-text"
+# The kind of a camelCase secret name, under which switches are kept.
+_SECRET_OR_SWITCH = "secret-or-switch"
+_SWITCH = re.compile(r"(?i:[0-9]|true|false|yes|no|on|off|enabled|disabled)")
 
 # Characters that may not touch a match on either side: they would make it
 # part of a longer token (a version, an IP, a GUID, a SID, a KB number).
@@ -140,19 +144,28 @@ def _normal_key(key: str) -> str:
 
 
 def _ends_in_secret(words: list[str]) -> bool:
-    # The last word, or the last two ("ssh_private_key", "db_api_key").
+    # The last word, or the last two ("ssh_private_key", "db_api_key"),
+    # after any trailing numbers ("password_2", "AdminPassword2").
+    while words and words[-1].isdigit():
+        words = words[:-1]
     return bool(words) and (words[-1] in SECRET_KEYS or "".join(words[-2:]) in SECRET_KEYS)
 
 
+def _is_switch(value: Any) -> bool:
+    if type(value) is int or type(value) is float:
+        return 0 <= value <= 9 and value == int(value)
+    return isinstance(value, str) and _SWITCH.fullmatch(value.strip()) is not None
+
+
 def _secret_kind(key: str, normal: str) -> str | None:
-    """``"secret"``, :data:`_SECRET_TEXT` (a camelCase name) or None."""
+    """``"secret"``, :data:`_SECRET_OR_SWITCH` (a camelCase name) or None."""
     if "." in key or "\\" in key:
         return None
     if normal in SECRET_KEYS or _ends_in_secret(
             [_normal_key(w) for w in _KEY_WORDS.split(key.strip().lower()) if w]):
         return "secret"
     if _ends_in_secret([w.lower() for w in _CAMEL_WORDS.findall(key)]):
-        return _SECRET_TEXT
+        return _SECRET_OR_SWITCH
     return None
 
 
@@ -284,8 +297,8 @@ class Scrubber:
                 # Only scalars are replaced: a dict or list under such a key
                 # is walked like any other (its own keys decide).
                 if kind is not None and v not in (None, "") and type(v) is not bool:
-                    if isinstance(v, str) or (isinstance(v, (int, float)) and kind != _SECRET_TEXT):
-                        kind = "secret" if kind == _SECRET_TEXT else kind
+                    if isinstance(v, (str, int, float)) and not (kind == _SECRET_OR_SWITCH and _is_switch(v)):
+                        kind = "secret" if kind == _SECRET_OR_SWITCH else kind
                         counts[kind] += 1
                         out[new_key] = placeholder(kind)
                         continue
