@@ -75,20 +75,31 @@ def pki(tmp_path_factory):
     return lab_pki.create(tmp_path_factory.mktemp("pki"))
 
 
+class EphemeralController(Controller):
+    """aiosmtpd's Controller on a port the kernel picks (port 0), read back
+    once bound: a port found free beforehand can be taken in between."""
+
+    def _create_server(self):
+        async def create():
+            server = await Controller._create_server(self)
+            self.port = server.sockets[0].getsockname()[1]
+            return server
+        return create()
+
+
 @pytest.fixture
-def smtp_server(pki, unused_tcp_port_factory):
+def smtp_server(pki):
     """Start a server: ``smtp_server(starttls=True)`` -> (port, mailbox)."""
     controllers = []
 
     def start(starttls=True):
         box = Mailbox()
-        port = unused_tcp_port_factory()
         tls = {"tls_context": pki.server_context(), "require_starttls": True, "auth_require_tls": True} if starttls else {"auth_require_tls": False}
-        ctl = Controller(box, hostname="127.0.0.1", port=port, authenticator=box.authenticate, ready_timeout=60,
-                         **tls)
+        ctl = EphemeralController(box, hostname="127.0.0.1", port=0, authenticator=box.authenticate,
+                                  ready_timeout=60, **tls)
         ctl.start()
         controllers.append(ctl)
-        return port, box
+        return ctl.port, box
 
     yield start
     for ctl in controllers:
