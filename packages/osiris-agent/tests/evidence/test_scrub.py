@@ -122,7 +122,9 @@ def test_a_trailing_number_does_not_hide_a_secret_name(key):
 
 
 @pytest.mark.parametrize("key", ["PasswordLength", "pwdLastSet", "VerifyKey", "TokenLifetime", "SigningKeyId",
-                                 "LocalAccountTokenFilterPolicy", "UseLogonCredential", "PasswordComplexity"])
+                                 "LocalAccountTokenFilterPolicy", "UseLogonCredential", "PasswordComplexity",
+                                 "hasPassword", "CannotChangePassword", "RequireLogonToChangePassword",
+                                 "nextPageToken", "PublicKeyToken"])
 def test_camelcase_names_that_do_not_end_in_a_secret_keep_their_text(key):
     assert SCRUBBER.scrub({key: "kept"}) == ({key: "kept"}, {})
 

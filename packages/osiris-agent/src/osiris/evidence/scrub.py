@@ -32,7 +32,9 @@ Detected:
   kept: a digit, or ``true``/``false``/``yes``/``no``/``on``/``off``/
   ``enabled``/``disabled``, because Windows names policy switches that way
   (``ClearTextPassword = 0``, ``CannotChangePassword = True``) and auditors
-  need them; no credential is one digit or one of those words.
+  need them; no credential is one digit or one of those words. A camelCase
+  name that starts with ``has``, ``is``, ``can``, ``cannot``, ``require``,
+  ``next`` or ``public`` describes a secret rather than holding one.
   Check ids and registry paths (keys with ``.`` or ``\\``) are never taken
   for secrets' names, and a whole object is never replaced.
 
@@ -90,6 +92,10 @@ _KEY_WORDS = re.compile(r"[_\s-]+")
 _CAMEL_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
 # The kind of a camelCase secret name, under which switches are kept.
 _SECRET_OR_SWITCH = "secret-or-switch"
+# CamelCase names that begin with one of these describe a secret rather
+# than hold one: hasPassword, CannotChangePassword, RequireLogonToChangePassword,
+# nextPageToken (a paging cursor), PublicKeyToken (.NET assembly identity).
+_NOT_HOLDING = frozenset({"has", "is", "can", "cannot", "require", "requires", "next", "public"})
 _SWITCH = re.compile(r"(?i:[0-9]|true|false|yes|no|on|off|enabled|disabled)")
 
 # Characters that may not touch a match on either side: they would make it
@@ -164,7 +170,8 @@ def _secret_kind(key: str, normal: str) -> str | None:
     if normal in SECRET_KEYS or _ends_in_secret(
             [_normal_key(w) for w in _KEY_WORDS.split(key.strip().lower()) if w]):
         return "secret"
-    if _ends_in_secret([w.lower() for w in _CAMEL_WORDS.findall(key)]):
+    camel = [w.lower() for w in _CAMEL_WORDS.findall(key)]
+    if camel and camel[0] not in _NOT_HOLDING and _ends_in_secret(camel):
         return _SECRET_OR_SWITCH
     return None
 
