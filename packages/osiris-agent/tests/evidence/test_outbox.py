@@ -188,3 +188,24 @@ async def test_a_delivery_timeout_names_the_sink_and_the_setting(tmp_path, key):
     [d] = await outbox.drain()
     assert d.ok and patient.order == [log.entry(0).bundle_id]
     log.close()
+
+
+async def test_an_entry_pruned_by_hand_before_delivery_is_reported_and_holds_the_sink(tmp_path, key):
+    """prune() refuses to drop what a sink has not had; a log pruned around
+    it (by hand, in SQL) must give the sink a named error, not a stall or a crash."""
+    from datetime import datetime, timedelta, timezone
+
+    log = new_log(tmp_path, key)
+    fill(log, key, 3, now=datetime.now(timezone.utc) - timedelta(days=2200))  # past retention
+    sink = Sink(kinds=("bundle",))
+    outbox = Outbox(log, [sink], backoff_max=60.0)
+    assert log.cursor("central", "bundle")["delivered"] == 0
+    with log._db:
+        log._db.execute("UPDATE entries SET body = NULL, sig = NULL WHERE idx = 0")
+    d = await outbox.deliver_one("central", "bundle", now=1000.0)
+    assert not d.ok and d.position == 0 and d.error == "entry 0 was pruned before delivery"
+    cur = log.cursor("central", "bundle")
+    assert cur["delivered"] == 0 and cur["last_error"] == d.error and cur["next_attempt_at"] == 1060.0
+    assert await outbox.deliver_one("central", "bundle", now=1059.0) is None  # held until then
+    assert sink.attempts == []
+    log.close()

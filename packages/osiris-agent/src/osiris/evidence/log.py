@@ -480,6 +480,11 @@ class EvidenceLog:
             rows = self._db.execute(sql + " ORDER BY size", args).fetchall()
         return [parse_checkpoint(bytes(r[0])) for r in rows]
 
+    def count_checkpoints(self, since_size: int = 0) -> int:
+        """How many checkpoints of at least ``since_size`` (without reading their notes)."""
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM checkpoints WHERE size >= ?", (since_size,)).fetchone()[0]
+
     def checkpoint_at(self, size: int) -> Checkpoint | None:
         with self._lock:
             row = self._db.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()

@@ -116,9 +116,22 @@ class Outbox:
         base = min(self.backoff_max, self.backoff_initial * (2 ** max(0, attempts - 1)))
         return base * (0.5 + self.rng.random() / 2)
 
-    def _next_item(self, sink: str, kind: str) -> tuple[str, int, bytes, int] | None:
-        """(item id, position, payload, new cursor) of the next item, or None."""
-        cur = self.log.cursor(sink, kind)
+    def _due(self, sink: str, kind: str, now: float) -> tuple[dict, Any]:
+        """One read of the sink's cursors: this kind's cursor and its next
+        item, which is None when there is none or the whole sink is held
+        after a failure (it is most likely down), or the LookupError of an
+        entry pruned before delivery."""
+        cursors = {k: self.log.cursor(sink, k) for k in self.kinds[sink]}
+        cur = cursors[kind] if kind in cursors else self.log.cursor(sink, kind)
+        if max(c["next_attempt_at"] for c in cursors.values()) > now:
+            return cur, None
+        try:
+            return cur, self._next_item(cur, kind)
+        except LookupError as exc:
+            return cur, exc
+
+    def _next_item(self, cur: dict, kind: str) -> tuple[str, int, bytes, int] | None:
+        """(item id, position, payload, new cursor) of the item after ``cur``, or None."""
         if kind == "bundle":
             idx = cur["delivered"]
             if idx >= self.log.size():
@@ -143,21 +156,16 @@ class Outbox:
             if kind == "bundle":
                 out[kind] = max(0, self.log.size() - cur["delivered"])
             else:
-                out[kind] = len(self.log.checkpoints(since_size=cur["delivered"] + 1))
+                out[kind] = self.log.count_checkpoints(since_size=cur["delivered"] + 1)
         return out
 
     async def deliver_one(self, sink_name: str, kind: str, *, now: float | None = None) -> Delivery | None:
         """Deliver the next item of one kind to one sink, if it is due."""
         now = self.clock() if now is None else now
-        cur = await self._call(self.log.cursor, sink_name, kind)
-        # A failure holds the whole sink (it is most likely down), not one kind.
-        if await self._call(self._held_until, sink_name) > now:
-            return None
-        try:
-            item = await self._call(self._next_item, sink_name, kind)
-        except LookupError as exc:
-            await self._call(self.log.fail_cursor, sink_name, kind, str(exc), now + self.backoff_max)
-            return Delivery(sink_name, kind, "", cur["delivered"], False, str(exc))
+        cur, item = await self._call(self._due, sink_name, kind, now)
+        if isinstance(item, LookupError):
+            await self._call(self.log.fail_cursor, sink_name, kind, str(item), now + self.backoff_max)
+            return Delivery(sink_name, kind, "", cur["delivered"], False, str(item))
         if item is None:
             return None
         item_id, position, payload, new_cursor = item
