@@ -20,10 +20,11 @@
         name = "Demo Practice";
       };
       agent.workers = 8;
-      # The agent refuses a target kind no installed plugin can reach, and
-      # the WinRM (`windows`) plugin is not written yet; with it, add:
+      # No Windows machines to reach from a demo VM. For a practice, add
+      # pkgs.osirisPlugins.windows (and windows-baseline) to `plugins` and:
       #   targets = [ { name = "dc1"; kind = "windows"; role = "dc";
-      #                 address = "dc1.practice.lan"; credential = "winrm-admin"; } ];
+      #                 address = "dc1.practice.lan"; credential = "winrm-admin";
+      #                 options.ca_file = "/etc/osiris/winrm-ca.pem"; } ];
       # The credential is referenced by name; its value comes from `credentials`.
       plugins.appliance-selfcheck.min_free_percent = 10;
     };
