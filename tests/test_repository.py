@@ -1,8 +1,11 @@
 """Repository rules that CI enforces: the README's test command is what CI
 runs, pins carry hashes and no download addresses, and every workspace
-member is pinned, packaged for Nix and (for plugins) in the flake."""
+member is pinned, packaged for Nix (its default.nix agreeing with its
+pyproject.toml) and, for plugins, in the flake."""
 
+import json
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -70,9 +73,6 @@ def test_nix_derivations_match_their_pyproject():
     pyproject.toml and its default.nix would first show as a broken appliance
     build elsewhere. Each default.nix is evaluated with stand-ins for nixpkgs
     (tools/eval-package.nix) and compared with the distribution it packages."""
-    import json
-    import shutil
-
     nix = shutil.which("nix-instantiate")
     assert nix, "nix-instantiate not found: `make test` installs it (tools/ensure-system-tools.sh)"
     for member in members():

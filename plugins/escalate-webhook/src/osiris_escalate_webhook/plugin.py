@@ -99,11 +99,12 @@ class WebhookChannel:
             ssl.create_default_context(cafile=str(settings.ca_file)) if settings.ca_file else True
         )
 
-    def _delay(self, retry: int, retry_after: float | None) -> float:
+    def _delay(self, retry: int, hint: float | None) -> float:
+        """Exponential backoff, at least the server's Retry-After ``hint``, capped."""
         s = self.settings
         delay = s.backoff * 2 ** (retry - 1)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+        if hint is not None:
+            delay = max(delay, hint)
         return min(delay, s.backoff_max)
 
     async def escalate(self, incident: Mapping[str, Any]) -> None:
