@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from osiris.httpclient import require_https, retry_after
+from osiris.httpclient import origin, require_https, retry_after
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, 0, tzinfo=dt.timezone.utc).timestamp()
 
@@ -39,3 +39,12 @@ def test_plain_http_needs_the_lab_flag_and_the_message_names_it_not_the_url():
 def test_other_schemes_and_relative_urls_are_refused(url):
     with pytest.raises(ValueError, match="an absolute https:// URL"):
         require_https(url, allow_http=True, flag="allow_http")
+
+
+@pytest.mark.parametrize("url,shown", [
+    ("https://hooks.example/T0KEN/x?sig=S3CR3T", "https://hooks.example"),
+    ("https://user:pa55word@central.example:8443/api", "https://central.example:8443"),
+    ("http://127.0.0.1:9/h", "http://127.0.0.1:9"),
+])
+def test_origin_shows_scheme_host_and_port_only(url, shown):
+    assert origin(url) == shown

@@ -241,3 +241,16 @@ async def test_a_redirect_is_a_failure_naming_the_location_and_the_token_stays(t
         await sink.close()
         await runner.cleanup()
     log.close()
+
+
+async def test_credentials_in_the_url_stay_out_of_errors():
+    from osiris.testing import refused_port
+
+    with refused_port() as port:
+        sink = plugin.HttpSink(f"https://uploader:pa55-in-url@127.0.0.1:{port}/api/evidence", timeout=10)
+        try:
+            with pytest.raises(plugin.DeliveryError) as e:
+                await sink.deliver("01-bundle", b"{}")
+        finally:
+            await sink.close()
+    assert f"https://127.0.0.1:{port}" in str(e.value) and "pa55-in-url" not in str(e.value)

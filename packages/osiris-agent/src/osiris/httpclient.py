@@ -4,8 +4,9 @@ Ours, not a library's, because they are appliance policy rather than
 protocol: which URLs a plugin may be configured with (https only; plain
 http only behind an explicit lab flag, since what these plugins send
 (incidents, evidence, prompts) must not cross a network in clear text),
-and how a server's ``Retry-After`` becomes a wait, so that the webhook
-channel and the evidence sink read a malformed header the same way.
+what of a URL may be shown in logs and errors, and how a server's
+``Retry-After`` becomes a wait, so that the webhook channel and the
+evidence sink read a malformed header the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import time
 from urllib.parse import urlsplit
 
-__all__ = ["require_https", "retry_after"]
+__all__ = ["origin", "require_https", "retry_after"]
 
 
 def require_https(url: str, *, allow_http: bool, flag: str) -> str:
@@ -33,6 +34,14 @@ def require_https(url: str, *, allow_http: bool, flag: str) -> str:
     if parts.scheme == "http" and not allow_http:
         raise ValueError(f"an https:// URL (plain http:// only with {flag}: true, for a lab)")
     return url
+
+
+def origin(url: str) -> str:
+    """Scheme, host and port: all that logs and errors show of a URL. Paths
+    and queries (webhook tokens) and userinfo (``user:password@``, which
+    aiohttp sends as Basic auth) stay out."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -19,13 +19,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, FilePath, ValidationInfo, field_validator
 
 from osiris import SettingsSection, __version__, hookimpl
-from osiris.httpclient import require_https, retry_after
+from osiris.httpclient import origin, require_https, retry_after
 
 from .signing import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -60,13 +59,6 @@ class Settings(BaseModel):
 
 class EscalationError(Exception):
     """The escalation was not delivered (after the retries that apply)."""
-
-
-def origin(url: str) -> str:
-    """Scheme, host and port: what logs and errors show of the URL (paths
-    and queries of webhook URLs often carry tokens)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
 def payload(incident: Mapping[str, Any], delivery: str, sent_at: str) -> bytes:

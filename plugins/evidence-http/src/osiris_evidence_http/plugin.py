@@ -28,13 +28,12 @@ import asyncio
 import ssl
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from osiris import SettingsSection, hookimpl
-from osiris.httpclient import require_https, retry_after
+from osiris.httpclient import origin, require_https, retry_after
 
 NAME = "evidence-http"
 BUNDLE_TYPE = "application/vnd.osiris.signed-bundle+json"
@@ -75,7 +74,7 @@ class HttpSink:
     def __init__(self, url: str, *, ssl_context: ssl.SSLContext | None = None, token: Any = None,
                  timeout: float = 30.0):
         self.url = url
-        self.host = urlsplit(url).netloc
+        self.host = origin(url)  # never the URL's user:password@
         self.ssl_context = ssl_context
         self.token = token  # an osiris Secret: revealed only into the header
         self.timeout = timeout
