@@ -162,6 +162,9 @@ def test_settings_and_hook(tmp_path):
     from osiris.app import load
     with pytest.raises(ConfigError, match=r"plugins.evidence-ots.*calendars"):
         load(config_data={"state_dir": str(tmp_path), "plugins": {"evidence-ots": {"calendars": ["ftp://x"]}}})
+    for bad in ("https://", "https://cal.example:99999"):  # no host; a port out of range
+        with pytest.raises(ConfigError, match=r"calendar .*: expected an absolute https:// URL"):
+            load(config_data={"state_dir": str(tmp_path), "plugins": {"evidence-ots": {"calendars": [bad]}}})
     loaded = load(config_data={"state_dir": str(tmp_path)})
     assert plugin.osiris_evidence_sinks(loaded.ctx) is None  # off unless enabled
 

@@ -32,6 +32,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from osiris import SettingsSection, hookimpl
+from osiris.httpclient import require_https
 from osiris.evidence.note import parse_checkpoint
 
 from . import proofs
@@ -67,8 +68,12 @@ class Settings(BaseModel):
         if not v:
             raise ValueError("at least one calendar URL is needed")
         for url in v:
-            if not url.startswith(("https://", "http://")):
-                raise ValueError(f"calendar {url!r}: expected an https:// URL")
+            try:
+                # Plain http is accepted: a calendar's answer is a commitment
+                # the proof verifies, not something the channel must protect.
+                require_https(url, allow_http=True, flag="allow_http")
+            except ValueError as exc:
+                raise ValueError(f"calendar {url!r}: expected {exc}") from None
         return v
 
 
