@@ -82,6 +82,15 @@ def _key_files(params: Mapping[str, Any]) -> list[Path]:
     return found + [Path(p) for p in params.get("key_paths", [])]
 
 
+# Mode bits that must be clear, per kind of path: the check flags them and
+# the runbook clears exactly these.
+FORBIDDEN = {
+    "state_dir": stat.S_IRWXO | stat.S_IWGRP,
+    "database": stat.S_IRWXO | stat.S_IWGRP,
+    "key": stat.S_IRWXG | stat.S_IRWXO,
+}
+
+
 def probe_permissions(params: Mapping[str, Any]) -> dict[str, Any]:
     """Mode and owner of the state directory, the database files and keys.
 
@@ -93,7 +102,8 @@ def probe_permissions(params: Mapping[str, Any]) -> dict[str, Any]:
     uid = os.geteuid()
     entries = []
 
-    def add(path: Path, kind: str, forbidden: int) -> None:
+    def add(path: Path, kind: str) -> None:
+        forbidden = FORBIDDEN[kind]
         try:
             st = path.lstat()
         except FileNotFoundError:
@@ -109,11 +119,11 @@ def probe_permissions(params: Mapping[str, Any]) -> dict[str, Any]:
             problems.append(f"owned by uid {st.st_uid}, not the agent (uid {uid})")
         entries.append({"path": str(path), "kind": kind, "mode": f"{mode:04o}", "uid": st.st_uid, "problems": problems})
 
-    add(state_dir, "state_dir", stat.S_IRWXO | stat.S_IWGRP)
+    add(state_dir, "state_dir")
     for db in sorted([*state_dir.glob(DB_GLOB), *state_dir.glob(EVIDENCE_GLOB)]):
-        add(db, "database", stat.S_IRWXO | stat.S_IWGRP)
+        add(db, "database")
     for key in _key_files(params):
-        add(key, "key", stat.S_IRWXG | stat.S_IRWXO)
+        add(key, "key")
     return {"entries": entries}
 
 
@@ -135,7 +145,7 @@ def fix_permissions(params: Mapping[str, Any]) -> dict[str, Any]:
         if "mode" not in e:
             continue
         mode = int(e["mode"], 8)
-        forbidden = (stat.S_IRWXG | stat.S_IRWXO) if e["kind"] == "key" else (stat.S_IRWXO | stat.S_IWGRP)
+        forbidden = FORBIDDEN[e["kind"]]
         if mode & forbidden:
             os.chmod(e["path"], mode & ~forbidden, follow_symlinks=False)
             changed.append(e["path"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from typing import Any
 
@@ -52,9 +53,15 @@ class _Timex(ctypes.Structure):
     ]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Once: find_library runs ldconfig (or gcc, where there is none) each call.
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def read_clock_state() -> dict[str, Any]:
     """Facts about kernel clock synchronisation. Raises OSError on failure."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = _libc()
     tx = _Timex()
     tx.modes = 0
     state = libc.adjtimex(ctypes.byref(tx))
