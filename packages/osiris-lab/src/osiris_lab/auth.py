@@ -29,7 +29,7 @@ import re
 import struct
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import spnego
@@ -103,7 +103,6 @@ class Connection:
     context: spnego.ContextProxy | None = None
     user: str | None = None  # set once authenticated (NTLM)
     pending: bool = False  # handshake in progress
-    extra: dict = field(default_factory=dict)
 
     def reset(self) -> None:
         self.context, self.user, self.pending = None, None, False
