@@ -55,6 +55,15 @@ def test_one_open_incident_per_target_and_check(tmp_path):
             "last_observation_id) VALUES ('h1', 'a.b', 'open', 'x', 'x', ?, ?)", (o1, o1))
 
 
+def test_count_status_counts_the_latest_state_per_target_and_check(tmp_path):
+    store = Store(tmp_path)
+    for o in (obs("fail", "h1", "a"), obs("fail", "h2", "a"), obs("fail", "h1", "b"), obs("pass", "h1", "b"),
+              obs("error", "h3", "a")):
+        store.record(o)
+    assert [store.count_status(s) for s in ("fail", "pass", "error")] == [2, 1, 1]
+    assert store.count_status("fail") == sum(1 for r in store.latest() if r["status"] == "fail")
+
+
 def test_resolve_stores_outcome_and_refuses_twice(tmp_path):
     store = Store(tmp_path)
     _oid, inc, _ = store.record(obs())

@@ -112,7 +112,7 @@ class Agent:
 
     def _summary(self) -> str:
         counts = self.store.count_incidents()
-        fails = sum(1 for r in self.store.latest() if r["status"] == "fail")
+        fails = self.store.count_status("fail")
         return f"watching {len(self.engine.targets)} targets; {fails} failing checks; {counts['open']} open incidents"
 
     async def _watchdog(self, interval: float) -> None:

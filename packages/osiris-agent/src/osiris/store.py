@@ -357,6 +357,10 @@ class Store:
     def latest(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM check_state ORDER BY target, check_id")]
 
+    def count_status(self, status: str) -> int:
+        """How many (target, check) pairs last observed with ``status``."""
+        return int(self.db.execute("SELECT count(*) FROM check_state WHERE status = ?", (status,)).fetchone()[0])
+
     def last_observed(self) -> dict[tuple[str, str], datetime]:
         return {
             (r["target"], r["check_id"]): datetime.fromisoformat(r["observed_at"])
