@@ -51,8 +51,10 @@ def _trusted_key(cctx: click.Context, key_file: str | None):
     try:
         if key_file:
             return VerifyKey.from_pem(Path(key_file).read_bytes(), key_file)
+        from .service import key_dir
+
         state_dir, _ = _state(cctx)
-        return load_public(state_dir / "keys")
+        return load_public(key_dir(state_dir))
     except OSError as exc:
         _fail(f"{key_file}: cannot read: {exc.strerror}")
     except EvidenceError as exc:
@@ -61,9 +63,10 @@ def _trusted_key(cctx: click.Context, key_file: str | None):
 
 def _signing_key(cctx: click.Context):
     from .keys import load_or_create
+    from .service import key_dir
 
     state_dir, _ = _state(cctx)
-    return load_or_create(state_dir / "keys", create=False)
+    return load_or_create(key_dir(state_dir), create=False)
 
 
 @click.group()

@@ -81,8 +81,9 @@ def export(log: EvidenceLog, out: Path | str, first: int, end: int, *, key: Veri
         raise EvidenceError(f"nothing to export in [{first}, {end})")
     first_cp = log.checkpoint_covering(first)
     assert first_cp is not None
-    attested = {a["size"] for a in log.attestations(sizes=(first_cp.size, anchor.size))}
-    sizes = sorted({first_cp.size, anchor.size} | attested)
+    # Attested checkpoints in between are exported too, each with its proof of consistency.
+    attestations = log.attestations(sizes=(first_cp.size, anchor.size))
+    sizes = sorted({first_cp.size, anchor.size} | {a["size"] for a in attestations})
     cps = [log.checkpoint_at(s) for s in sizes]
     if out.exists():
         raise EvidenceError(f"{out}: already exists; refusing to overwrite")
@@ -103,9 +104,8 @@ def export(log: EvidenceLog, out: Path | str, first: int, end: int, *, key: Veri
             example = example or e
         for cp in cps:
             z.writestr(f"checkpoints/{cp.size}.note", cp.note)
-        for a in log.attestations(sizes=(first_cp.size, anchor.size)):
-            if a["size"] in sizes:
-                z.writestr(f"checkpoints/{a['size']}.note.{a['kind']}", a["data"])
+        for a in attestations:
+            z.writestr(f"checkpoints/{a['size']}.note.{a['kind']}", a["data"])
         for a, b in zip(cps, cps[1:]):
             z.writestr(f"consistency/{a.size}-{b.size}.json", json.dumps({
                 "from": a.size, "to": b.size, "path": [p.hex() for p in log.consistency_proof(a.size, b.size)],

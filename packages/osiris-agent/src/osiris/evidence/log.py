@@ -498,9 +498,6 @@ class EvidenceLog:
             ).fetchone()
         return parse_checkpoint(bytes(row[0])) if row else None
 
-    def next_checkpoint(self, after_size: int) -> Checkpoint | None:
-        return self.checkpoint_covering(after_size)
-
     # -- attestations --------------------------------------------------------------------------
 
     def put_attestation(self, size: int, kind: str, data: bytes, *, complete: bool, detail: str = "") -> None:

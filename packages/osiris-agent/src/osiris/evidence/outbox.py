@@ -143,7 +143,7 @@ class Outbox:
                 raise LookupError(f"entry {idx} was pruned before delivery")
             sb = SignedBundle(self.log.origin, idx, e.bundle_id, e.body, e.sig, bytes.fromhex(self.key_id))
             return e.bundle_id, idx, sb.to_envelope(), idx + 1
-        cp = self.log.next_checkpoint(cur["delivered"])
+        cp = self.log.checkpoint_covering(cur["delivered"])  # the first after the one delivered
         if cp is None:
             return None
         return f"checkpoint-{self.key_id}-{cp.size}", cp.size, cp.note, cp.size

@@ -33,14 +33,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from ..config import HealingSettings
 from ..engine import TRANSPORT_GRACE
 from ..records import CheckSpec, EscalationChannel, Observation, PlanProposal, RunbookSpec, Status, Target, utcnow
-from ..store import Incident, Store, StoreError
+from ..store import Incident, Store, StoreError, _iso
 from .learning import Learning
 from .maintenance import active_window
 from .rules import RuleError, RuleSet, allows, effective_mode, load_rules, rule_files, validate_params
@@ -48,10 +48,6 @@ from .rules import RuleError, RuleSet, allows, effective_mode, load_rules, rule_
 log = logging.getLogger(__name__)
 
 SITE_RULES = "rules"
-
-
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 class Ladder:
