@@ -109,6 +109,12 @@ def test_every_proof_of_a_generated_tree_verifies_and_wrong_ones_do_not():
     for i, leaf in enumerate(leaves):
         b.add(leaf)
         assert b.root() == roots[i + 1]
+    # In bulk, in chunks that straddle power-of-two boundaries (as verify feeds it).
+    for chunk in (1, 3, 5, 7, 64):
+        b = M.RootBuilder()
+        for i in range(0, len(leaves), chunk):
+            b.extend(leaves[i:i + chunk])
+            assert b.root() == roots[b.size]
 
 
 def test_out_of_range_requests_are_refused():

@@ -163,36 +163,51 @@ def verify_consistency(first: int, second: int, first_root: bytes, second_root: 
 
 
 class RootBuilder:
-    """Streaming tree head: feed leaf hashes in order, ask for the root of
-    what was fed at any point. Keeps one hash per set bit of the size."""
+    """Streaming tree head: feed leaf hashes in order (one by one, or in
+    bulk), ask for the root of what was fed at any point. Keeps one
+    (level, hash) per set bit of the size. In bulk every aligned
+    power-of-two run of leaves is reduced level by level in list
+    comprehensions, so verifying a million leaves costs about two million
+    SHA-256 calls and little interpreter time."""
 
     __slots__ = ("size", "_stack")
 
     def __init__(self) -> None:
         self.size = 0
-        self._stack: list[bytes] = []
+        self._stack: list[tuple[int, bytes]] = []  # (level, hash), levels decreasing
 
     def add(self, leaf: bytes) -> None:
+        self.extend((leaf,))
+
+    def extend(self, leaves: Sequence[bytes]) -> None:
+        sha256 = _sha256
         stack = self._stack
-        stack.append(leaf)
-        self.size += 1
-        c = self.size
-        while not c & 1:
-            right = stack.pop()
-            stack[-1] = _sha256(b"\x01" + stack[-1] + right).digest()
-            c >>= 1
+        i, n = 0, len(leaves)
+        while i < n:
+            level = (n - i).bit_length() - 1
+            if self.size:
+                level = min(level, (self.size & -self.size).bit_length() - 1)
+            run = leaves[i:i + (1 << level)]
+            while len(run) > 1:
+                run = [sha256(b"\x01" + run[j] + run[j + 1]).digest() for j in range(0, len(run), 2)]
+            i += 1 << level
+            self.size += 1 << level
+            h = run[0]
+            while stack and stack[-1][0] == level:
+                h = sha256(b"\x01" + stack.pop()[1] + h).digest()
+                level += 1
+            stack.append((level, h))
 
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT
-        r = self._stack[-1]
-        for h in reversed(self._stack[:-1]):
+        r = self._stack[-1][1]
+        for _, h in reversed(self._stack[:-1]):
             r = node_hash(h, r)
         return r
 
 
 def root_of_leaves(leaves: Iterable[bytes]) -> bytes:
     b = RootBuilder()
-    for leaf in leaves:
-        b.add(leaf)
+    b.extend(list(leaves))
     return b.root()

@@ -159,43 +159,6 @@ def _recheck_range(log: EvidenceLog, key: VerifyKey, start: int, end: int, prev:
     return None
 
 
-class _Tree:
-    """Streaming tree head over leaf hashes, fed in bulk: every aligned
-    power-of-two run of leaves is reduced level by level in list
-    comprehensions, so a million leaves cost about two million SHA-256
-    calls and little interpreter time."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.stack: list[tuple[int, bytes]] = []  # (level, hash), levels decreasing
-
-    def extend(self, leaves: list[bytes]) -> None:
-        sha256 = hashlib.sha256
-        i, n = 0, len(leaves)
-        while i < n:
-            level = (n - i).bit_length() - 1
-            if self.size:
-                level = min(level, (self.size & -self.size).bit_length() - 1)
-            run = leaves[i:i + (1 << level)]
-            while len(run) > 1:
-                run = [sha256(b"\x01" + run[j] + run[j + 1]).digest() for j in range(0, len(run), 2)]
-            i += 1 << level
-            self.size += 1 << level
-            h = run[0]
-            while self.stack and self.stack[-1][0] == level:
-                h = sha256(b"\x01" + self.stack.pop()[1] + h).digest()
-                level += 1
-            self.stack.append((level, h))
-
-    def root(self) -> bytes:
-        if not self.stack:
-            return merkle.EMPTY_ROOT
-        r = self.stack[-1][1]
-        for _, h in reversed(self.stack[:-1]):
-            r = merkle.node_hash(h, r)
-        return r
-
-
 def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bool = True,
                max_problems: int = 20, progress: Callable[[int], None] | None = None, jobs: int = 1) -> Report:
     """Verify the whole log (see the module docstring). ``jobs`` > 1 hashes
@@ -213,7 +176,7 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
     # every signature is wanted; the rest get signature and chain checks.
     full_from = 0 if signatures else min(cps[-1].size if cps else 0, size)
     sha256 = hashlib.sha256
-    tree = _Tree()
+    tree = merkle.RootBuilder()
     cp_list = list(cps)
     cp_pos = 0
     prev_cp_size, prev_cp_leaf = 0, ZERO_HASH
