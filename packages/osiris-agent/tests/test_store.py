@@ -96,8 +96,21 @@ def test_drift_episode_set_aside_opens_nothing_until_a_pass(tmp_path):
     assert new and inc3.id != inc2.id, "an error decides nothing: the drift is tried again"
 
 
+def test_a_batch_is_recorded_as_one_at_a_time_would_be(tmp_path):
+    batch = [obs("fail", "h1", "a"), obs("fail", "h1", "b"), obs("pass", "h1", "c"), obs("error", "h1", "d")]
+    one, many = Store(tmp_path / "one"), Store(tmp_path / "many")
+    for round_ in range(2):  # opened, then counted again
+        singles = [one.record(o) for o in batch]
+        together = many.record_many(batch)
+        def shape(results):
+            return [(i and (i.id, i.check_id, i.state, i.occurrences), n) for _, i, n in results]
+        assert shape(together) == shape(singles)
+        assert [inc.occurrences for _, inc, _ in together[:2]] == [round_ + 1] * 2
+    assert many.latest() == one.latest() and many.count_incidents() == {"open": 2, "resolved": 0}
+
+
 def test_state_files_are_not_world_readable(tmp_path):
     store = Store(tmp_path / "s")
-    store.add_observation(obs())
+    store.record(obs())
     for p in (tmp_path / "s").iterdir():
         assert p.stat().st_mode & 0o007 == 0, p

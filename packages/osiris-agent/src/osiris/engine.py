@@ -188,8 +188,7 @@ class Engine:
                     log.exception("executor %s failed on %s", target.kind, target.name)
                     observations = error_observations(target, checks, f"executor failed: {type(exc).__name__}: {exc}")
         observations = self.complete(target, checks, observations)
-        for obs in observations:
-            await self.record(obs)
+        await self.record_many(observations)
         for listener in self.observation_listeners:
             try:
                 await listener(target, checks, observations)
@@ -213,7 +212,15 @@ class Engine:
 
     async def record(self, obs: Observation) -> None:
         """Record one observation (from an executor or a pushing source)."""
-        oid, incident, new = self.store.record(obs)
+        await self.record_many([obs])
+
+    async def record_many(self, observations: Sequence[Observation]) -> None:
+        """Record one target's observations in one store transaction, then
+        act on each in order (at most one per check: see :meth:`complete`)."""
+        for obs, (_oid, incident, new) in zip(observations, self.store.record_many(observations)):
+            await self._apply(obs, incident, new)
+
+    async def _apply(self, obs: Observation, incident: Incident | None, new: bool) -> None:
         key = (obs.target, obs.check)
         last = self._last_run.get(key)
         self._last_run[key] = obs.observed_at if last is None else max(last, obs.observed_at)

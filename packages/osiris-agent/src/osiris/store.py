@@ -292,39 +292,42 @@ class Store:
         episode is parked; for a pass or an error, the open incident if any.
         This is the engine's hot path, hence one transaction and no re-reads.
         """
+        return self.record_many([obs])[0]
+
+    def record_many(self, observations: Sequence[Observation]) -> list[tuple[int, Incident | None, bool]]:
+        """:meth:`record` for each observation (one target's sweep), in one
+        transaction: a commit per observation was most of the store's cost."""
         now = _now()
         with self.transaction() as db:
-            oid = self._insert_observation(db, obs)
-            row = db.execute(
-                f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'",
-                (obs.target, obs.check),
-            ).fetchone()
-            if obs.status is not Status.FAIL:
-                return oid, Incident(**dict(row)) if row else None, False
-            if row is not None:
-                db.execute(
-                    "UPDATE incidents SET occurrences = occurrences + 1, updated_at = ?, last_observation_id = ? "
-                    "WHERE id = ?", (now, oid, row["id"]))
-                inc = Incident(**{**dict(row), "occurrences": row["occurrences"] + 1, "updated_at": now})
-                return oid, inc, False
-            parked = db.execute(
-                "SELECT parked_incident FROM check_state WHERE target = ? AND check_id = ?", (obs.target, obs.check)
-            ).fetchone()
-            if parked is not None and parked[0] is not None:
-                return oid, None, False
-            cur = db.execute(
-                """INSERT INTO incidents (target, check_id, state, opened_at, updated_at,
-                       first_observation_id, last_observation_id)
-                   VALUES (?, ?, 'open', ?, ?, ?, ?)""",
-                (obs.target, obs.check, now, now, oid, oid),
-            )
-            inc = Incident(int(cur.lastrowid), obs.target, obs.check, "open", now, now, None, None, None, "", 1)
-            return oid, inc, True
+            return [self._record(db, obs, now) for obs in observations]
 
-    def add_observation(self, obs: Observation) -> int:
-        """Record an observation and update the latest status. Returns its id."""
-        with self.transaction() as db:
-            return self._insert_observation(db, obs)
+    def _record(self, db: sqlite3.Connection, obs: Observation, now: str) -> tuple[int, Incident | None, bool]:
+        oid = self._insert_observation(db, obs)
+        row = db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'",
+            (obs.target, obs.check),
+        ).fetchone()
+        if obs.status is not Status.FAIL:
+            return oid, Incident(**dict(row)) if row else None, False
+        if row is not None:
+            db.execute(
+                "UPDATE incidents SET occurrences = occurrences + 1, updated_at = ?, last_observation_id = ? "
+                "WHERE id = ?", (now, oid, row["id"]))
+            inc = Incident(**{**dict(row), "occurrences": row["occurrences"] + 1, "updated_at": now})
+            return oid, inc, False
+        parked = db.execute(
+            "SELECT parked_incident FROM check_state WHERE target = ? AND check_id = ?", (obs.target, obs.check)
+        ).fetchone()
+        if parked is not None and parked[0] is not None:
+            return oid, None, False
+        cur = db.execute(
+            """INSERT INTO incidents (target, check_id, state, opened_at, updated_at,
+                   first_observation_id, last_observation_id)
+               VALUES (?, ?, 'open', ?, ?, ?, ?)""",
+            (obs.target, obs.check, now, now, oid, oid),
+        )
+        inc = Incident(int(cur.lastrowid), obs.target, obs.check, "open", now, now, None, None, None, "", 1)
+        return oid, inc, True
 
     @staticmethod
     def _insert_observation(db: sqlite3.Connection, obs: Observation) -> int:

@@ -460,8 +460,7 @@ class Ladder:
         executor = self.registry.executor(target.kind)
         observations = await asyncio.wait_for(executor.observe(target, checks), self.settings.verify_timeout)
         observations = self.engine.complete(target, checks, observations)
-        for obs in observations:
-            await self.engine.record(obs)
+        await self.engine.record_many(observations)
         return observations
 
     async def _escalate(self, incident, target, spec, facts, history, why: str) -> None:
