@@ -206,8 +206,9 @@ def test_default_rules_load_and_cover_every_low_risk_runbook(loaded):
         assert RUNBOOKS[r.model.action.runbook].risk is Risk.LOW and r.model.mode is None
     by_check = {r.model.match.check: r for r in parse_file(plugin.RULES)}
     for s in audit.SUBCATEGORIES:  # each audit check turns on exactly what it requires
-        assert by_check[s.check_id].model.action.params == {"subcategory": s.guid, "success": s.success,
-                                                             "failure": s.failure}
+        params = loaded.registry.checks[s.check_id].spec.params
+        assert by_check[s.check_id].model.action.params_for(params) == {"subcategory": s.guid, "success": s.success,
+                                                                        "failure": s.failure}
     roles = {tuple(r.model.match.roles): r.model.action.params["au_option"] for r in parse_file(plugin.RULES)
              if r.model.match.check == "windows.updates.automatic"}
     assert roles == {("workstation",): 4, ("dc", "server"): 3}

@@ -358,3 +358,28 @@ async def test_shipped_rules_heal_low_risk_drift_and_leave_the_rest_to_escalatio
     finally:
         store.close()
         loaded.ctx.close()
+
+
+async def test_a_site_override_of_a_checks_parameter_is_what_the_shipped_rule_heals_to(lab, tmp_path):
+    """The shipped firewall-logging rule takes min_size_kb from the check
+    ({from_check: ...}), so a site that raises the check's threshold gets
+    the raised value written at L1, and verification passes; a copied
+    16384 would fail verification and escalate every episode."""
+    cfg = config(lab, tmp_path / "state", {"mode": "standard"})
+    cfg["checks"] = {"windows.firewall.logging": {"params": {"min_size_kb": 24576}}}
+    loaded = load(config_data=cfg, environ={"OSIRIS_PLUGINS": PLUGINS})
+    store = Store(loaded.ctx.state_dir)
+    try:
+        engine = Engine(loaded.registry, store, loaded.targets)
+        ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, engine, store, loaded.config.healing, [])
+        ladder.start()
+        assert not ladder.rule_errors
+        assert lab.host("srv01").state["firewall.domain.log_max_kb"] == 16384  # passes the default, not 24576
+        await engine.sweep(force=True, only_targets={"srv01"}, only_checks={"windows.firewall.logging"})
+        await ladder.drain()
+        [inc] = store.incidents(None)
+        assert (inc.check_id, inc.outcome, inc.tier) == ("windows.firewall.logging", "healed", "L1"), inc.detail
+        assert {lab.host("srv01").state[f"firewall.{p}.log_max_kb"] for p in ("domain", "private", "public")} == {24576}
+    finally:
+        store.close()
+        loaded.ctx.close()

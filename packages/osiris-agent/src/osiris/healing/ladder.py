@@ -269,7 +269,7 @@ class Ladder:
                 history.append({"tier": "L1", "rule": rule.id, "runbook": runbook.id, "ok": False,
                                 "detail": f"{runbook.risk.value}-risk runbook not allowed in {rule_mode} mode"})
             else:
-                params = dict(rule.model.action.params)
+                params = rule.model.action.params_for(spec.params)
                 if rule_mode == "dry-run":
                     await self._dry_run(incident, target, runbook, params, "L1", rule.id)
                     return

@@ -10,10 +10,18 @@ rules:
         domain_enabled: {eq: false}
     action:
       runbook: windows.firewall.enable_profiles
-      params: {}
+      params:
+        profiles: {from_check: profiles}   # the check's effective parameter
     mode: full                     # optional cap on the site's healing mode
     priority: 100                  # lower runs first
 ```
+
+A parameter written ``{from_check: NAME}`` is the failing check's
+effective parameter ``NAME``: the check's default, or the site's override
+in ``checks.<id>.params``. Rules that heal to what the check expects say so
+this way rather than copying the value, so a site that raises a check's
+threshold gets the raised value healed at L1 (a copied value would heal to
+the old threshold, fail verification and escalate every time).
 
 Sources, later overriding earlier by rule id: files shipped by plugins
 (``osiris_rules``), then ``<state_dir>/rules/*.yaml`` (site and promoted
@@ -78,9 +86,28 @@ class Match(_M):
     facts: dict[str, FactCondition] = Field(default_factory=dict)
 
 
+FROM_CHECK = "from_check"
+
+
+def check_param_ref(value: Any) -> str | None:
+    """The check parameter a rule parameter refers to (``{from_check: NAME}``), if any."""
+    if isinstance(value, Mapping) and len(value) == 1 and isinstance(value.get(FROM_CHECK), str):
+        return value[FROM_CHECK]
+    return None
+
+
 class Action(_M):
     runbook: str
     params: dict[str, Any] = Field(default_factory=dict)
+
+    def params_for(self, check_params: Mapping[str, Any]) -> dict[str, Any]:
+        """The runbook's parameters with every ``{from_check: NAME}`` replaced
+        by the check's effective parameter (validated at load: NAME exists)."""
+        out = {}
+        for key, value in self.params.items():
+            ref = check_param_ref(value)
+            out[key] = check_params[ref] if ref is not None else value
+        return out
 
 
 class RuleModel(_M):
@@ -240,7 +267,19 @@ def _check(rule: Rule, runbooks: Mapping[str, Any], checks: Mapping[str, Any]) -
     spec = getattr(rb, "spec", rb)
     if m.check not in spec.fixes:
         errors.append(f"{where}: runbook {a.runbook!r} does not fix {m.check!r} (it fixes {', '.join(spec.fixes)})")
-    schema_errors = validate_params(spec.params_schema, a.params)
+    check = checks.get(m.check)
+    check_params = getattr(getattr(check, "spec", check), "params", None) or {}
+    bad_refs = [
+        f"{where}: action.params.{key}: {{from_check: {ref}}} names no parameter of check {m.check!r} "
+        f"(it has {', '.join(sorted(check_params)) or 'none'})"
+        for key, value in a.params.items()
+        if (ref := check_param_ref(value)) is not None and ref not in check_params
+    ]
+    if bad_refs or check is None:
+        return errors + bad_refs
+    # Validated as the ladder will send them: with the check's effective
+    # parameters (site overrides applied) in place of the references.
+    schema_errors = validate_params(spec.params_schema, a.params_for(check_params))
     errors.extend(f"{where}: action.params: {e}" for e in schema_errors)
     return errors
 
