@@ -16,18 +16,6 @@ from osiris_windows_baseline import audit, catalog, plugin, policies
 from osiris_windows_baseline.common import NOTES
 from osiris_windows_baseline.ps import lit, read_registry
 
-
-def _pslint():
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location("baseline_pslint", Path(__file__).with_name("pslint.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-code_only, problems = _pslint().code_only, _pslint().problems
-
 CHECKS = {c.id: c for c in catalog.CHECKS}
 RUNBOOKS = {r.id: r for r in catalog.RUNBOOKS}
 
@@ -123,52 +111,10 @@ def test_runbooks_that_touch_the_management_path_say_how_it_stays_open():
 @pytest.mark.parametrize("kind,spec", [("check", c) for c in catalog.CHECKS]
                          + [("runbook", r) for r in catalog.RUNBOOKS],
                          ids=lambda x: x if isinstance(x, str) else x.id)
-def test_fragments_follow_the_executor_and_windows_powershell_51(kind, spec):
+def test_fragments_are_units_the_executor_accepts(kind, spec):
+    """Their grammar and Windows PowerShell 5.1 rules: tests/test_powershell.py."""
     unit = script.unit(kind, spec.id, spec.script)  # marker line, embeddable in the batch
     assert unit.version == 1
-    assert problems(spec.script) == []
-
-
-def test_the_linter_catches_what_it_claims():
-    head = "# osiris-check: x.y/v1\nparam($P)\n"
-    assert problems(head + "$a = $b ?? 1\n") == ["uses ?? (null-coalescing: PowerShell 7)"]
-    assert problems(head + "$a = $x ? 1 : 2\n") == ["uses a ternary ?: (PowerShell 7)"]
-    assert problems(head + "$x = ConvertFrom-Json $t -AsHashtable\n") == ["uses -AsHashtable (PowerShell 6+)"]
-    assert problems(head + "$o = & auditpol.exe /get\n") == [
-        "calls a native program before relaxing $ErrorActionPreference"]
-    assert problems(head + "@{ a = (1 }\n") == ["line 3: unbalanced '}'"]
-    assert problems(head + "$s = 'a ?? b (' # ?? in a comment\n") == []
-    assert code_only("$x = \"it's $($y.Name) ok\"") == '$x = ""'
-    bad = ".ToString('yyyy-MM-ddTHH:mm:ssZ')"
-    assert problems(head + f"@{{ t = $d{bad} }}\n") == [
-        f"formats a date under the host's culture: {bad} (use InvariantCulture)"]
-    assert problems(head + "@{ t = $d.ToString('yyyy-MM-dd', [Globalization.CultureInfo]::InvariantCulture) }\n") == []
-    assert problems(head + "@{ t = $d.ToString('o'); g = [guid]::NewGuid().ToString('N'); h = $b.ToString('x2') }\n") == []
-    assert len(problems(head + "@{ t = (Get-Date -Format 'yyyy-MM-dd'); u = '{0:dd.MM.yyyy}' -f $d }\n")) == 2
-    assert len(problems(head + "@{ t = $d.ToString('yyyy-MM-dd', (Get-Culture)) }\n")) == 1
-
-
-def test_no_fragment_in_plugins_formats_a_date_under_the_hosts_culture(loaded):
-    """th-TH writes Buddhist years and other cultures other separators: a
-    date a fragment prints must not depend on the host's culture. Every
-    fragment the windows plugins contribute (generated ones included), and
-    every source file under plugins/ as a backstop."""
-    from pathlib import Path
-
-    culture_dependent_dates = _pslint().culture_dependent_dates
-    bad = {}
-    for spec in [c.spec for c in (*loaded.registry.checks.values(), *loaded.registry.runbooks.values())]:
-        if spec.script and culture_dependent_dates(spec.script):
-            bad[spec.id] = culture_dependent_dates(spec.script)
-    plugins = Path(__file__).resolve().parents[2]
-    assert (plugins / "windows-baseline").is_dir() and (plugins / "windows").is_dir()
-    sources = [p for p in plugins.rglob("*.py") if "tests" not in p.relative_to(plugins).parts]
-    assert len(sources) > 20
-    for path in sources:
-        found = culture_dependent_dates(path.read_text(encoding="utf-8"))
-        if found:
-            bad[str(path.relative_to(plugins))] = found
-    assert bad == {}
 
 
 def test_parameters_reach_fragments_as_data_under_names_that_exist():
