@@ -130,3 +130,71 @@ def test_config_file_that_is_not_utf8(tmp_path):
     path.write_bytes('{"site": {"name": "Caf\xe9"}}'.encode("latin-1"))
     res = run_cli("config", "check", str(path))
     assert res.returncode == 2 and f"{path}: not UTF-8 text" in res.stderr
+
+
+def test_a_secret_nested_in_target_options_is_refused_and_never_echoed(write_config, tmp_path):
+    (tmp_path / "dc").write_text("admin:pw")
+    path = write_config({"secrets": {"directory": str(tmp_path)}, "targets": [
+        {"name": "dc1", "kind": "windows", "address": "10.0.0.1", "credential": "dc",
+         "options": {"auth": {"user": "admin", "password": "Hunter2Secret"}}}]})
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2, res.stderr
+    assert "targets[0]" in res.stderr and "auth.password" in res.stderr and "inline secret" in res.stderr
+    assert "Hunter2Secret" not in res.stderr
+
+
+def test_errors_hide_values_under_secret_names_at_any_depth():
+    from osiris.config import shown
+
+    value = {"user": "admin", "auth": {"AdminPassword": "s3cret-1", "list": [{"api_key": "s3cret-2"}]},
+             "token_secret": "a-name", "switch": True}
+    text = shown(value, ("targets", 0, "options", "auth"), limit=1000)
+    assert "s3cret" not in text and "admin" in text and "a-name" in text, text
+    assert shown("s3cret-3", ("plugins", "x", "smtp_password")) is None
+    assert shown("s3cret-4", ("targets", 0, "credential")) is None
+
+
+def test_wrong_types_are_not_coerced(write_config):
+    path = write_config({"agent": {"workers": "8", "check_self": "no", "tick": 5, "http": {"port": "8780"}}})
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2, res.stderr
+    assert f"{path}: section 'agent', key 'workers': expected an integer, got \"8\"" in res.stderr
+    assert f"{path}: section 'agent', key 'check_self': expected true or false, got \"no\"" in res.stderr
+    assert "key 'http.port': expected an integer" in res.stderr
+    assert "tick" not in res.stderr, "an integer where a number is expected is fine"
+
+
+def test_plugin_sections_are_strict_too(write_config):
+    path = write_config({"plugins": {"appliance-selfcheck": {"min_free_percent": "15"}}})
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2 and "plugins.appliance-selfcheck" in res.stderr and "min_free_percent" in res.stderr
+
+
+@pytest.mark.parametrize("listen", ["999.1.1.1", "not an address", "", "127.0.0.1:8780"])
+def test_a_bad_listen_address_fails_config_check(write_config, listen):
+    path = write_config({"agent": {"http": {"listen": listen, "port": 0}}})
+    res = run_cli("config", "check", str(path))
+    assert res.returncode == 2, res.stderr
+    assert f"{path}: section 'agent', key 'http.listen': expected an IP address" in res.stderr
+
+
+def test_a_busy_port_stops_run_with_a_clear_error_and_no_traceback(write_config):
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        path = write_config({"agent": {"http": {"port": port}}})
+        res = run_cli("--config", str(path), "run", "--once")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"{path}: section 'agent', key 'http.listen'/'http.port': cannot listen on 127.0.0.1 port {port}" in res.stderr
+    assert "another process holds it" in res.stderr
+
+
+def test_an_address_of_another_machine_stops_run_as_a_config_error(write_config):
+    path = write_config({"agent": {"http": {"listen": "192.0.2.1", "port": 0}}})  # TEST-NET-1, never local
+    res = run_cli("--config", str(path), "run", "--once")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "cannot listen on 192.0.2.1" in res.stderr

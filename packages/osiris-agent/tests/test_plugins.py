@@ -171,3 +171,74 @@ def test_plugin_rejecting_site_config_exits_2_not_3(plugin_module, write_config,
     res = run_cli("--config", str(cfg), "check", env={"PYTHONPATH": str(tmp_path / "plugmods"), "OSIRIS_PLUGINS": "none"})
     assert res.returncode == 2, res.stderr
     assert f"{cfg}: section 'targets[0]', key 'options.port'" in res.stderr
+
+
+@pytest.fixture
+def entry_point_plugin(tmp_path):
+    """An installed plugin (a dist-info with an ``osiris`` entry point on
+    PYTHONPATH) whose module source the test gives."""
+
+    def make(name: str, source: str) -> dict[str, str]:
+        site = tmp_path / f"site-{name}"
+        info = site / f"osiris_{name}-1.0.dist-info"
+        info.mkdir(parents=True)
+        (site / f"osiris_{name}.py").write_text(textwrap.dedent(source))
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: osiris-{name}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[osiris]\n{name} = osiris_{name}\n")
+        return {"PYTHONPATH": str(site)}
+
+    return make
+
+
+def test_a_plugin_whose_commands_hook_raises_is_named_and_the_rest_works(entry_point_plugin, write_config):
+    env = entry_point_plugin("badcmd", '''
+        from osiris import hookimpl
+
+        @hookimpl
+        def osiris_commands(cli):
+            @cli.command("half-added")
+            def half_added():
+                pass
+            raise RuntimeError("commands are broken")
+    ''')
+    cfg = write_config({})
+    res = run_cli("config", "check", str(cfg), env=env)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+    assert "plugin 'badcmd': osiris_commands failed: RuntimeError: commands are broken" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run_cli("plugins", "--format", "json", env=env)
+    assert res.returncode == 0 and "badcmd" in {p["name"] for p in json.loads(res.stdout)}
+    res = run_cli("half-added", env=env)
+    assert res.returncode == 2 and "No such command 'half-added'" in res.stderr, "half-added commands are taken back"
+
+
+def test_a_plugin_that_cannot_be_imported_is_reported_by_commands_that_need_plugins(entry_point_plugin, write_config):
+    env = entry_point_plugin("broken", "raise ImportError('no such library')\n")
+    res = run_cli("--help", env=env)
+    assert res.returncode == 0 and "config" in res.stdout, res.stderr
+    for args in (["config", "check", str(write_config({}))], ["plugins"], ["config", "schema"]):
+        res = run_cli(*args, env=env)
+        assert res.returncode == 3, (args, res.stderr)
+        assert "plugin 'broken' (osiris-broken): cannot import osiris_broken: no such library" in res.stderr
+        assert "Traceback" not in res.stderr
+
+
+def test_one_plugin_manager_per_cli_process(monkeypatch, write_config):
+    from click.testing import CliRunner
+
+    from osiris import cli as cli_module
+
+    made = []
+    real = cli_module.PluginManager
+
+    def counting():
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(cli_module, "PluginManager", counting)
+    monkeypatch.setattr("osiris.app.PluginManager", counting)
+    plugins = cli_module.Plugins()
+    plugins.add_commands(cli_module.cli)
+    res = CliRunner().invoke(cli_module.cli, ["config", "check", str(write_config({}))], obj=plugins)
+    assert res.exit_code == 0, res.output
+    assert len(made) == 1

@@ -254,3 +254,12 @@ async def test_credentials_in_the_url_stay_out_of_errors():
         finally:
             await sink.close()
     assert f"https://127.0.0.1:{port}" in str(e.value) and "pa55-in-url" not in str(e.value)
+
+
+def test_a_url_with_user_and_password_is_refused_pointing_to_the_secret(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load(config_data={"state_dir": str(tmp_path), "plugins": {"evidence-http": {
+            "url": "https://uploader:pa55-in-url@central.example/api/evidence"}}})
+    msg = str(e.value)
+    assert "plugins.evidence-http', key 'url': expected a URL without user:password@" in msg
+    assert "token_secret" in msg and "pa55-in-url" not in msg and "uploader" not in msg

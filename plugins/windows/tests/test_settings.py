@@ -33,6 +33,25 @@ def test_bad_options_name_the_target_and_the_key(options, expected):
     assert "target 'ws01'" in str(err.value) and expected in str(err.value)
 
 
+@pytest.mark.parametrize("options", [
+    {"auth": {"user": "admin", "password": "Hunter2Secret"}},
+    {"auth": ["ntlm", {"ClientSecret": "Hunter2Secret"}]},
+    {"port": {"pwd": "Hunter2Secret"}},
+])
+def test_a_secret_inside_a_bad_option_is_never_echoed(options):
+    with pytest.raises(OptionsError) as err:
+        parse_options("ws01", options)
+    key = next(iter(options))
+    assert f"key 'options.{key}'" in str(err.value) and "Hunter2Secret" not in str(err.value)
+
+
+def test_options_are_not_coerced():
+    with pytest.raises(OptionsError, match="key 'options.port'"):
+        parse_options("ws01", {"port": "5986"})
+    with pytest.raises(OptionsError, match="key 'options.allow_insecure_basic_for_lab'"):
+        parse_options("ws01", {"transport": "basic", "allow_insecure_basic_for_lab": "yes"})
+
+
 def test_basic_over_http_only_with_the_lab_flag():
     opts = parse_options("lab", {"transport": "basic", "allow_insecure_basic_for_lab": True})
     assert opts.endpoint("127.0.0.1") == "http://127.0.0.1:5985/wsman"

@@ -58,14 +58,20 @@ def load(
     state_dir_override: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     config_data: dict | None = None,
+    pm: PluginManager | None = None,
 ) -> Loaded:
+    """Read and check everything a run needs. ``pm``: the process's plugin
+    manager, its entry points already loaded (the CLI has one per process);
+    by default a new one."""
     if config_data is not None:
         raw, source = config_data, "<config>"
     else:
         raw, source = read_raw(resolve_path(config_path, environ))
     config = validate_core(raw, source)
-    pm = PluginManager()
-    pm.load(extra_modules=config.plugin_modules, environ=environ)
+    if pm is None:
+        pm = PluginManager()
+    pm.load_entry_points(environ)
+    pm.load_modules(config.plugin_modules, environ)
     sections = settings_sections(pm)
     plugin_settings = validate_plugins(config, source, sections)
     secrets = SecretStore(config.secrets.directory, config.secrets.files, environ=environ)

@@ -1,8 +1,9 @@
 """The ``osiris`` command line.
 
 Exit statuses: 0 success, 1 a check failed (``osiris check``) or an
-operation was refused, 2 a bad config or bad usage (as click does for bad
-usage), 3 a plugin that breaks the plugin API.
+operation was refused (the HTTP API's port held by another process), 2 a
+bad config or bad usage (as click does for bad usage; an HTTP address that
+is not this machine's), 3 a plugin that breaks the plugin API.
 """
 
 from __future__ import annotations
@@ -42,20 +43,79 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+class Plugins:
+    """The process's one plugin manager: the ``osiris`` entry points, loaded
+    once (before the config is read, for the plugins' subcommands); the
+    config's ``plugin_modules`` join it when a command loads the config. A
+    load error is kept and reported by every command that needs plugins."""
+
+    def __init__(self) -> None:
+        self._pm: PluginManager | None = None
+        self._error: PluginError | None = None
+        # Plugins whose osiris_commands failed: reported, the rest work.
+        self.command_errors: list[str] = []
+
+    def manager(self) -> PluginManager:
+        """The manager, or :class:`PluginError` (the same one every time)."""
+        if self._pm is None and self._error is None:
+            pm = PluginManager()
+            try:
+                pm.load_entry_points()
+            except PluginError as exc:
+                self._error = exc
+            else:
+                self._pm = pm
+        if self._error is not None:
+            raise self._error
+        assert self._pm is not None
+        return self._pm
+
+    def add_commands(self, group: click.Group) -> None:
+        """Let plugins add subcommands (``osiris_commands``), each on its
+        own: one that raises is reported by name and its half-added
+        commands are taken back, and every other command keeps working."""
+        try:
+            pm = self.manager()
+        except PluginError:
+            return  # kept: every command that needs plugins reports it (exit 3)
+        for impl in pm.hook.osiris_commands.get_hookimpls():
+            before = dict(group.commands)
+            try:
+                impl.function(**{a: group for a in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug must not take the CLI down
+                group.commands.clear()
+                group.commands.update(before)
+                self.command_errors.append(
+                    f"plugin {impl.plugin_name!r}: osiris_commands failed: {type(exc).__name__}: {exc}; "
+                    "its commands are not available")
+
+
 class State:
-    def __init__(self, config: str | None, state_dir: str | None):
+    def __init__(self, config: str | None, state_dir: str | None, plugins: Plugins | None = None):
         self.config_path = config
         self.state_dir = state_dir
+        self.plugins = plugins or Plugins()
         self._loaded: Loaded | None = None
+
+    def plugin_manager(self) -> PluginManager:
+        try:
+            return self.plugins.manager()
+        except PluginError as exc:
+            _fail(str(exc), EXIT_PLUGIN)
+
+    def load(self, path: str | None) -> Loaded:
+        """The config at ``path`` with the process's plugin manager."""
+        pm = self.plugin_manager()
+        try:
+            return load(path, state_dir_override=self.state_dir, pm=pm)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+        except PluginError as exc:
+            _fail(str(exc), EXIT_PLUGIN)
 
     def loaded(self) -> Loaded:
         if self._loaded is None:
-            try:
-                self._loaded = load(self.config_path, state_dir_override=self.state_dir)
-            except ConfigError as exc:
-                _fail(str(exc), EXIT_CONFIG)
-            except PluginError as exc:
-                _fail(str(exc), EXIT_PLUGIN)
+            self._loaded = self.load(self.config_path)
         return self._loaded
 
     def store(self) -> Store:
@@ -81,7 +141,8 @@ def cli(ctx: click.Context, config: str | None, state_dir: str | None, verbose: 
     """Osiris: HIPAA compliance appliance agent."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = State(config, state_dir)
+    plugins = ctx.obj if isinstance(ctx.obj, Plugins) else Plugins()
+    ctx.obj = State(config, state_dir, plugins)
 
 
 @cli.command()
@@ -89,7 +150,7 @@ def cli(ctx: click.Context, config: str | None, state_dir: str | None, verbose: 
 @pass_state
 def run(state: State, once: bool) -> None:
     """Run the agent (under systemd: Type=notify with a watchdog)."""
-    from .runtime import Agent
+    from .runtime import Agent, ListenError
 
     loaded = state.loaded()
     if not logging.getLogger().isEnabledFor(logging.INFO):
@@ -104,6 +165,8 @@ def run(state: State, once: bool) -> None:
         _fail(str(exc), EXIT_CONFIG)
     except PluginError as exc:
         _fail(str(exc), EXIT_PLUGIN)
+    except ListenError as exc:
+        _fail(str(exc), EXIT_FAILED if exc.in_use else EXIT_CONFIG)
     if once:
         _print_latest(Store(loaded.ctx.state_dir))
     sys.exit(code)
@@ -217,13 +280,10 @@ def checks(state: State, fmt: str) -> None:
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def plugins(fmt: str) -> None:
+@pass_state
+def plugins(state: State, fmt: str) -> None:
     """List loaded plugins: name, version and the hooks they implement."""
-    pm = PluginManager()
-    try:
-        pm.load()
-    except PluginError as exc:
-        _fail(str(exc), EXIT_PLUGIN)
+    pm = state.plugin_manager()
     infos = sorted(pm.infos.values(), key=lambda i: i.name)
     if fmt == "json":
         click.echo(json.dumps([i.__dict__ for i in infos], indent=2))
@@ -240,14 +300,10 @@ def config() -> None:
 
 @config.command("check")
 @click.argument("file", type=click.Path(dir_okay=False))
-def config_check(file: str) -> None:
+@pass_state
+def config_check(state: State, file: str) -> None:
     """Validate FILE: core sections and every plugin's section."""
-    try:
-        loaded = load(file)
-    except ConfigError as exc:
-        _fail(str(exc), EXIT_CONFIG)
-    except PluginError as exc:
-        _fail(str(exc), EXIT_PLUGIN)
+    loaded = state.load(file)
     missing = [t.credential for t in loaded.targets if t.credential and not loaded.ctx.secrets.exists(t.credential)]
     click.echo(f"{file}: ok ({len(loaded.targets)} targets, {len(loaded.registry.checks)} checks)")
     for name in missing:
@@ -255,15 +311,12 @@ def config_check(file: str) -> None:
 
 
 @config.command("schema")
-def config_schema() -> None:
+@pass_state
+def config_schema(state: State) -> None:
     """Print the JSON Schema of the config file, plugin sections included."""
     from .config import json_schema
 
-    pm = PluginManager()
-    try:
-        pm.load()
-    except PluginError as exc:
-        _fail(str(exc), EXIT_PLUGIN)
+    pm = state.plugin_manager()
     click.echo(json.dumps(json_schema(settings_sections(pm)), indent=2))
 
 
@@ -401,27 +454,13 @@ def rules_reject(state: State, candidate_id: int, by: str) -> None:
 
 cli.add_command(evidence_group)
 
-_plugin_commands_added = False
-
-
-def _add_plugin_commands() -> None:
-    """Let plugins add subcommands (``osiris_commands`` hook)."""
-    global _plugin_commands_added
-    if _plugin_commands_added:
-        return
-    _plugin_commands_added = True
-    pm = PluginManager()
-    try:
-        pm.load()
-    except PluginError:
-        return  # reported by the command that needs plugins
-    pm.hook.osiris_commands(cli=cli)
-
 
 def main(argv: Sequence[str] | None = None) -> None:
-    _add_plugin_commands()
+    plugins = Plugins()
+    plugins.add_commands(cli)
+    for problem in plugins.command_errors:
+        click.echo(f"osiris: {problem}", err=True)
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="osiris")
+        cli.main(args=list(argv) if argv is not None else None, prog_name="osiris", obj=plugins)
     except SecretError as exc:
         _fail(str(exc), EXIT_CONFIG)
-

@@ -10,17 +10,19 @@ looking at a NixOS config, not at our code.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .evidence.scrub import is_secret_name
 from .evidence.settings import EvidenceSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/osiris/config.json")
@@ -30,8 +32,59 @@ ENV_STATE_DIR = "OSIRIS_STATE_DIR"
 EMBEDDED = "<embedded default>"
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
-# Keys that would hold a secret inline; secrets are referenced by name.
-_SECRETISH = re.compile(r"pass(word)?|secret|token|api[_-]?key|private[_-]?key", re.I)
+# What an error shows in place of a value held under a secret's name.
+HIDDEN = "[hidden]"
+
+
+def secret_key(key: Any) -> bool:
+    """Whether a config key would hold a secret inline (``password``,
+    ``api_key``, ``AdminPassword``...: the evidence scrubber's notion of a
+    secret's name). ``<name>_secret`` keys name a secret, they do not hold
+    one; ``credential`` holds a secret's name, but people type the secret
+    itself there."""
+    key = str(key)
+    if key == "credential":
+        return True
+    return not key.endswith("_secret") and is_secret_name(key)
+
+
+def redact(value: Any) -> Any:
+    """``value`` with whatever sits under a secret's name replaced, at any
+    depth: what an error message may repeat of a value from the file."""
+    if isinstance(value, Mapping):
+        return {k: HIDDEN if secret_key(k) and not isinstance(v, (Mapping, list)) else redact(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def shown(value: Any, loc: Sequence[Any] = (), limit: int = 80) -> str | None:
+    """How an error may show a value found at ``loc``: JSON, shortened, with
+    secrets hidden at any depth; None when the key itself names a secret."""
+    if any(secret_key(p) for p in loc):
+        return None
+    text = json.dumps(redact(value), default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def inline_secrets(value: Any, path: str = "") -> list[str]:
+    """Dotted paths of keys under ``value`` that hold a secret inline."""
+    out: list[str] = []
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else str(k)
+            if secret_key(k) and v not in (None, "") and not isinstance(v, (Mapping, list, bool)):
+                out.append(where)
+            else:
+                out.extend(inline_secrets(v, where))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            out.extend(inline_secrets(v, f"{path}[{i}]"))
+    return out
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -54,8 +107,23 @@ class SiteSettings(_Model):
 
 class HttpSettings(_Model):
     enabled: bool = True
-    listen: str = "127.0.0.1"
-    port: int = Field(default=8780, ge=0, le=65535)
+    listen: str = Field(default="127.0.0.1", description=(
+        "IP address the local HTTP API binds (IPv4 or IPv6 literal, or localhost); default loopback only"))
+    port: int = Field(default=8780, ge=0, le=65535, description="TCP port; 0 lets the kernel choose (tests)")
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        # An address the agent cannot bind would pass here and stop `run`
+        # later: only literals, which need no resolver at start-up.
+        if v == "localhost":
+            return v
+        try:
+            ipaddress.ip_address(v)
+        except ValueError:
+            raise ValueError(
+                "an IP address (e.g. 127.0.0.1, ::1, or 0.0.0.0 for every interface) or localhost") from None
+        return v
 
 
 class AgentSettings(_Model):
@@ -92,12 +160,13 @@ class TargetSettings(_Model):
     @field_validator("options")
     @classmethod
     def _no_inline_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
-            if _SECRETISH.search(key) and not key.endswith("_secret"):
-                raise ValueError(
-                    f"option {key!r} looks like an inline secret: reference a secret by name "
-                    f"(e.g. {key}_secret: \"name\") and provide it as a credential file"
-                )
+        found = inline_secrets(v)
+        if found:
+            key = found[0].rsplit(".", 1)[-1]
+            raise ValueError(
+                f"no inline secret ({', '.join(found)} would hold one): reference a secret by name "
+                f"(e.g. {key}_secret: \"name\") and provide it as a credential file"
+            )
         return v
 
 
@@ -205,6 +274,9 @@ _TYPE_WORDS = {
     "bool_parsing": "true or false",
     "bool_type": "true or false",
     "string_type": "a string",
+    "path_type": "a path (a string)",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
     "dict_type": "an object",
     "list_type": "a list",
     "missing": "a value (the key is required)",
@@ -225,12 +297,13 @@ def format_validation_error(source: str, exc: ValidationError, prefix: Sequence[
             )
             continue
         expected = _TYPE_WORDS.get(typ) or err["msg"].removeprefix("Value error, ")
-        # Echo what was found only for scalars that failed a type or range
-        # check: a custom validator may be refusing a secret typed inline.
-        echo = (typ != "missing" and not typ.startswith("value_error") and typ != "string_pattern_mismatch"
-                and isinstance(got, (str, int, float, bool))
-                and not any(_SECRETISH.search(str(p)) or str(p) == "credential" for p in loc))
-        got_text = f", got {json.dumps(got)[:80]}" if echo else ""
+        # Echo what was found only for values that failed a type or range
+        # check (a custom validator may be refusing a secret typed inline),
+        # never under a secret's name, and with secrets inside hidden.
+        text = None
+        if typ != "missing" and not typ.startswith("value_error") and typ != "string_pattern_mismatch":
+            text = shown(got, loc)
+        got_text = f", got {text}" if text is not None else ""
         msgs.append(f"{source}: section '{section}', key '{key}': expected {expected}{got_text}")
     return msgs
 
@@ -281,11 +354,19 @@ def resolve_path(cli_path: str | Path | None, environ: Mapping[str, str] | None 
     return None
 
 
+def validate_json(model: type[M], data: Any) -> M:
+    """Validate ``data`` as the JSON it came from, strictly: ``"8"`` is not
+    an integer and ``"no"`` is not false (a silently coerced value is a
+    setting nobody chose). Paths and other string-shaped types still take
+    strings. Raises pydantic's ``ValidationError``."""
+    return model.model_validate_json(json.dumps(data, default=str), strict=True)
+
+
 def validate_core(data: Mapping[str, Any], source: str) -> Config:
     try:
-        return Config.model_validate(data)
+        return validate_json(Config, data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc)) from exc
+        raise ConfigError(format_validation_error(source, exc)) from None
 
 
 def validate_plugins(config: Config, source: str, sections: Mapping[str, Any]) -> dict[str, BaseModel]:
@@ -308,7 +389,7 @@ def validate_plugins(config: Config, source: str, sections: Mapping[str, Any]) -
     for name, section in sections.items():
         raw = config.plugins.get(name, {})
         try:
-            out[name] = section.model.model_validate(raw)
+            out[name] = validate_json(section.model, raw)
         except ValidationError as exc:
             errors.extend(format_validation_error(source, exc, prefix=("plugins", name)))
     if errors:

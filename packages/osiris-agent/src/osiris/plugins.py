@@ -66,6 +66,7 @@ class PluginManager:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
+        self._entry_points_loaded = False
 
     # -- loading -----------------------------------------------------------
 
@@ -75,6 +76,17 @@ class PluginManager:
         extra_modules: Iterable[str] = (),
         environ: Mapping[str, str] | None = None,
     ) -> None:
+        """Entry-point plugins, then ``extra_modules``, then :meth:`check`."""
+        self.load_entry_points(environ)
+        self.load_modules(extra_modules, environ)
+
+    def load_entry_points(self, environ: Mapping[str, str] | None = None) -> None:
+        """Register the ``osiris`` entry points the environment selects (once
+        per manager: the CLI loads them before it reads a config, for the
+        plugins' subcommands, and the config's modules join them later)."""
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
         env = os.environ if environ is None else environ
         select = env.get(ENV_SELECT, "all").strip() or "all"
         selected = None if select == "all" else (set() if select == "none" else _names(select))
@@ -99,10 +111,16 @@ class PluginManager:
                 raise PluginError(f"plugin {ep.name!r} ({dist}): cannot import {ep.value}: {exc}") from exc
             version = ep.dist.version if ep.dist else "0"
             self.register(module, ep.name, version=version, distribution=dist, builtin=builtin)
+        self.check()
 
-        for modname in extra_modules:
+    def load_modules(self, modules: Iterable[str], environ: Mapping[str, str] | None = None) -> None:
+        """Register plugin modules named in the config (``plugin_modules``)
+        that are not registered yet, then :meth:`check`."""
+        env = os.environ if environ is None else environ
+        disabled = _names(env.get(ENV_DISABLE))
+        for modname in modules:
             name = modname.rsplit(".", 1)[-1]
-            if name in disabled:
+            if name in disabled or self.pm.get_plugin(name) is not None:
                 continue
             try:
                 module = importlib.import_module(modname)

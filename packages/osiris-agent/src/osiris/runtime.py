@@ -10,6 +10,7 @@ well; ``STATUS=`` lines that ``systemctl status`` shows.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -29,6 +30,16 @@ from .records import EscalationChannel, EvidenceSink, Source, UpdateBackend
 from .store import Store
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(Exception):
+    """The HTTP API cannot bind its address. ``in_use``: another process
+    holds it (the config may be right); otherwise the address itself is
+    wrong for this machine (not one of its addresses, a privileged port)."""
+
+    def __init__(self, message: str, in_use: bool):
+        super().__init__(message)
+        self.in_use = in_use
 
 
 def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
@@ -135,7 +146,17 @@ class Agent:
         runner = web.AppRunner(make_app(self), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, http.listen, http.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            where = f"{self.loaded.source}: section 'agent', key 'http.listen'/'http.port'"
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                raise ListenError(f"{where}: cannot listen on {http.listen} port {http.port}: {reason} "
+                                  "(another process holds it: is another osiris agent running?)", True) from None
+            raise ListenError(f"{where}: cannot listen on {http.listen} port {http.port}: {reason} "
+                              "(expected an address of this machine and a port the agent may bind)", False) from None
         sock = site._server.sockets[0] if site._server and site._server.sockets else None  # noqa: SLF001
         self.http_port = sock.getsockname()[1] if sock else http.port
         log.info("HTTP API on http://%s:%s/", http.listen, self.http_port)

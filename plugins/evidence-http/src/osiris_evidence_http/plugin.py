@@ -28,6 +28,7 @@ import asyncio
 import ssl
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -55,7 +56,13 @@ class Settings(BaseModel):
     def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        return require_https(value, allow_http=bool(info.data.get("allow_http")), flag="allow_http")
+        url = require_https(value, allow_http=bool(info.data.get("allow_http")), flag="allow_http")
+        if "@" in urlsplit(url).netloc:
+            # aiohttp would send it as Basic auth: a secret typed into the
+            # config, which the NixOS module puts in the world-readable store.
+            raise ValueError("a URL without user:password@ (a secret typed inline): put the token in a secret "
+                             "file and name it in plugins.evidence-http.token_secret")
+        return url
 
 
 class DeliveryError(Exception):

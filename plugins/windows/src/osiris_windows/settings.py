@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from osiris.config import ConfigError
+from osiris.config import ConfigError, shown, validate_json
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from osiris.secrets import Secret
@@ -105,7 +105,7 @@ class OptionsError(ConfigError, ValueError):
 def parse_options(name: str, options: Mapping[str, Any], where: str = "") -> TargetOptions:
     """Validate a target's options; the error names the target and each bad key."""
     try:
-        opts = TargetOptions.model_validate(dict(options))
+        opts = validate_json(TargetOptions, dict(options))
     except ValidationError as exc:
         msgs = []
         for err in exc.errors():
@@ -114,8 +114,11 @@ def parse_options(name: str, options: Mapping[str, Any], where: str = "") -> Tar
                 msg = f"unknown key (expected one of {', '.join(sorted(_option_keys()))})"
             else:
                 msg = f"expected {err['msg']}"
-                if "input" in err:
-                    msg += f", got {json.dumps(err['input'], default=str)[:60]}"
+                # Never a secret typed inline, at any depth (options.auth
+                # holding {"password": ...} must not be printed back).
+                got = shown(err["input"], ("options", *err["loc"]), limit=60) if "input" in err else None
+                if got is not None:
+                    msg += f", got {got}"
             msgs.append(f"{where}target {name!r}: key 'options.{key}': {msg}")
         raise OptionsError("\n".join(msgs)) from None
     if opts.problems():

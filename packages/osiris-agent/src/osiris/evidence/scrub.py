@@ -64,7 +64,7 @@ from typing import Any
 
 from .settings import DEFAULT_MRN_PATTERNS, DEFAULT_NAME_FIELDS
 
-__all__ = ["Scrubber", "placeholder", "TYPES"]
+__all__ = ["Scrubber", "placeholder", "is_secret_name", "TYPES"]
 
 TYPES = ("ssn", "phone", "email", "dob", "mrn", "name", "secret")
 
@@ -174,6 +174,14 @@ def _secret_kind(key: str, normal: str) -> str | None:
     if camel and camel[0] not in _NOT_HOLDING and _ends_in_secret(camel):
         return _SECRET_OR_SWITCH
     return None
+
+
+def is_secret_name(key: str) -> bool:
+    """Whether ``key`` names a secret (see :data:`SECRET_KEYS`), camelCase
+    names included. The config's error messages use this to decide what
+    they must never repeat, so evidence and errors agree on what a secret's
+    name looks like."""
+    return _secret_kind(key, _normal_key(key)) is not None
 
 
 class Scrubber:
