@@ -44,6 +44,54 @@ let
     };
 
   credentialPaths = lib.mapAttrsToList (name: path: { inherit name path; }) cfg.credentials;
+
+  # Every path the settings name that the agent writes. Under
+  # ProtectSystem=strict nothing else is writable, so each becomes a
+  # ReadWritePaths= entry. `own`: the agent's own directory, created by
+  # tmpfiles (with `mode`) and mounted before the agent starts. Otherwise the
+  # path is somebody else's (a sink's mount point, a key file): writable if
+  # it exists ("-" prefix), and its absence is that plugin's error, not a
+  # failed start of the whole agent.
+  setting = path: default: lib.attrByPath path default cfg.settings;
+  writablePaths = lib.filter (w: w.path != null) (
+    [
+      {
+        option = "settings.state_dir";
+        path = if cfg.settings.state_dir != defaultStateDir then cfg.settings.state_dir else null;
+        own = true;
+        mode = "0750";
+      }
+      {
+        # The evidence log (docs/evidence.md): 0600 files in a 0700 directory.
+        option = "settings.evidence.directory";
+        path = setting [ "evidence" "directory" ] null;
+        own = true;
+        mode = "0700";
+      }
+      {
+        # evidence-local's store: a mount point, created only with `create = true`.
+        option = "settings.plugins.evidence-local.path";
+        path = setting [ "plugins" "evidence-local" "path" ] null;
+        own = setting [ "plugins" "evidence-local" "create" ] false == true;
+        mode = "0750";
+      }
+    ]
+    # The permissions runbook of appliance-selfcheck corrects these files' modes.
+    ++ lib.imap0 (i: path: {
+      option = "settings.plugins.appliance-selfcheck.key_paths.${toString i}";
+      inherit path;
+      own = false;
+    }) (setting [ "plugins" "appliance-selfcheck" "key_paths" ] [ ])
+  );
+  ownPaths = map (w: w.path) (lib.filter (w: w.own) writablePaths);
+  # One directive line holds a space-separated list: no whitespace in a path.
+  usablePath =
+    p:
+    builtins.isString p
+    && builtins.match "/[^[:space:]]*" p != null
+    && !(lib.hasPrefix "${builtins.storeDir}/" p);
+  # A Nix path literal is shown, not copied into the store.
+  shown = p: if builtins.isPath p then toString p else builtins.toJSON p;
 in
 {
   options.services.osiris = {
@@ -103,7 +151,9 @@ in
             description = ''
               Where the agent keeps its SQLite state and evidence log. The
               default is systemd's StateDirectory; another path is made
-              writable (ReadWritePaths=) and created by tmpfiles.
+              writable (ReadWritePaths=) and created by tmpfiles, as are
+              `evidence.directory` and the other paths the agent writes
+              that the settings name (see docs/nixos.md).
             '';
           };
           agent.http = {
@@ -160,6 +210,14 @@ in
         assertion = builtins.match namePattern c.name != null;
         message = "services.osiris.credentials: name '${c.name}' must match ${namePattern}.";
       }) credentialPaths
+      ++ map (w: {
+        assertion = usablePath w.path;
+        message = ''
+          services.osiris.${w.option} = ${shown w.path}: expected an absolute path
+          outside the Nix store, without whitespace. The agent writes there, and its sandbox
+          (ProtectSystem=strict) makes only such paths writable (ReadWritePaths=).
+        '';
+      }) writablePaths
       ++ map (p: {
         # withPackages would silently mix two interpreters' site-packages.
         assertion = toString (p.pythonModule or "") == toString cfg.package.pythonModule;
@@ -189,9 +247,9 @@ in
 
     networking.firewall.allowedTCPPorts = lib.optional cfg.openFirewall cfg.settings.agent.http.port;
 
-    systemd.tmpfiles.rules = lib.optional (
-      cfg.settings.state_dir != defaultStateDir
-    ) "d ${cfg.settings.state_dir} 0750 osiris osiris - -";
+    systemd.tmpfiles.rules = map (w: "d ${w.path} ${w.mode} osiris osiris - -") (
+      lib.filter (w: w.own) writablePaths
+    );
 
     systemd.services.osiris-agent = {
       description = "Osiris compliance agent";
@@ -207,13 +265,22 @@ in
         OSIRIS_STATE_DIR = cfg.settings.state_dir;
       };
 
+      # The agent's own directories (on a data partition, say) are mounted
+      # before it starts.
+      unitConfig.RequiresMountsFor = ownPaths;
+
       serviceConfig = import ./osiris-hardening.nix // {
         Type = "notify";
         # Only the agent itself may send READY/WATCHDOG/STATUS.
         NotifyAccess = "main";
-        WatchdogSec = "60s";
-        Restart = "on-failure";
-        RestartSec = "5s";
+        # Defaults a host may tune (systemd.services.osiris-agent.serviceConfig).
+        WatchdogSec = lib.mkDefault "60s";
+        Restart = lib.mkDefault "on-failure";
+        RestartSec = lib.mkDefault "5s";
+        # A socket per host being observed (plugins.windows.max_concurrency,
+        # up to 1024), HTTP API clients, sinks and SQLite files: far above
+        # the soft limit of 1024 systemd gives by default.
+        LimitNOFILE = lib.mkDefault 65536;
         # --config is an option of the `osiris` group, so it comes before `run`.
         ExecStart = "${env}/bin/osiris --config ${configPath} run";
 
@@ -224,7 +291,7 @@ in
         DynamicUser = false;
         StateDirectory = "osiris";
         StateDirectoryMode = "0750";
-        ReadWritePaths = lib.optional (cfg.settings.state_dir != defaultStateDir) cfg.settings.state_dir;
+        ReadWritePaths = map (w: if w.own then w.path else "-${w.path}") writablePaths;
 
         LoadCredential = map (c: "${c.name}:${toString c.path}") credentialPaths;
       };

@@ -4,7 +4,11 @@
 #   (b) pure data files evaluate (the unit's sandbox, modules/osiris-hardening.nix);
 #   (c) flake.lock pins nixpkgs exactly as ../shared/nixpkgs-pin.json says;
 #   (d) a unit file rendered from that sandbox scores at most MAX_EXPOSURE
-#       with `systemd-analyze security --offline=true`.
+#       with `systemd-analyze security --offline=true`;
+#   (e) with NIXPKGS_LIB (a checkout of nix-community/nixpkgs.lib, never
+#       committed), modules/osiris.nix evaluates with the real lib
+#       (tools/eval-module.nix), passes its assertions, and the unit it
+#       renders scores at most MAX_EXPOSURE too. Skipped when unset (CI).
 # Needs nix-instantiate (Debian: nix-bin), python3 and systemd-analyze.
 set -euo pipefail
 
@@ -50,7 +54,7 @@ echo "  ok    $hardening ($(python3 -c 'import json,sys; print(len(json.load(sys
 # The renderer below assumes the module's fixed unit keys; catch drift.
 module=modules/osiris.nix
 for needle in 'import ./osiris-hardening.nix' 'Type = "notify"' 'NotifyAccess = "main"' \
-    'WatchdogSec = "60s"' 'User = "osiris"' 'StateDirectory = "osiris"' 'LoadCredential'; do
+    'WatchdogSec = lib.mkDefault "60s"' 'User = "osiris"' 'StateDirectory = "osiris"' 'LoadCredential'; do
     grep -qF "$needle" "$module" || fail "$module no longer contains '$needle' (update tools/check-nix.sh)"
 done
 echo "  ok    $module sets the unit keys the score below assumes"
@@ -92,7 +96,7 @@ hardening = json.load(open(sys.argv[1]))
 # Mirrors the fixed keys of systemd.services.osiris-agent in modules/osiris.nix.
 fixed = {
     "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "60s",
-    "Restart": "on-failure", "ExecStart": "/run/current-system/sw/bin/osiris --config /etc/osiris/config.json run",
+    "Restart": "on-failure", "RestartSec": "5s", "LimitNOFILE": 65536, "ExecStart": "/run/current-system/sw/bin/osiris --config /etc/osiris/config.json run",
     "User": "osiris", "Group": "osiris", "DynamicUser": False,
     "StateDirectory": "osiris", "StateDirectoryMode": "0750",
     "Environment": "OSIRIS_STATE_DIR=/var/lib/osiris",
@@ -119,5 +123,32 @@ score=$(sed -n 's/.*Overall exposure level for osiris-agent.service: \([0-9.]*\)
 [ -n "$score" ] || { cat "$tmp/score" >&2; fail "systemd-analyze gave no score"; }
 echo "  exposure score: $score (threshold $(python3 -c "print($MAX_EXPOSURE/10)"))"
 [ "$rc" = 0 ] || fail "osiris-agent.service exposure $score is above the threshold"
+
+echo "== (e) evaluate the module with nixpkgs' lib and score the unit it renders"
+if [ -z "${NIXPKGS_LIB:-}" ]; then
+    echo "  skip  NIXPKGS_LIB is not set (a checkout of nix-community/nixpkgs.lib)"
+else
+    lib_dir=$(cd "$NIXPKGS_LIB" && pwd) || fail "NIXPKGS_LIB=$NIXPKGS_LIB is not a directory"
+    [ -f "$lib_dir/lib/default.nix" ] || fail "NIXPKGS_LIB=$NIXPKGS_LIB has no lib/default.nix"
+    nixi --eval --strict --json tools/eval-module.nix --argstr nixpkgsLib "$lib_dir" \
+        --arg host '{ services.osiris = { enable = true; settings.site.id = "check-nix"; }; }' \
+        >"$tmp/module.json" 2>"$tmp/err" || { cat "$tmp/err" >&2; fail "$module does not evaluate"; }
+    mkdir -p "$tmp/module"
+    python3 - "$tmp/module.json" "$tmp/module/osiris-agent.service" <<'EOF' || fail "$module fails its assertions"
+import json, sys
+out = json.load(open(sys.argv[1]))
+if out["failedAssertions"]:
+    sys.exit("\n".join(out["failedAssertions"]))
+open(sys.argv[2], "w").write(out["unit"])
+EOF
+    set +e
+    systemd-analyze security --offline=true --threshold="$MAX_EXPOSURE" "$tmp/module/osiris-agent.service" >"$tmp/score" 2>&1
+    rc=$?
+    set -e
+    score=$(sed -n 's/.*Overall exposure level for osiris-agent.service: \([0-9.]*\).*/\1/p' "$tmp/score")
+    [ -n "$score" ] || { cat "$tmp/score" >&2; fail "systemd-analyze gave no score for the module's unit"; }
+    echo "  ok    $module evaluates with nixpkgs' lib; the unit it renders scores $score"
+    [ "$rc" = 0 ] || fail "the module's osiris-agent.service exposure $score is above the threshold"
+fi
 
 echo "check-nix: all checks passed"
