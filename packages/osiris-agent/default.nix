@@ -9,7 +9,6 @@
   pydantic,
   click,
   aiohttp,
-  sdnotify,
   prometheus-client,
   pyyaml,
   cryptography,
@@ -40,7 +39,6 @@ buildPythonPackage {
     pydantic
     click
     aiohttp
-    sdnotify
     prometheus-client
     pyyaml
     # The evidence log: Ed25519 signatures, RFC 8785 canonical JSON.

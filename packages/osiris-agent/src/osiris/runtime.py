@@ -1,6 +1,7 @@
 """The agent process: one asyncio loop under systemd.
 
-systemd integration follows sd_notify(3) through ``sdnotify``: ``READY=1``
+systemd integration follows sd_notify(3) (:mod:`.notify`, which never
+blocks the loop): ``READY=1``
 once config, plugins, state and the HTTP API are up; ``WATCHDOG=1`` every
 half ``WATCHDOG_USEC``, sent only while the check loop's heartbeat is fresh,
 so that a wedged loop is restarted by systemd instead of pretending to be
@@ -17,7 +18,6 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
-import sdnotify
 from aiohttp import web
 
 from .api import make_app
@@ -25,6 +25,7 @@ from .app import Loaded
 from .engine import Engine
 from .evidence.service import EvidenceService
 from .healing.ladder import Ladder
+from .notify import Notifier
 from .plugins import PluginError
 from .records import EscalationChannel, EvidenceSink, Source, UpdateBackend
 from .store import Store
@@ -81,7 +82,7 @@ class Agent:
             self.engine.observation_listeners.append(self.evidence.on_observations)
         self.ctx.evidence = self.evidence
         self.ladder = Ladder(self.ctx, loaded.pm, loaded.registry, self.engine, self.store, loaded.config.healing)
-        self.notifier = sdnotify.SystemdNotifier()
+        self.notifier = Notifier()
         self.stop = asyncio.Event()
         self.http_port: int | None = None
         self.sources: list[Source] = []
@@ -92,7 +93,7 @@ class Agent:
         self.last_error: str | None = None
 
     def notify(self, *lines: str) -> None:
-        self.notifier.notify("\n".join(lines))
+        self.notifier.notify(*lines)
 
     def set_status(self, text: str) -> None:
         self._status = text
@@ -231,6 +232,7 @@ class Agent:
             return 0
         finally:
             self.notify("STOPPING=1", "STATUS=stopping")
+            self.notifier.close()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
