@@ -5,8 +5,10 @@ import pytest
 
 from osiris.app import load
 from osiris.engine import Engine
+from osiris.paths import DataPaths
 from osiris.records import Status
 from osiris.store import Store
+from osiris.testing import load_plugin
 from osiris_appliance_selfcheck import plugin
 from osiris_appliance_selfcheck.timex import STATES, read_clock_state
 
@@ -54,7 +56,7 @@ def test_loose_key_fails_and_runbook_fixes_it_idempotently(tmp_path):
     key = state / "keys" / "appliance.ed25519"
     key.write_bytes(b"k" * 32)
     os.chmod(key, 0o644)
-    params = {"state_dir": str(state), "key_paths": []}
+    params = {**plugin.data_params(DataPaths.of(state)), "key_paths": []}
     v = plugin.evaluate_permissions(plugin.probe_permissions(params), {})
     assert v.status is Status.FAIL and "appliance.ed25519" in v.reason and "0644" in v.reason
     assert plugin.fix_permissions(params) == {"changed": [str(key)]}
@@ -65,7 +67,7 @@ def test_loose_key_fails_and_runbook_fixes_it_idempotently(tmp_path):
 
 def test_missing_configured_key_and_open_state_dir_fail(tmp_path):
     os.chmod(tmp_path, 0o757)
-    params = {"state_dir": str(tmp_path), "key_paths": [str(tmp_path / "nope.key")]}
+    params = {**plugin.data_params(DataPaths.of(tmp_path)), "key_paths": [str(tmp_path / "nope.key")]}
     v = plugin.evaluate_permissions(plugin.probe_permissions(params), {})
     assert v.status is Status.FAIL and "nope.key: missing" in v.reason and "0757" in v.reason
 
@@ -94,9 +96,38 @@ def test_evidence_log_database_is_covered(tmp_path):
     log.write_bytes(b"")
     os.chmod(tmp_path, 0o750)
     os.chmod(log, 0o644)
-    params = {"state_dir": str(tmp_path), "key_paths": []}
+    params = {**plugin.data_params(DataPaths.of(tmp_path)), "key_paths": []}
     v = plugin.evaluate_permissions(plugin.probe_permissions(params), {})
     assert v.status is Status.FAIL and "log.sqlite3: mode 0644" in v.reason
     plugin.fix_permissions(params)
     assert log.stat().st_mode & 0o777 == 0o640
     assert plugin.evaluate_permissions(plugin.probe_permissions(params), {}).status is Status.PASS
+
+
+async def test_moved_evidence_directory_is_the_one_checked_and_fixed(tmp_path):
+    """With ``evidence.directory`` elsewhere, the check looks at the log
+    the agent really writes (ctx.paths), not <state_dir>/evidence."""
+    moved = tmp_path / "data" / "evidence"
+    loaded = load_plugin(tmp_path, "appliance-selfcheck", {"min_free_percent": 0, "min_free_mib": 0},
+                         evidence={"directory": str(moved)})
+    assert loaded.ctx.paths.evidence_log == moved / "log.sqlite3"
+    store = Store(loaded.ctx.state_dir)
+    moved.mkdir(parents=True)
+    for name in ("log.sqlite3", "log.sqlite3-wal"):
+        (moved / name).write_bytes(b"")
+        os.chmod(moved / name, 0o644)
+    os.chmod(moved, 0o755)
+    engine = Engine(loaded.registry, store, loaded.targets)
+    try:
+        first = {o.check: o for o in await engine.sweep(force=True)}["appliance.files.private"]
+        assert first.status is Status.FAIL
+        assert f"{moved}: mode 0755" in first.reason and f"{moved / 'log.sqlite3-wal'}: mode 0644" in first.reason
+        runbook = loaded.registry.runbooks["appliance.files.make_private"].spec
+        changed = runbook.action({})["changed"]
+        assert set(changed) == {str(moved), str(moved / "log.sqlite3"), str(moved / "log.sqlite3-wal")}
+        assert (moved / "log.sqlite3").stat().st_mode & 0o777 == 0o640
+        again = {o.check: o for o in await engine.sweep(force=True)}["appliance.files.private"]
+        assert again.status is Status.PASS
+    finally:
+        store.close()
+        loaded.ctx.close()

@@ -41,13 +41,6 @@ def settings_sections(pm: PluginManager) -> dict[str, SettingsSection]:
     return out
 
 
-def targets_of(config: Config) -> list[Target]:
-    targets = [
-        Target(t.name, t.kind, t.role, t.address, t.credential, dict(t.options)) for t in config.targets
-    ]
-    return targets
-
-
 def self_target(config: Config) -> Target:
     return Target(config.site.appliance, "local", "appliance", "localhost")
 
@@ -85,7 +78,7 @@ def load(
     )
     registry = Registry(pm, ctx, config, source)
     ctx.registry = registry
-    targets = targets_of(config)
+    targets = list(ctx.targets)
     registry.validate_targets(targets, source)
     if config.agent.check_self:
         targets.insert(0, self_target(config))

@@ -1,5 +1,11 @@
-"""What plugins get handed: the validated config, their settings, secrets,
-the state directory and a bounded thread pool for blocking clients."""
+"""What plugins get handed (``ctx``): their settings, secrets, the site,
+the configured targets, the appliance's data paths, the evidence log and a
+bounded thread pool for blocking clients.
+
+Everything here is plugin API, documented in docs/plugins.md; a plugin
+needs nothing else of the core (tests/test_plugin_boundary.py holds every
+plugin to that). ``config`` is the core's own copy of the config file.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from .config import Config
+from .paths import DataPaths
+from .records import Target
 from .secrets import Secret, SecretStore
 
 T = TypeVar("T")
@@ -34,6 +42,15 @@ class AgentContext:
         self.source = source
         self.site = config.site
         self.state_dir = Path(state_dir)
+        self.paths = DataPaths.of(self.state_dir, config.evidence.directory)
+        # The configured targets, in config order (``targets[i]`` in errors);
+        # the appliance's own ``local`` target is not among them.
+        self.targets: tuple[Target, ...] = tuple(
+            Target(t.name, t.kind, t.role, t.address, t.credential, dict(t.options)) for t in config.targets
+        )
+        # How much the agent does at once: threads in ``pool``, targets in a sweep.
+        self.workers = config.agent.workers
+        self.max_concurrent_targets = config.agent.max_concurrent_targets
         self.secrets = secrets
         self.plugin_settings = plugin_settings or {}
         self.agent_version = agent_version
@@ -60,7 +77,7 @@ class AgentContext:
     def pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
-                max_workers=self.config.agent.workers, thread_name_prefix="osiris-blocking"
+                max_workers=self.workers, thread_name_prefix="osiris-blocking"
             )
         return self._pool
 

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from . import sqlitedb
+from .paths import DataPaths
 from .records import Observation, Status, Target
-
-DB_NAME = "osiris.sqlite3"
 
 MIGRATIONS: list[str] = [
     # 1: targets, observations, incidents
@@ -217,7 +216,7 @@ class _Checkpointer(threading.Thread):
 class Store:
     def __init__(self, state_dir: Path | str):
         self.state_dir = Path(state_dir)
-        self.path = self.state_dir / DB_NAME
+        self.path = DataPaths.of(self.state_dir).state_db
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as exc:

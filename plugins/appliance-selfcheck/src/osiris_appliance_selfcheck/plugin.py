@@ -3,6 +3,7 @@ appliance itself, target kind ``local``."""
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 from collections.abc import Mapping
@@ -16,9 +17,6 @@ from osiris import CheckSpec, Risk, RunbookSpec, SettingsSection, Severity, Stat
 from .timex import read_clock_state
 
 NAME = "appliance-selfcheck"
-DB_GLOB = "osiris.sqlite3*"
-EVIDENCE_GLOB = "evidence/*.sqlite3*"  # the evidence log keeps its own database
-KEY_DIR = "keys"
 
 
 class Settings(BaseModel):
@@ -27,7 +25,8 @@ class Settings(BaseModel):
     min_free_percent: float = Field(default=10.0, ge=0, le=100, description="Minimum free space on the state directory, percent")
     min_free_mib: int = Field(default=1024, ge=0, description="Minimum free space on the state directory, MiB")
     max_clock_error_ms: float = Field(default=500.0, gt=0, description="Largest acceptable kernel clock max error, ms")
-    key_paths: list[Path] = Field(default_factory=list, description="Key files to check besides <state_dir>/keys/*")
+    key_paths: list[Path] = Field(default_factory=list,
+                                  description="Key files to check besides those in the evidence key directory")
 
 
 # -- storage -----------------------------------------------------------------
@@ -76,29 +75,48 @@ def evaluate_clock(facts: Mapping[str, Any], params: Mapping[str, Any]) -> Verdi
 # -- permissions -------------------------------------------------------------------
 
 
+def data_params(paths: Any) -> dict[str, Any]:
+    """The files the permissions check looks at, from ``ctx.paths``: where
+    the agent really keeps them (``evidence.directory`` may move the log)."""
+    return {"state_dir": str(paths.state_dir), "evidence_dir": str(paths.evidence_dir),
+            "databases": [str(paths.state_db), str(paths.evidence_log)], "key_dir": str(paths.key_dir)}
+
+
 def _key_files(params: Mapping[str, Any]) -> list[Path]:
-    key_dir = Path(params["state_dir"]) / KEY_DIR
+    key_dir = Path(params["key_dir"])
     found = sorted(p for p in key_dir.iterdir() if p.is_file()) if key_dir.is_dir() else []
     return found + [Path(p) for p in params.get("key_paths", [])]
+
+
+def _database_files(params: Mapping[str, Any]) -> list[Path]:
+    """Each database that exists and its SQLite companions (``-wal``, ``-shm``)."""
+    out: list[Path] = []
+    for db in map(Path, params["databases"]):
+        out.extend(sorted(db.parent.glob(glob.escape(db.name) + "*")) if db.parent.is_dir() else [])
+    return out
 
 
 # Mode bits that must be clear, per kind of path: the check flags them and
 # the runbook clears exactly these.
 FORBIDDEN = {
     "state_dir": stat.S_IRWXO | stat.S_IWGRP,
+    "evidence_dir": stat.S_IRWXO | stat.S_IWGRP,
     "database": stat.S_IRWXO | stat.S_IWGRP,
     "key": stat.S_IRWXG | stat.S_IRWXO,
 }
 
 
 def probe_permissions(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Mode and owner of the state directory, the database files and keys.
+    """Mode and owner of the state directory, the evidence directory, the
+    database files and keys.
 
     Keys must be owner-only (0600 or stricter) and owned by the agent's
-    user; the state directory, the state database and the evidence log must
-    not be reachable by others. A missing configured key file is a problem too.
+    user; the state directory, the state database and the evidence log (and
+    its directory, once it exists) must not be reachable by others. A
+    missing configured key file is a problem too.
     """
     state_dir = Path(params["state_dir"])
+    evidence_dir = Path(params["evidence_dir"])
     uid = os.geteuid()
     entries = []
 
@@ -120,7 +138,9 @@ def probe_permissions(params: Mapping[str, Any]) -> dict[str, Any]:
         entries.append({"path": str(path), "kind": kind, "mode": f"{mode:04o}", "uid": st.st_uid, "problems": problems})
 
     add(state_dir, "state_dir")
-    for db in sorted([*state_dir.glob(DB_GLOB), *state_dir.glob(EVIDENCE_GLOB)]):
+    if evidence_dir.is_dir():  # created with the log; evidence may be off
+        add(evidence_dir, "evidence_dir")
+    for db in _database_files(params):
         add(db, "database")
     for key in _key_files(params):
         add(key, "key")
@@ -137,7 +157,7 @@ def evaluate_permissions(facts: Mapping[str, Any], _params: Mapping[str, Any]) -
 
 def fix_permissions(params: Mapping[str, Any]) -> dict[str, Any]:
     """Idempotent: take group/other bits off keys, other bits (and group
-    write) off the state directory and database. Never changes owners:
+    write) off the directories and databases. Never changes owners:
     a key owned by someone else needs a human."""
     facts = probe_permissions(params)
     changed = []
@@ -163,7 +183,7 @@ def osiris_settings():
 @hookimpl
 def osiris_checks(ctx):
     s: Settings = ctx.settings(NAME)
-    state_dir = str(ctx.state_dir)
+    state_dir = str(ctx.paths.state_dir)
     return [
         CheckSpec(
             id="appliance.storage.state_free_space",
@@ -198,8 +218,9 @@ def osiris_checks(ctx):
             interval=300,
             probe=probe_permissions,
             evaluate=evaluate_permissions,
-            params={"state_dir": state_dir, "key_paths": [str(p) for p in s.key_paths]},
-            description="Signing keys owner-only (0600), state directory and database closed to others.",
+            params={**data_params(ctx.paths), "key_paths": [str(p) for p in s.key_paths]},
+            description="Signing keys owner-only (0600); state and evidence directories and databases "
+                        "closed to others.",
         ),
     ]
 
@@ -219,7 +240,7 @@ def osiris_runbooks(ctx):
         fixes=("appliance.files.private",),
         risk=Risk.LOW,
         action=lambda params: fix_permissions(
-            {"state_dir": str(ctx.state_dir), "key_paths": [str(p) for p in s.key_paths], **params}
+            {**data_params(ctx.paths), "key_paths": [str(p) for p in s.key_paths], **params}
         ),
         timeout=30,
     )

@@ -130,5 +130,5 @@ def osiris_evidence_sinks(ctx):
     s: Settings = ctx.settings(NAME)
     if s.path is None:
         return None
-    pem = ctx.evidence.log.verify_key.pem() if getattr(ctx, "evidence", None) is not None else None
+    pem = ctx.evidence.verify_key.pem() if ctx.evidence is not None else None
     return LocalStore(s.path, public_key_pem=pem, create=s.create, run=ctx.run_blocking)

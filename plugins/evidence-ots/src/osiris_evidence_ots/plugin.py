@@ -101,7 +101,7 @@ class OtsSink:
         if self._last_anchored is None:
             done = await self.evidence.attestations(KIND)
             if done:
-                cp = self.evidence.log.checkpoint_at(max(a["size"] for a in done))
+                cp = await self.evidence.checkpoint_at(max(a["size"] for a in done))
                 self._last_anchored = cp.datetime if cp is not None and cp.time else None
         return self._last_anchored
 
@@ -139,7 +139,7 @@ def osiris_settings():
 @hookimpl
 def osiris_evidence_sinks(ctx):
     s: Settings = ctx.settings(NAME)
-    if not s.enabled or getattr(ctx, "evidence", None) is None:
+    if not s.enabled or ctx.evidence is None:
         return None
     return OtsSink(ctx.evidence, s, run=ctx.run_blocking)
 

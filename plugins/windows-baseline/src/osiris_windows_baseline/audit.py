@@ -46,7 +46,7 @@ class Subcategory:
         return f"windows.audit.{self.key}"
 
     def wanted(self) -> str:
-        return _words(self.success, self.failure)
+        return setting_words(self.success, self.failure)
 
 
 def _g(prefix: str) -> str:
@@ -89,7 +89,8 @@ SUBCATEGORIES = (
 BY_GUID = {s.guid.lower(): s for s in SUBCATEGORIES}
 
 
-def _words(success: bool, failure: bool) -> str:
+def setting_words(success: bool, failure: bool) -> str:
+    """What auditpol calls a subcategory's setting (English locale)."""
     return {(True, True): "Success and Failure", (True, False): "Success", (False, True): "Failure",
             (False, False): "No Auditing"}[(success, failure)]
 
@@ -119,10 +120,10 @@ def evaluate_subcategory(facts: Mapping[str, Any], params: Mapping[str, Any]) ->
     want_s, want_f = bool(params["success"]), bool(params["failure"])
     missing = [w for w, want, have in (("success", want_s, row["success"]), ("failure", want_f, row["failure"]))
                if want and not have]
-    have = _words(row["success"], row["failure"])
+    have = setting_words(row["success"], row["failure"])
     if missing:
         return failed(f"{name}: {' and '.join(missing)} not audited (audits: {have}; required: "
-                      f"{_words(want_s, want_f)})")
+                      f"{setting_words(want_s, want_f)})")
     return passed(f"{name}: {have} audited")
 
 

@@ -25,14 +25,13 @@ def osiris_settings():
 def osiris_executors(ctx):
     # Every windows target's options are checked here, at start-up: the
     # error names the config file, targets[i], the target and the key.
-    options = validate_targets(ctx.config.targets, ctx.source)
+    options = validate_targets(ctx.targets, ctx.source)
     settings = ctx.settings(NAME)
-    agent = ctx.config.agent
-    effective = min(settings.max_concurrency, agent.workers, agent.max_concurrent_targets)
+    effective = min(settings.max_concurrency, ctx.workers, ctx.max_concurrent_targets)
     if options and effective < min(settings.max_concurrency, len(options)):
         log.info("windows: at most %d hosts at once (plugins.windows.max_concurrency %d, agent.workers %d, "
-                 "agent.max_concurrent_targets %d)", effective, settings.max_concurrency, agent.workers,
-                 agent.max_concurrent_targets)
+                 "agent.max_concurrent_targets %d)", effective, settings.max_concurrency, ctx.workers,
+                 ctx.max_concurrent_targets)
     return WindowsExecutor(ctx, settings, options)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from ..paths import DataPaths
 from .canonical import utc_text
 from .errors import EvidenceError
 
@@ -28,19 +29,16 @@ def _fail(message: str, code: int = EXIT_FAILED) -> None:
     sys.exit(code)
 
 
-def _state(cctx: click.Context) -> tuple[Path, Any]:
-    """(state directory, evidence settings) from the loaded config."""
-    loaded = cctx.obj.loaded()
-    return loaded.ctx.state_dir, loaded.config.evidence
+def _paths(cctx: click.Context) -> DataPaths:
+    """Where the loaded config keeps the evidence log and the keys."""
+    return cctx.obj.loaded().ctx.paths
 
 
 def _open_log(cctx: click.Context):
     from .log import EvidenceLog
-    from .service import log_path
 
-    state_dir, settings = _state(cctx)
     try:
-        return EvidenceLog(log_path(state_dir, settings), create=False)
+        return EvidenceLog(_paths(cctx).evidence_log, create=False)
     except EvidenceError as exc:
         _fail(str(exc))
 
@@ -51,10 +49,7 @@ def _trusted_key(cctx: click.Context, key_file: str | None):
     try:
         if key_file:
             return VerifyKey.from_pem(Path(key_file).read_bytes(), key_file)
-        from .service import key_dir
-
-        state_dir, _ = _state(cctx)
-        return load_public(key_dir(state_dir))
+        return load_public(_paths(cctx).key_dir)
     except OSError as exc:
         _fail(f"{key_file}: cannot read: {exc.strerror}")
     except EvidenceError as exc:
@@ -63,10 +58,8 @@ def _trusted_key(cctx: click.Context, key_file: str | None):
 
 def _signing_key(cctx: click.Context):
     from .keys import load_or_create
-    from .service import key_dir
 
-    state_dir, _ = _state(cctx)
-    return load_or_create(key_dir(state_dir), create=False)
+    return load_or_create(_paths(cctx).key_dir, create=False)
 
 
 @click.group()
@@ -310,13 +303,12 @@ def status(cctx: click.Context, fmt: str) -> None:
 @click.pass_context
 def key(cctx: click.Context) -> None:
     """Print the pinned public key: PEM, fingerprint and C2SP verifier key."""
-    from .service import log_path, origin_for
+    from .service import origin_for
 
     k = _trusted_key(cctx, None)
-    state_dir, settings = _state(cctx)
     loaded = cctx.obj.loaded()
     origin = origin_for(loaded.config.site.id, loaded.config.site.appliance)
-    if log_path(state_dir, settings).exists():
+    if _paths(cctx).evidence_log.exists():
         origin = _open_log(cctx).origin
     click.echo(k.pem().decode(), nl=False)
     click.echo(f"fingerprint (SHA-256 of the raw key): {k.fingerprint}")

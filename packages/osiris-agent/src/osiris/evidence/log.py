@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import sqlitedb
+from ..paths import EVIDENCE_LOG
 from . import merkle
 from .canonical import canonical, utc_text
 from .errors import EvidenceError
@@ -63,7 +64,7 @@ __all__ = ["EvidenceLog", "Entry", "Appended", "FORMAT", "LOG_NAME", "ZERO_HASH"
 _log = logging.getLogger(__name__)
 
 FORMAT = "osiris-evidence-log/1"
-LOG_NAME = "log.sqlite3"
+LOG_NAME = EVIDENCE_LOG
 ZERO_HASH = bytes(32)
 
 _MIGRATIONS = [

@@ -27,19 +27,19 @@ import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, TypeVar
 
+from ..paths import DataPaths
 from .bundle import Identity, build_statement
 from .errors import EvidenceError
-from .keys import SigningKey, load_or_create
-from .log import LOG_NAME, Appended, EvidenceLog
+from .keys import SigningKey, VerifyKey, load_or_create
+from .log import Appended, EvidenceLog
 from .note import Checkpoint
 from .outbox import Outbox
 from .scrub import Scrubber
 from .settings import EvidenceSettings
 
-__all__ = ["EvidenceService", "origin_for", "log_path"]
+__all__ = ["EvidenceService", "origin_for"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,14 +49,6 @@ _STOP = object()
 def origin_for(site_id: str, appliance: str) -> str:
     """The log's origin line and key name (C2SP: a schema-less URL)."""
     return f"osiris.evidence/{site_id}/{appliance}"
-
-
-def log_path(state_dir: Path, settings: EvidenceSettings) -> Path:
-    return Path(settings.directory or Path(state_dir) / "evidence") / LOG_NAME
-
-
-def key_dir(state_dir: Path) -> Path:
-    return Path(state_dir) / "keys"
 
 
 class EvidenceService:
@@ -85,13 +77,20 @@ class EvidenceService:
         :class:`EvidenceError` with a message naming the file on any problem."""
         from .. import API_VERSION
 
-        key = load_or_create(key_dir(ctx.state_dir))
+        paths = DataPaths.of(ctx.state_dir, settings.directory)
+        key = load_or_create(paths.key_dir)
         site = ctx.site
-        log_ = EvidenceLog(log_path(ctx.state_dir, settings), origin=origin_for(site.id, site.appliance),
+        log_ = EvidenceLog(paths.evidence_log, origin=origin_for(site.id, site.appliance),
                            verify_key=key.verify_key, retention_days=settings.retention_days)
         identity = Identity(site.id, site.name, site.appliance, ctx.agent_version, API_VERSION, dict(plugins or {}))
         return cls(log_, key, Scrubber.from_settings(settings.scrub), identity, settings,
                    registry=getattr(ctx, "registry", None))
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        """The appliance's public key (``.pem()``, ``.fingerprint``): what
+        verifies every bundle and checkpoint this log signs."""
+        return self.key.verify_key
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
@@ -209,6 +208,10 @@ class EvidenceService:
     async def attest(self, size: int, kind: str, data: bytes, *, complete: bool, detail: str = "") -> None:
         """Keep a proof about checkpoint ``size`` (e.g. an OpenTimestamps proof)."""
         await self._run(self.log.put_attestation, size, kind, data, complete=complete, detail=detail)
+
+    async def checkpoint_at(self, size: int) -> Checkpoint | None:
+        """The signed checkpoint of tree size ``size``, if one was made."""
+        return await self._run(self.log.checkpoint_at, size)
 
     async def attestations(self, kind: str | None = None, *, complete: bool | None = None) -> list[dict[str, Any]]:
         return await self._run(self.log.attestations, kind, complete=complete)

@@ -408,8 +408,8 @@ def enable_subcategory(host: HostView, params: Mapping[str, Any]) -> dict[str, A
     success, failure = _FLAGS[host[f"audit.{sub.key}"]]
     flags = ((["/success:enable"] if params["success"] and not success else [])
              + (["/failure:enable"] if params["failure"] and not failure else []))
-    host.state.set(f"audit.{sub.key}", audit._words(success or bool(params["success"]),
-                                                      failure or bool(params["failure"])))
+    host.state.set(f"audit.{sub.key}", audit.setting_words(success or bool(params["success"]),
+                                                             failure or bool(params["failure"])))
     return {"subcategory": sub.guid, "changed": flags}
 
 
