@@ -1,10 +1,10 @@
 """The local HTTP API: ``/health``, ``/metrics`` (Prometheus text format),
-``/status``. Bound to loopback by default; it exposes no secrets and no
-facts, only states and counts."""
+``/status``, rule candidates. Bound to loopback by default; it exposes no
+secrets and no facts, only states and counts. What a request that changes
+something must look like is :mod:`osiris.api_guard`."""
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import __version__
+from .api_guard import BadRequest, guard, read_json
 
 
 class _Collector:
@@ -109,14 +110,14 @@ def make_app(agent: Any) -> web.Application:
 
     async def decide(request: web.Request) -> web.Response:
         # Approving a rule changes what runs on the practice's machines:
-        # only from the appliance itself, whatever address the API listens on.
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        if not peer or not ipaddress.ip_address(peer[0]).is_loopback:
-            return web.json_response({"error": "rule decisions are accepted from the appliance itself only"},
-                                     status=403)
+        # only from the appliance itself (api_guard), whatever address the
+        # API listens on.
+        try:
+            body = await read_json(request)
+        except BadRequest as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
         try:
             cid = int(request.match_info["id"])
-            body = await request.json()
             by = body["by"]
             if not isinstance(by, str):
                 raise TypeError
@@ -126,7 +127,7 @@ def make_app(agent: Any) -> web.Application:
         fn = learning.approve if request.match_info["decision"] == "approve" else learning.reject
         return await _candidate_response(fn, cid, by)
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app.router.add_get("/rules/candidates", candidates)
     app.router.add_post("/rules/candidates/{id}/{decision:approve|reject}", decide)
     app.router.add_get("/health", health)
