@@ -119,16 +119,15 @@ class Practice:
         }
         self.loaded = load(config_data=config, environ={"OSIRIS_PLUGINS": "windows,escalate-webhook"})
         self.store = Store(self.loaded.ctx.state_dir)
-        self.engine = Engine(self.loaded.registry, self.store, self.loaded.targets)
         channels = [c for _p, c in self.loaded.pm.contributions("osiris_escalation_channels", ctx=self.loaded.ctx)]
-        self.ladder = Ladder(self.loaded.ctx, self.loaded.pm, self.loaded.registry, self.engine, self.store,
-                             self.loaded.config.healing, channels)
-        self.ladder.start()
-        assert [r.id for r in self.ladder.rules.rules] == ["firewall-on"], self.ladder.rule_errors
         # The real evidence log: sweeps and every healing attempt become bundles.
         self.evidence = EvidenceService.open(self.loaded.ctx, self.loaded.config.evidence)
         self.loaded.ctx.evidence = self.evidence
-        self.engine.observation_listeners.append(self.evidence.on_observations)
+        self.ladder = Ladder(self.loaded.ctx, self.loaded.pm, self.loaded.registry, self.store,
+                             self.loaded.config.healing, self.loaded.targets, channels, evidence=self.evidence)
+        self.engine = Engine(self.loaded.registry, self.store, self.loaded.targets, downstream=self.ladder)
+        self.ladder.start()
+        assert [r.id for r in self.ladder.rules.rules] == ["firewall-on"], self.ladder.rule_errors
 
     def bundles(self, kind):
         return [json.loads(e.body) for e in self.evidence.log.iter_entries() if e.kind == kind]

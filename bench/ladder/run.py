@@ -29,15 +29,15 @@ TARGET_P99_MS = 20.0
 PLUGIN = '''
 import time
 from osiris import CheckSpec, Observation, Risk, RunbookResult, RunbookSpec, Status, Verdict, hookimpl
-from osiris.engine import evaluate
+from osiris.flow import evaluate
 
 DISPATCHED = {}
 
 class StubExecutor:
     kind = "bench"
-    async def observe(self, target, checks):
+    async def observe(self, target, checks, *, deadline):
         return [evaluate(target, c, {"ok": True}) for c in checks]
-    async def run_runbook(self, target, runbook, params):
+    async def run_runbook(self, target, runbook, params, *, deadline):
         DISPATCHED[target.name] = time.perf_counter()
         return RunbookResult(target.name, runbook.id, True, "stub")
 
@@ -92,8 +92,8 @@ async def main(rate: float, seconds: float) -> int:
         import bench_ladder_plugin as plugin
 
         store = Store(loaded.ctx.state_dir)
-        engine = Engine(loaded.registry, store, loaded.targets)
-        ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, engine, store, loaded.config.healing)
+        ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, store, loaded.config.healing, loaded.targets)
+        engine = Engine(loaded.registry, store, loaded.targets, downstream=ladder)
         ladder.start()
         assert len(ladder.rules.rules) == 1, ladder.rule_errors
 
@@ -118,7 +118,7 @@ async def main(rate: float, seconds: float) -> int:
             # when behind schedule keeps that yield point.
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             sent[target.name] = time.perf_counter()
-            await engine.record(Observation(target.name, "bench.setting", Status.FAIL, "drift", {"ok": False}))
+            await engine.submit(Observation(target.name, "bench.setting", Status.FAIL, "drift", {"ok": False}))
         feed_done = time.perf_counter()
         await ladder.drain()
         end = time.perf_counter()

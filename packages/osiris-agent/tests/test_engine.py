@@ -56,34 +56,66 @@ def setup(plugin_module, write_config):
     loaded.ctx.close()
 
 
-async def test_failing_check_opens_one_incident_and_recovery_resolves_it(setup):
+class Downstream:
+    """The next stage, as the engine sees it: it is handed batches."""
+
+    def __init__(self):
+        self.batches = []
+
+    async def accept(self, batch):
+        self.batches.append(batch)
+
+
+async def test_failing_check_opens_one_incident_and_hands_every_result_downstream(setup):
     module, loaded, store, engine = setup
+    engine.downstream = down = Downstream()
     for _ in range(3):
         await engine.sweep(force=True, only_checks={"test.value"})
     [inc] = store.incidents("open")
     assert inc.check_id == "test.value" and inc.occurrences == 3
-    module.STATE["value"] = "good"
-    await engine.sweep(force=True, only_checks={"test.value"})
-    assert store.incidents("open") == []
-    [done] = store.incidents("resolved")
-    assert (done.id, done.outcome, done.tier) == (inc.id, "recovered", "none")
+    assert [(b.origin, b.target.name, [c.id for c in b.checks]) for b in down.batches] == \
+        [("sweep", "appliance", ["test.value"])] * 3
+    assert [(r.incident.id, r.new) for b in down.batches for r in b.recorded] == \
+        [(inc.id, True), (inc.id, False), (inc.id, False)]
 
 
-async def test_incident_resolved_with_an_outcome_is_stored(setup):
+async def test_the_engine_never_ends_an_incident_a_pass_goes_downstream_with_it(setup):
+    """Ending incidents is the ladder's (one way: the engine never asks
+    downstream who owns what); the pass reaches it with the open incident."""
     module, loaded, store, engine = setup
-    module.STATE["value"] = "bad"
-    events = []
-
-    async def listener(event):
-        events.append(event.kind)
-
-    engine.listeners.append(listener)
+    engine.downstream = down = Downstream()
     await engine.sweep(force=True, only_checks={"test.value"})
     [inc] = store.incidents("open")
-    await engine.resolve(inc.id, "escalated", "L3", "paged the MSP")
-    again = Store(loaded.ctx.state_dir).incident(inc.id)
-    assert (again.state, again.outcome, again.tier, again.detail) == ("resolved", "escalated", "L3", "paged the MSP")
-    assert events == ["opened", "resolved"]
+    module.STATE["value"] = "good"
+    await engine.sweep(force=True, only_checks={"test.value"})
+    assert [i.id for i in store.incidents("open")] == [inc.id]
+    [r] = down.batches[-1].recorded
+    assert r.observation.status.value == "pass" and r.incident.id == inc.id and not r.new
+
+
+async def test_pushed_observations_are_recorded_and_handed_on_as_a_push(setup):
+    from osiris.records import Observation, Status, utcnow
+
+    module, loaded, store, engine = setup
+    engine.downstream = down = Downstream()
+    await engine.submit(Observation("ws07", "test.value", Status.FAIL, "value=bad", {"value": "bad"}, utcnow()))
+    [inc] = store.incidents("open")
+    [batch] = down.batches
+    assert (batch.origin, batch.target, [c.id for c in batch.checks]) == ("push", None, ["test.value"])
+    assert (inc.target, batch.recorded[0].incident.id, batch.recorded[0].new) == ("ws07", inc.id, True)
+
+
+async def test_a_broken_downstream_stage_does_not_stop_the_sweep(setup):
+    module, loaded, store, engine = setup
+
+    class Broken:
+        async def accept(self, batch):
+            raise RuntimeError("boom")
+
+    engine.downstream = Broken()
+    [o] = await engine.sweep(force=True, only_checks={"test.value"})
+    assert o.status.value == "fail" and "RuntimeError: boom" in engine.last_error
+    assert store.latest()[0]["status"] == "fail", "recorded before it was handed on"
 
 
 async def test_evaluator_exception_is_an_error_for_that_check(setup):

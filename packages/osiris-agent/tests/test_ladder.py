@@ -93,12 +93,12 @@ class Harness:
         self.mod = plugin
         self.loaded = loaded
         self.store = Store(loaded.ctx.state_dir)
-        self.engine = Engine(loaded.registry, self.store, loaded.targets)
         self.now = now
         clock = (lambda: self.now) if now else None
         kwargs = {"clock": clock} if clock else {}
-        self.ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, self.engine, self.store,
-                             loaded.config.healing, [], **kwargs)
+        self.ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, self.store, loaded.config.healing,
+                             loaded.targets, [], **kwargs)
+        self.engine = Engine(loaded.registry, self.store, loaded.targets, downstream=self.ladder)
         self.ladder.channels = [c for _p, c in loaded.pm.contributions("osiris_escalation_channels", ctx=loaded.ctx)]
         self.rules_dir = loaded.ctx.state_dir / "rules"
 
@@ -452,16 +452,16 @@ async def test_http_api_approves_and_rejects_candidates(plugin_module, write_con
 
 def _fresh_ladder(h):
     """A second ladder over the same store, like an agent started later."""
-    h.engine.listeners.clear()
-    ladder = Ladder(h.loaded.ctx, h.loaded.pm, h.loaded.registry, h.engine, h.store, h.loaded.config.healing, [])
-    ladder.channels = h.ladder.channels
+    ladder = Ladder(h.loaded.ctx, h.loaded.pm, h.loaded.registry, h.store, h.loaded.config.healing,
+                    h.loaded.targets, h.ladder.channels)
+    h.engine.downstream = ladder
     return ladder
 
 
 async def test_incident_opened_without_a_ladder_is_adopted_at_start_after_a_fresh_look(make):
     h = make()
     h.rule()
-    h.engine.listeners.clear()  # as `osiris check` does: no ladder listening
+    h.engine.downstream = None  # as `osiris check` does: no ladder downstream
     await h.engine.sweep(force=True)
     [inc] = h.store.incidents("open")
     ladder = _fresh_ladder(h)
@@ -474,7 +474,7 @@ async def test_incident_opened_without_a_ladder_is_adopted_at_start_after_a_fres
 async def test_adopted_incident_that_passes_on_a_fresh_look_is_recovered_without_healing(make):
     h = make()
     h.rule()
-    h.engine.listeners.clear()
+    h.engine.downstream = None
     await h.engine.sweep(force=True)
     [inc] = h.store.incidents("open")
     h.mod.STATE["setting"] = "good"  # fixed while the agent was down
@@ -487,7 +487,7 @@ async def test_adopted_incident_that_passes_on_a_fresh_look_is_recovered_without
 async def test_recurring_incident_nobody_owns_is_taken_by_the_running_ladder(make):
     h = make()
     h.rule()
-    h.engine.listeners.clear()
+    h.engine.downstream = None
     await h.engine.sweep(force=True)  # opened by `osiris check`, say
     ladder = _fresh_ladder(h)
     ladder.reload(force=True)  # running, but started before that incident existed
@@ -585,3 +585,78 @@ async def test_promotion_needs_one_set_of_params_and_keeps_the_role(make):
 
     rule = yaml.safe_load(open(approved.rule_file))["rules"][0]
     assert rule["match"]["roles"] == [""], "a fix proven on role-less hosts must not match every role"
+
+
+# -- the one-way flow ---------------------------------------------------------------
+
+
+class EvidenceStage:
+    """The stage after the ladder, as the ladder sees it."""
+
+    def __init__(self):
+        self.batches, self.bundles = [], []
+
+    async def accept(self, batch):
+        self.batches.append(batch)
+
+    async def record(self, kind, payload, host=None):
+        self.bundles.append((kind, payload))
+
+
+class CountingEngineDownstream:
+    def __init__(self, ladder):
+        self.ladder, self.batches = ladder, 0
+
+    async def accept(self, batch):
+        self.batches += 1
+        await self.ladder.accept(batch)
+
+
+async def test_verification_goes_on_to_evidence_and_never_back_through_the_engine(make):
+    h = make()
+    h.rule()
+    h.ladder.evidence = ev = EvidenceStage()
+    h.engine.downstream = counted = CountingEngineDownstream(h.ladder)
+    h.ladder.start()
+    await h.sweep()
+    [inc] = h.incidents()
+    assert (inc.outcome, inc.tier) == ("healed", "L1")
+    assert counted.batches == 1, "the ladder's own look at the host re-entered the engine"
+    assert [(b.origin, [o.status.value for o in b.observations]) for b in ev.batches] == \
+        [("sweep", ["fail"]), ("verify", ["pass"])]
+    [(kind, attempt)] = ev.bundles
+    assert kind == "healing_attempt" and attempt["verification"]["status"] == "pass"
+
+
+async def test_the_fresh_look_at_an_adopted_incident_is_evidence(make):
+    """An incident left open by an earlier run is looked at again before
+    anything is done; that look is an observation like any other."""
+    h = make()
+    h.rule()
+    h.engine.downstream = None
+    await h.sweep()
+    [inc] = h.store.incidents("open")
+    ladder = _fresh_ladder(h)
+    ladder.evidence = ev = EvidenceStage()
+    ladder.start()
+    await ladder.drain()
+    assert h.store.incident(inc.id).outcome == "healed"
+    assert [b.origin for b in ev.batches] == ["recheck", "verify"]
+    assert ev.batches[0].recorded[0].incident.id == inc.id
+
+
+async def test_a_pass_ends_an_incident_nobody_is_healing_as_recovered(make):
+    """Held by a maintenance window, say: the ladder, not the engine, ends it."""
+    monday_noon = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
+    h = make(healing={"mode": "full", "maintenance_windows": [{"days": ["mon"], "start": "09:00", "end": "17:00"}]},
+             now=monday_noon)
+    h.rule()
+    h.ladder.start()
+    await h.sweep()
+    [inc] = h.store.incidents("open")
+    assert h.ladder.active_incidents() == []
+    h.mod.STATE["setting"] = "good"
+    await h.sweep()
+    done = h.store.incident(inc.id)
+    assert (done.outcome, done.tier) == ("recovered", "none") and h.mod.STATE["runs"] == []
+    assert h.ladder.resolved == {"recovered": 1}

@@ -154,7 +154,7 @@ def test_duplicate_check_ids_are_refused(plugin_module, write_config):
             return CheckSpec(id="appliance.clock.synchronized", title="again", target_kind="local",
                              hipaa=("164.312(b)",), probe=dict, evaluate=lambda f, p: Verdict(Status.PASS, ""))
     ''')
-    with pytest.raises(PluginError, match="contributed by both 'appliance-selfcheck' and 'dup_plugin'"):
+    with pytest.raises(PluginError, match="contributed by both 'dup_plugin' and 'appliance-selfcheck'"):
         load(write_config({"plugin_modules": ["dup_plugin"]}))
 
 
@@ -242,3 +242,47 @@ def test_one_plugin_manager_per_cli_process(monkeypatch, write_config):
     res = CliRunner().invoke(cli_module.cli, ["config", "check", str(write_config({}))], obj=plugins)
     assert res.exit_code == 0, res.output
     assert len(made) == 1
+
+
+def test_contributions_come_in_pluggys_own_call_order():
+    """Attributed contributions (and the L2 planners the ladder awaits one
+    by one) follow the order pluggy itself calls implementations in, so
+    ``tryfirst`` and registration order mean what pluggy's docs say."""
+    from osiris import hookimpl
+
+    class First:
+        @hookimpl(tryfirst=True)
+        def osiris_rules(self, ctx):
+            return "first"
+
+    class Early:
+        @hookimpl
+        def osiris_rules(self, ctx):
+            return "registered-early"
+
+    class Late:
+        @hookimpl
+        def osiris_rules(self, ctx):
+            return "registered-late"
+
+    pm = PluginManager()
+    for name, plugin in (("first", First()), ("early", Early()), ("late", Late())):
+        pm.register(plugin, name)
+    ours = [item for _plugin, item in pm.contributions("osiris_rules", ctx=None)]
+    assert ours == pm.hook.osiris_rules(ctx=None) == ["first", "registered-late", "registered-early"]
+    assert [impl.plugin_name for impl in pm.impls("osiris_rules")] == ["first", "late", "early"]
+
+
+def test_collect_refuses_a_record_of_the_wrong_type_naming_plugin_and_hook():
+    from osiris import hookimpl
+    from osiris.records import CheckSpec
+
+    class Wrong:
+        @hookimpl
+        def osiris_checks(self, ctx):
+            return {"id": "not.a.spec"}
+
+    pm = PluginManager()
+    pm.register(Wrong(), "wrong")
+    with pytest.raises(PluginError, match="plugin 'wrong': osiris_checks returned dict, expected CheckSpec"):
+        pm.collect("osiris_checks", CheckSpec, ctx=None)

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from osiris import Status
+from osiris import budget
 from osiris.app import load
 from osiris.cli import cli
 from osiris.engine import Engine
@@ -198,7 +199,7 @@ def agent(lab, tmp_path_factory):
 async def observe(agent, host, only=None):
     target = next(t for t in agent.targets if t.name == host)
     checks = [c for c in agent.registry.checks_for(target) if only is None or c.id in only]
-    observations = await agent.registry.executor("windows").observe(target, checks)
+    observations = await agent.registry.executor("windows").observe(target, checks, deadline=budget.after(300))
     return {o.check: o for o in observations}
 
 
@@ -287,13 +288,13 @@ async def _drift_cases(lab, agent, host, cases, baseline):
         if runbook_id is None:
             continue
         broken = lab.host(host).state.snapshot()
-        first = await executor.run_runbook(target, runbooks[runbook_id], params)
+        first = await executor.run_runbook(target, runbooks[runbook_id], params, deadline=budget.after(300))
         assert first.ok, (check_id, first.detail)
         assert lab.host(host).state.snapshot() != broken, runbook_id
         healed = await observe(agent, host, {check_id})
         assert healed[check_id].status is Status.PASS, (check_id, healed[check_id].reason)
         state = lab.host(host).state.snapshot()
-        second = await executor.run_runbook(target, runbooks[runbook_id], params)
+        second = await executor.run_runbook(target, runbooks[runbook_id], params, deadline=budget.after(300))
         assert second.ok and lab.host(host).state.snapshot() == state, runbook_id
         assert _no_change(second.output), (runbook_id, second.output)
     lab.restore(host)
@@ -318,19 +319,19 @@ async def test_runbooks_refuse_where_they_would_cut_the_appliance_off(lab, agent
     lab.set_setting("dc01", "firewall.public.default_inbound", "Allow")
     r = await executor.run_runbook(targets["dc01"], runbooks["windows.firewall.block_inbound_by_default"],
                                    {"profiles": ALL_PROFILES, "management_addresses": ["10.20.0.5"],
-                                    "winrm_ports": [5986]})
+                                    "winrm_ports": [5986]}, deadline=budget.after(300))
     assert not r.ok and "a GPO makes Windows ignore local allow rules" in r.detail
     assert lab.host("dc01").state["firewall.public.default_inbound"] == "Allow"
     lab.set_setting("srv01", "firewall.winrm_rule_active", False)
     lab.break_setting("srv01", "services.mpssvc.status")
-    r = await executor.run_runbook(targets["srv01"], runbooks["windows.services.restore_firewall"], {})
+    r = await executor.run_runbook(targets["srv01"], runbooks["windows.services.restore_firewall"], {}, deadline=budget.after(300))
     assert not r.ok and "could cut the appliance off" in r.detail
     lab.set_setting("ws01", "tls.tls_1_2.server.enabled", 0)
-    r = await executor.run_runbook(targets["ws01"], runbooks["windows.tls.disable_legacy_protocols"], {})
+    r = await executor.run_runbook(targets["ws01"], runbooks["windows.tls.disable_legacy_protocols"], {}, deadline=budget.after(300))
     assert not r.ok and "TLS 1.2 (server) is disabled" in r.detail
     before = lab.host("dc01").state.snapshot()
     r = await executor.run_runbook(targets["dc01"], runbooks["windows.accounts.remove_admin_members"],
-                                   {"members": [model.APPLIANCE_SID, model.DOMAIN_ADMINS]})
+                                   {"members": [model.APPLIANCE_SID, model.DOMAIN_ADMINS]}, deadline=budget.after(300))
     assert r.ok and r.output["removed"] == [] and len(r.output["kept"]) == 2
     assert lab.host("dc01").state.snapshot() == before
 
@@ -340,8 +341,8 @@ async def test_shipped_rules_heal_low_risk_drift_and_leave_the_rest_to_escalatio
                   environ={"OSIRIS_PLUGINS": PLUGINS})
     store = Store(loaded.ctx.state_dir)
     try:
-        engine = Engine(loaded.registry, store, loaded.targets)
-        ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, engine, store, loaded.config.healing, [])
+        ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, store, loaded.config.healing, loaded.targets, [])
+        engine = Engine(loaded.registry, store, loaded.targets, downstream=ladder)
         ladder.start()
         assert not ladder.rule_errors and len(ladder.rules.rules) == 40
         lab.break_setting("dc01", "policy.llmnr.enable_multicast")  # low risk: a shipped rule
@@ -370,8 +371,8 @@ async def test_a_site_override_of_a_checks_parameter_is_what_the_shipped_rule_he
     loaded = load(config_data=cfg, environ={"OSIRIS_PLUGINS": PLUGINS})
     store = Store(loaded.ctx.state_dir)
     try:
-        engine = Engine(loaded.registry, store, loaded.targets)
-        ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, engine, store, loaded.config.healing, [])
+        ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, store, loaded.config.healing, loaded.targets, [])
+        engine = Engine(loaded.registry, store, loaded.targets, downstream=ladder)
         ladder.start()
         assert not ladder.rule_errors
         assert lab.host("srv01").state["firewall.domain.log_max_kb"] == 16384  # passes the default, not 24576

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from osiris import CheckSpec, Status, Verdict
+from osiris import budget as osiris_budget
 from osiris.engine import Engine
 from osiris.records import Target
 from osiris.store import Store
@@ -28,7 +29,7 @@ async def observe(loaded, names=None, only=None):
     for t in loaded.targets:
         if names is None or t.name in names:
             specs = [c for c in loaded.registry.checks_for(t) if only is None or c.id in only]
-            out[t.name] = {o.check: o for o in await ex.observe(t, specs)}
+            out[t.name] = {o.check: o for o in await ex.observe(t, specs, deadline=osiris_budget.after(300))}
     return out
 
 
@@ -73,7 +74,7 @@ async def test_a_unit_that_throws_or_overruns_fails_alone(lab, agent):
     target = loaded.targets[0]
     specs = [dataclasses.replace(c, timeout=0.3) if c.id.startswith("windows.bitlocker") else c
              for c in loaded.registry.checks_for(target)]
-    got = {o.check: o for o in await ex.observe(target, specs)}
+    got = {o.check: o for o in await ex.observe(target, specs, deadline=osiris_budget.after(300))}
     assert got["windows.firewall.profiles_enabled"].status is Status.PASS
     assert got["windows.smb.v1_disabled"].status is Status.ERROR
     assert got["windows.smb.v1_disabled"].reason == "RuntimeException: chaos: windows.smb.v1_disabled was made to throw on this host"
@@ -87,10 +88,10 @@ async def test_a_fragment_the_lab_cannot_run_is_an_error_not_a_success(lab, agen
     target = loaded.targets[0]
     fw = next(c for c in checks() if c.id == "windows.firewall.profiles_enabled")
     v9 = dataclasses.replace(fw, script=fw.script.replace("profiles_enabled/v1", "profiles_enabled/v9"))
-    got = await loaded.registry.executor("windows").observe(target, [v9])
+    got = await loaded.registry.executor("windows").observe(target, [v9], deadline=osiris_budget.after(300))
     assert got[0].status is Status.ERROR and "no emulation of check windows.firewall.profiles_enabled/v9" in got[0].reason
     broken = dataclasses.replace(fw, script="Get-NetFirewallProfile")
-    got = await loaded.registry.executor("windows").observe(target, [broken])
+    got = await loaded.registry.executor("windows").observe(target, [broken], deadline=osiris_budget.after(300))
     assert got[0].status is Status.ERROR and "must start with the line '# osiris-check:" in got[0].reason
 
 
@@ -109,7 +110,7 @@ async def test_parameters_arrive_as_data_whatever_they_contain(lab, agent):
     fw = next(c for c in checks() if c.id == "windows.firewall.profiles_enabled")
     results = []
     for t, profiles in zip(loaded.targets, (["Public"], [nasty])):
-        results += await ex.observe(t, [dataclasses.replace(fw, params={"profiles": profiles})])
+        results += await ex.observe(t, [dataclasses.replace(fw, params={"profiles": profiles})], deadline=osiris_budget.after(300))
     assert [o.status for o in results] == [Status.PASS, Status.FAIL]
     assert results[1].reason == f"firewall profiles not reported: {nasty}"  # the value arrived intact
     scripts = [{k: v for k, v in env.items() if k.startswith("OSIRIS_SCRIPT")} for env in sent]
@@ -131,14 +132,14 @@ async def test_a_batch_too_large_for_one_envelope_is_split(lab, agent):
                        params={"n": i}, evaluate=lambda f, p: Verdict(Status.PASS if f["n"] == p["n"] else Status.FAIL, "n"))
              for i, x in enumerate("abc")]
     before = lab.host("dc01").commands_run
-    got = await loaded.registry.executor("windows").observe(loaded.targets[0], specs)
+    got = await loaded.registry.executor("windows").observe(loaded.targets[0], specs, deadline=osiris_budget.after(300))
     assert [o.status for o in got] == [Status.PASS] * 3
     assert lab.host("dc01").commands_run - before == 2  # 8 KB fragments: two fit in a 32 KB envelope, not three
 
 
 async def test_a_host_split_into_batches_ends_within_the_engines_budget(lab, agent):
-    # The engine gives observe() the sum of the checks' budgets + 30 s and
-    # then cancels it, discarding every result. Per batch the executor allows
+    # The engine gives observe() one deadline, the sum of the checks' budgets
+    # + 30 s (osiris.budget), and then cancels it, discarding every result. Per batch the executor allows
     # its checks' budgets + script_overhead (up to 600 s); over several
     # batches the host must still end in time, keeping what finished.
     import asyncio
@@ -155,7 +156,6 @@ async def test_a_host_split_into_batches_ends_within_the_engines_budget(lab, age
                        evaluate=lambda f, p: Verdict(Status.PASS if f["n"] == p["n"] else Status.FAIL, "n"))
              for i, x in enumerate(names)]
     budget = sum(c.timeout for c in specs) + 30.0  # what osiris.engine allows a target
-    assert budget == sum(c.timeout for c in specs) + winex.ENGINE_GRACE
     # Each powershell.exe start takes 21.2 s: the first batch (two checks)
     # uses most of the host's budget, the second could not finish in what is
     # left. The host ends 24 s after observe() starts (34 - CLEANUP_RESERVE)
@@ -165,14 +165,17 @@ async def test_a_host_split_into_batches_ends_within_the_engines_budget(lab, age
     lab.set_latency("dc01", ps_start=21.2)
     before = lab.host("dc01").commands_run
     started = time.monotonic()
-    got = await asyncio.wait_for(loaded.registry.executor("windows").observe(loaded.targets[0], specs), budget)
+    deadline = osiris_budget.for_checks(c.timeout for c in specs)
+    assert osiris_budget.remaining(deadline) == pytest.approx(budget, abs=1)
+    got = await asyncio.wait_for(loaded.registry.executor("windows").observe(loaded.targets[0], specs,
+                                                                              deadline=deadline), budget)
     took = time.monotonic() - started
     assert took < budget - winex.CLEANUP_RESERVE + 1
     assert lab.host("dc01").commands_run - before == 1
     by_id = {o.check: o for o in got}
     assert [by_id[f"windows.test.budget_{x}"].status for x in names] == [Status.PASS] * 2 + [Status.ERROR] * 2
     assert {by_id[f"windows.test.budget_{x}"].reason for x in "cd"} == {
-        "not run: the host's time budget (34 s: its checks' budgets + 30 s) was used up by 1 earlier batch of 2"}
+        "not run: the host's time budget (34 s) was used up by 1 earlier batch of 2"}
 
 
 async def test_runbook_heals_and_the_check_passes_again(lab, agent):
@@ -181,12 +184,12 @@ async def test_runbook_heals_and_the_check_passes_again(lab, agent):
     ex = loaded.registry.executor("windows")
     target = loaded.targets[0]
     fw = [c for c in loaded.registry.checks_for(target) if c.id == "windows.firewall.profiles_enabled"]
-    assert (await ex.observe(target, fw))[0].reason == "firewall profiles disabled: Private"
+    assert (await ex.observe(target, fw, deadline=osiris_budget.after(300)))[0].reason == "firewall profiles disabled: Private"
     rb = loaded.registry.runbooks["windows.firewall.enable_profiles"].spec
-    res = await ex.run_runbook(target, rb, {"profiles": ["Domain", "Private", "Public"]})
+    res = await ex.run_runbook(target, rb, {"profiles": ["Domain", "Private", "Public"]}, deadline=osiris_budget.after(300))
     assert res.ok and res.output == {"profiles": ["Domain", "Private", "Public"], "changed": ["Private"]}
-    assert (await ex.observe(target, fw))[0].status is Status.PASS
-    bad = await ex.run_runbook(target, rb, {"profiles": ["Lobby"]})
+    assert (await ex.observe(target, fw, deadline=osiris_budget.after(300)))[0].status is Status.PASS
+    bad = await ex.run_runbook(target, rb, {"profiles": ["Lobby"]}, deadline=osiris_budget.after(300))
     assert not bad.ok and "does not belong to the set" in bad.detail
 
 
@@ -212,7 +215,7 @@ async def test_a_runbook_whose_command_reply_is_lost_runs_once(lab, agent, kind)
     rb = loaded.registry.runbooks["windows.firewall.enable_profiles"].spec
     before = lab.host("ws03").commands_run
     lab.inject_fault("ws03", kind, count=1, action="Command")
-    res = await ex.run_runbook(loaded.targets[0], rb, {"profiles": ["Domain", "Private", "Public"]})
+    res = await ex.run_runbook(loaded.targets[0], rb, {"profiles": ["Domain", "Private", "Public"]}, deadline=osiris_budget.after(300))
     assert lab.host("ws03").commands_run - before == 1
     assert not res.ok
     what = "connection reset by the host" if kind == "reset" else "HTTP 500 from the WinRM service"
@@ -231,7 +234,7 @@ async def test_a_runbook_is_retried_when_the_failure_came_before_the_command(lab
     rb = loaded.registry.runbooks["windows.firewall.enable_profiles"].spec
     before = lab.host("ws03").commands_run
     lab.inject_fault("ws03", "reset", count=1, action="Create")
-    res = await ex.run_runbook(loaded.targets[0], rb, {"profiles": ["Domain", "Private", "Public"]})
+    res = await ex.run_runbook(loaded.targets[0], rb, {"profiles": ["Domain", "Private", "Public"]}, deadline=osiris_budget.after(300))
     assert res.ok, res.detail
     assert lab.host("ws03").commands_run - before == 1
 
@@ -299,7 +302,7 @@ async def test_a_host_with_a_bad_secret_errs_alone(lab, agent):
     ex = loaded.registry.executor("windows")
     t = next(t for t in loaded.targets if t.name == "ws01")
     lonely = Target(t.name, t.kind, t.role, t.address, "no-such-secret", t.options)
-    got = await ex.observe(lonely, checks()[:1])
+    got = await ex.observe(lonely, checks()[:1], deadline=osiris_budget.after(300))
     assert got[0].status is Status.ERROR and "no-such-secret" in got[0].reason
 
 

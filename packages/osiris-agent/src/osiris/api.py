@@ -37,7 +37,7 @@ class _Collector:
         yield obs
         yield CounterMetricFamily("osiris_incidents_opened", "Incidents opened since start", value=engine.incidents_opened)
         res = CounterMetricFamily("osiris_incidents_resolved", "Incidents resolved since start", labels=["outcome"])
-        for outcome, n in sorted(engine.incidents_resolved.items()):
+        for outcome, n in sorted(self.agent.ladder.resolved.items()):
             res.add_metric([outcome], n)
         yield res
         counts = store.count_incidents()
@@ -69,7 +69,7 @@ class _Collector:
         yield GaugeMetricFamily("osiris_rules_loaded", "L1 rules in force", value=len(ladder.rules.rules))
         yield GaugeMetricFamily("osiris_rules_errors", "Problems in rule files (last good set kept)",
                                 value=len(ladder.rule_errors))
-        yield GaugeMetricFamily("osiris_healing_active", "Incidents being healed now", value=len(ladder._active))  # noqa: SLF001
+        yield GaugeMetricFamily("osiris_healing_active", "Incidents being healed now", value=len(ladder.active_incidents()))
 
 
 def make_app(agent: Any) -> web.Application:

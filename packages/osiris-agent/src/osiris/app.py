@@ -32,9 +32,7 @@ class Loaded:
 
 def settings_sections(pm: PluginManager) -> dict[str, SettingsSection]:
     out: dict[str, SettingsSection] = {}
-    for plugin, section in pm.contributions("osiris_settings"):
-        if not isinstance(section, SettingsSection):
-            raise ConfigError([f"plugin {plugin!r}: osiris_settings must return a SettingsSection"])
+    for plugin, section in pm.collect("osiris_settings", SettingsSection):
         if section.name in out:
             raise ConfigError([f"plugins {plugin!r} and another both declare settings section {section.name!r}"])
         out[section.name] = section

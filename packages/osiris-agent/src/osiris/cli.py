@@ -355,13 +355,10 @@ def incidents_resolve(state: State, incident_id: int, outcome: str, tier: str, d
 
 def _ladder(state: State):
     """A ladder over the store for the CLI: rules and learning, no healing."""
-    from .engine import Engine
     from .healing.ladder import Ladder
 
     loaded = state.loaded()
-    store = state.store()
-    engine = Engine(loaded.registry, store, loaded.targets)
-    return Ladder(loaded.ctx, loaded.pm, loaded.registry, engine, store, loaded.config.healing)
+    return Ladder(loaded.ctx, loaded.pm, loaded.registry, state.store(), loaded.config.healing, loaded.targets)
 
 
 @cli.group()

@@ -211,7 +211,9 @@ class HealingSettings(_Model):
     flap_guard: FlapGuardSettings = FlapGuardSettings()
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
     promotion: PromotionSettings = PromotionSettings()
-    verify_timeout: float = Field(default=120, gt=0)
+    verify_timeout: float = Field(default=120, gt=0,
+                                  description="Seconds the re-observation after a runbook may take (its deadline)")
+    planner_timeout: float = Field(default=120, gt=0, description="Seconds one L2 planner may take to answer")
     escalation_timeout: float = Field(default=120, gt=0, description="Seconds one escalation channel may take")
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PROJECT = "osiris"
 #: Bumped when a hook is added (minor) or a hook's contract changes (major).
-API_VERSION = "1.1"  # 1.1: osiris_rules
+API_VERSION = "2.0"  # 1.1: osiris_rules; 2.0: executors take one deadline (osiris.budget)
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

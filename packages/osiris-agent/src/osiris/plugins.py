@@ -174,16 +174,23 @@ class PluginManager:
 
     # -- calling -----------------------------------------------------------
 
+    def impls(self, hook_name: str) -> list[Any]:
+        """A hook's implementations in pluggy's call order (the last
+        registered first, ``tryfirst``/``trylast`` honoured), for callers
+        that must call each one themselves (async implementations, or
+        records attributed to their plugin)."""
+        return list(reversed(getattr(self.pm.hook, hook_name).get_hookimpls()))
+
     def contributions(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call a contributing hook and return ``(plugin name, record)`` pairs.
+        """Call a contributing hook and return ``(plugin name, record)`` pairs,
+        in pluggy's call order.
 
         Each implementation is called on its own (rather than through the
         hook caller) so that every record is attributed to its plugin: the
         evidence log and ``osiris plugins`` say who contributed what.
         """
-        caller = getattr(self.pm.hook, hook_name)
         out: list[tuple[str, Any]] = []
-        for impl in caller.get_hookimpls():  # registration order
+        for impl in self.impls(hook_name):
             args = {a: kwargs[a] for a in impl.argnames}
             try:
                 result = impl.function(**args)
@@ -195,6 +202,16 @@ class PluginManager:
                 continue
             items = result if isinstance(result, (list, tuple)) else [result]
             out.extend((impl.plugin_name, item) for item in items)
+        return out
+
+    def collect(self, hook_name: str, typ: type, **kwargs: Any) -> list[tuple[str, Any]]:
+        """:meth:`contributions`, each record checked to be a ``typ``: a
+        plugin that returns anything else breaks the plugin API."""
+        out = self.contributions(hook_name, **kwargs)
+        for plugin, item in out:
+            if not isinstance(item, typ):
+                raise PluginError(
+                    f"plugin {plugin!r}: {hook_name} returned {type(item).__name__}, expected {typ.__name__}")
         return out
 
     async def call_lifecycle(self, hook_name: str, **kwargs: Any) -> None:

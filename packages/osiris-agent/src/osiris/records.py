@@ -210,15 +210,20 @@ class Executor(Protocol):
 
     kind: str
 
-    async def observe(self, target: Target, checks: Sequence[CheckSpec]) -> list[Observation]:
+    async def observe(self, target: Target, checks: Sequence[CheckSpec], *, deadline: float) -> list[Observation]:
         """Run every check in ``checks`` on ``target`` (one round trip where
         the transport allows it) and return one observation per check. An
-        unreachable target yields error observations, not an exception."""
+        unreachable target yields error observations, not an exception.
+        ``deadline`` (a ``time.monotonic()`` value, :mod:`osiris.budget`) is
+        when the caller stops waiting: plan retries and clean-up to end
+        before it, and never re-derive it from the checks' timeouts."""
         ...
 
     async def run_runbook(
-        self, target: Target, runbook: RunbookSpec, params: Mapping[str, Any]
-    ) -> RunbookResult: ...
+        self, target: Target, runbook: RunbookSpec, params: Mapping[str, Any], *, deadline: float
+    ) -> RunbookResult:
+        """Run one runbook with validated ``params``, ending before ``deadline``."""
+        ...
 
 
 @runtime_checkable

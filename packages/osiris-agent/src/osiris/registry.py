@@ -35,9 +35,7 @@ class Registry:
         self._apply_overrides(config, source)
 
     def _collect(self, what: str, hook: str, typ: type, into: dict, ctx: Any, key) -> None:
-        for plugin, item in self.pm.contributions(hook, ctx=ctx):
-            if not isinstance(item, typ):
-                raise PluginError(f"plugin {plugin!r}: {hook} returned {type(item).__name__}, expected {typ.__name__}")
+        for plugin, item in self.pm.collect(hook, typ, ctx=ctx):
             k = key(item)
             if k in into:
                 raise PluginError(f"{what} {k!r} is contributed by both {into[k].plugin!r} and {plugin!r}")

@@ -26,7 +26,6 @@ from .engine import Engine
 from .evidence.service import EvidenceService
 from .healing.ladder import Ladder
 from .notify import Notifier
-from .plugins import PluginError
 from .records import EscalationChannel, EvidenceSink, Source, UpdateBackend
 from .store import Store
 
@@ -67,11 +66,9 @@ class Agent:
         self.store = Store(self.ctx.state_dir)
         self.ctx.store = self.store
         cfg = loaded.config.agent
-        self.engine = Engine(
-            loaded.registry, self.store, loaded.targets,
-            max_concurrent_targets=cfg.max_concurrent_targets, tick=cfg.tick,
-        )
-        # The evidence log: its key and file are checked here, so a key that
+        # The one-way flow (osiris.flow), built from its end:
+        # sources/executors -> engine -> ladder -> evidence -> sinks.
+        # The evidence log's key and file are checked here, so a key that
         # is loose or does not match its pin stops the agent before anything
         # runs (EvidenceError is a StoreError: exit 1 with the file named).
         self.evidence: EvidenceService | None = None
@@ -79,9 +76,13 @@ class Agent:
             self.evidence = EvidenceService.open(
                 self.ctx, loaded.config.evidence, plugins={n: i.version for n, i in loaded.pm.infos.items()}
             )
-            self.engine.observation_listeners.append(self.evidence.on_observations)
         self.ctx.evidence = self.evidence
-        self.ladder = Ladder(self.ctx, loaded.pm, loaded.registry, self.engine, self.store, loaded.config.healing)
+        self.ladder = Ladder(self.ctx, loaded.pm, loaded.registry, self.store, loaded.config.healing,
+                             loaded.targets, evidence=self.evidence)
+        self.engine = Engine(
+            loaded.registry, self.store, loaded.targets, downstream=self.ladder,
+            max_concurrent_targets=cfg.max_concurrent_targets, tick=cfg.tick,
+        )
         self.notifier = Notifier()
         self.stop = asyncio.Event()
         self.http_port: int | None = None
@@ -118,7 +119,7 @@ class Agent:
                 "mode": self.loaded.config.healing.mode,
                 "rules": len(self.ladder.rules.rules),
                 "rule_errors": self.ladder.rule_errors,
-                "active": sorted(self.ladder._active),  # noqa: SLF001
+                "active": self.ladder.active_incidents(),
             },
         }
 
@@ -163,12 +164,6 @@ class Agent:
         log.info("HTTP API on http://%s:%s/", http.listen, self.http_port)
         return runner
 
-    async def _pushed(self, obs: Any) -> None:
-        """What sources emit: recorded by the engine, and as evidence."""
-        await self.engine.record(obs)
-        if self.evidence is not None:
-            await self.evidence.on_pushed(obs)
-
     def _background(self, coro: Any, name: str) -> asyncio.Task:
         """A long-lived task whose failure is logged and shown in /status,
         never lost silently."""
@@ -184,12 +179,7 @@ class Agent:
         return task
 
     def _collect(self, hook: str, typ: type) -> list[Any]:
-        out = []
-        for plugin, item in self.loaded.pm.contributions(hook, ctx=self.ctx):
-            if not isinstance(item, typ):
-                raise PluginError(f"plugin {plugin!r}: {hook} returned {type(item).__name__}, expected {typ.__name__}")
-            out.append(item)
-        return out
+        return [item for _plugin, item in self.loaded.pm.collect(hook, typ, ctx=self.ctx)]
 
     async def run(self, *, once: bool = False) -> int:
         loop = asyncio.get_running_loop()
@@ -213,7 +203,7 @@ class Agent:
             self.ladder.start()
             runner = await self._start_http()
             for source in self.sources:
-                tasks.append(self._background(source.run(self._pushed), f"source:{source.name}"))
+                tasks.append(self._background(source.run(self.engine.submit), f"source:{source.name}"))
             interval = watchdog_interval()
             if interval:
                 tasks.append(self._background(self._watchdog(interval), "watchdog"))

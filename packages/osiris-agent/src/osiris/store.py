@@ -178,6 +178,20 @@ class Incident:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class PatternSample:
+    """One real heal attempt, counted in the pattern statistics of
+    (check, role, runbook, tier) that the learning loop promotes from."""
+
+    check_id: str
+    role: str
+    runbook: str
+    tier: str
+    ok: bool
+    heal_seconds: float
+    params: dict[str, Any]
+
+
 _INCIDENT_COLUMNS = (
     "id, target, check_id, state, opened_at, updated_at, resolved_at, outcome, tier, detail, occurrences"
 )
@@ -431,3 +445,54 @@ class Store:
         for r in self.db.execute("SELECT state, count(*) AS n FROM incidents GROUP BY state"):
             out[r["state"]] = int(r["n"])
         return out
+
+    # -- healing -------------------------------------------------------------------
+
+    def count_heals(self, target: str, check_id: str, since: datetime) -> int:
+        """Incidents of ``check_id`` on ``target`` healed since ``since`` (the flap guard)."""
+        row = self.db.execute(
+            """SELECT count(*) FROM incidents WHERE target = ? AND check_id = ? AND state = 'resolved'
+                   AND outcome = 'healed' AND resolved_at >= ?""",
+            (target, check_id, _iso(since))).fetchone()
+        return int(row[0])
+
+    def begin_attempt(self, incident_id: int, tier: str, rule_id: str | None, runbook: str,
+                      params: dict[str, Any], dry_run: bool) -> int:
+        """Record a heal attempt as dispatched (before anything reaches the host)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                """INSERT INTO heal_attempts (incident_id, tier, rule_id, runbook, params, dry_run, dispatched_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (incident_id, tier, rule_id, runbook, json.dumps(params, sort_keys=True), int(dry_run), _now()))
+            return int(cur.lastrowid)
+
+    def finish_attempt(self, attempt_id: int, ok: bool | None, detail: str, sample: PatternSample | None) -> None:
+        """Close an attempt and count it in its pattern's statistics, in one transaction."""
+        with self.transaction() as db:
+            if sample is not None:
+                self._count_pattern(db, sample)
+            db.execute("UPDATE heal_attempts SET ok = ?, detail = ?, finished_at = ? WHERE id = ?",
+                       (None if ok is None else int(ok), detail, _now(), attempt_id))
+
+    def count_pattern(self, sample: PatternSample) -> None:
+        """Count one attempt in its pattern's statistics."""
+        with self.transaction() as db:
+            self._count_pattern(db, sample)
+
+    @staticmethod
+    def _count_pattern(db: sqlite3.Connection, s: PatternSample) -> None:
+        db.execute(
+            """INSERT INTO pattern_stats (check_id, role, runbook, tier, attempts, successes,
+                   heal_seconds_total, last_params, updated_at)
+               VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)
+               ON CONFLICT (check_id, role, runbook, tier) DO UPDATE SET
+                   attempts = attempts + 1, successes = successes + excluded.successes,
+                   heal_seconds_total = heal_seconds_total + excluded.heal_seconds_total,
+                   param_sets = param_sets + CASE WHEN excluded.successes = 1 AND successes > 0
+                                                   AND last_params != excluded.last_params THEN 1 ELSE 0 END,
+                   last_params = CASE WHEN excluded.successes = 1 THEN excluded.last_params
+                                      ELSE last_params END,
+                   updated_at = excluded.updated_at""",
+            (s.check_id, s.role, s.runbook, s.tier, int(s.ok), s.heal_seconds if s.ok else 0.0,
+             json.dumps(s.params, sort_keys=True), _now()),
+        )

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from osiris.flow import Batch, Recorded
 from osiris.config import SiteSettings
 from osiris.evidence.errors import EvidenceError
 from osiris.evidence.service import EvidenceService
@@ -45,7 +46,7 @@ async def test_a_sweep_becomes_one_scrubbed_bundle_with_its_policy(tmp_path):
     target = Target("dc01", "windows", "dc", "10.0.0.5")
     obs = [Observation("dc01", check().id, Status.FAIL, "share \\\\dc01\\scans has scan_123-45-6789.pdf",
                        {"files": ["Patient: Maria Garcia.docx"], "owner": "jane@example.com", "build": "19045.4291"})]
-    await svc.on_observations(target, [check()], obs)
+    await svc.accept(Batch("sweep", target, (check(),), tuple(Recorded(o, None, False) for o in obs)))
     e = svc.log.entry(0)
     import json
     st = json.loads(e.body)

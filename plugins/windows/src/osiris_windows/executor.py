@@ -7,9 +7,9 @@ check's own evaluator. Hosts run concurrently up to ``max_concurrency``;
 each batch has a deadline (the sum of its checks' budgets plus
 ``script_overhead``) that bounds its attempts, retries and backoff, so an
 unreachable or hanging host costs the sweep nothing beyond its own error
-observations. All of a host's batches end within the engine's limit for the
-host (the sum of its checks' budgets plus :data:`ENGINE_GRACE`, less
-:data:`CLEANUP_RESERVE`): a batch that would run past it is cut short, and
+observations. All of a host's batches end before the deadline the caller
+passed (:mod:`osiris.budget`), less :data:`CLEANUP_RESERVE`: a batch that
+would run past it is cut short, and
 one with no time left is not started, so the results of the batches that
 finished are kept and the others get an error that says why. Runbooks travel the same way as a batch of one unit, and are
 retried only if the failure came before the Command request was sent (a
@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from osiris.engine import TRANSPORT_GRACE, error_observations, evaluate
+from osiris.flow import error_observations, evaluate
 from osiris.records import CheckSpec, Observation, RunbookResult, RunbookSpec, Status, Target, utcnow
 
 from . import script
@@ -36,14 +36,12 @@ from .settings import Credentials, OptionsError, Settings, TargetOptions, creden
 log = logging.getLogger(__name__)
 KIND = "windows"
 
-# The engine gives a target's observe() the sum of its checks' budgets plus
-# this many seconds, then cancels it (osiris.engine, Engine._observe_target),
-# which discards every result. A host's batches, retries and backoff must
-# therefore end before that: each batch gets its checks' budgets plus
-# script_overhead, but never past the host's end, which keeps CLEANUP_RESERVE
-# for stopping a script and deleting its shell (two requests of at most
-# read_timeout(2) = 4 s each) and for returning.
-ENGINE_GRACE = TRANSPORT_GRACE  # the engine's margin over the checks' own budgets
+# The caller hands observe() and run_runbook() one deadline (osiris.budget)
+# and stops waiting at it, which discards every result. A host's batches,
+# retries and backoff must therefore end before it: each batch gets its
+# checks' budgets plus script_overhead, but never past the deadline less
+# CLEANUP_RESERVE, kept for stopping a script and deleting its shell (two
+# requests of at most read_timeout(2) = 4 s each) and for returning.
 CLEANUP_RESERVE = 10.0
 MIN_BATCH_START = 3.0  # a batch with less time left than this is not started
 
@@ -111,7 +109,7 @@ class WindowsExecutor:
 
     # -- observe -------------------------------------------------------------------------
 
-    async def observe(self, target: Target, checks: Sequence[CheckSpec]) -> list[Observation]:
+    async def observe(self, target: Target, checks: Sequence[CheckSpec], *, deadline: float) -> list[Observation]:
         try:
             attempt = self._prepare(target)
         except Exception as exc:  # noqa: BLE001 - bad options or secret: this host's error, named
@@ -148,9 +146,9 @@ class WindowsExecutor:
                 fitting[ids] = env
             return size
 
-        # The whole host, every batch included, ends within what the engine allows.
-        host_budget = sum(c.timeout for c in checks) + ENGINE_GRACE
-        host_end = time.monotonic() + host_budget - CLEANUP_RESERVE
+        # The whole host, every batch included, ends within the caller's deadline.
+        host_budget = deadline - time.monotonic()
+        host_end = deadline - CLEANUP_RESERVE
         try:
             batches = script.plan_batches(list(units.values()), size_of, limit)
         except script.ScriptError as exc:
@@ -158,9 +156,8 @@ class WindowsExecutor:
         for i, batch in enumerate(batches):
             now = time.monotonic()
             if host_end - now < MIN_BATCH_START:
-                reason = (f"not run: the host's time budget ({host_budget:.0f} s: its checks' budgets + "
-                          f"{ENGINE_GRACE:.0f} s) was used up by {i} earlier batch{'es' if i > 1 else ''} of "
-                          f"{len(batches)}")
+                reason = (f"not run: the host's time budget ({host_budget:.0f} s) was used up by {i} earlier "
+                          f"batch{'es' if i > 1 else ''} of {len(batches)}")
                 log.warning("windows %s: %d checks %s", target.name, len(batch), reason)
                 out += error_observations(target, [specs[u.id] for u in batch], reason)
                 continue
@@ -190,7 +187,8 @@ class WindowsExecutor:
 
     # -- runbooks ----------------------------------------------------------------------------
 
-    async def run_runbook(self, target: Target, runbook: RunbookSpec, params: Mapping[str, Any]) -> RunbookResult:
+    async def run_runbook(self, target: Target, runbook: RunbookSpec, params: Mapping[str, Any], *,
+                          deadline: float) -> RunbookResult:
         started = time.perf_counter()
 
         def result(ok: bool, detail: str, output: Mapping[str, Any] | None = None) -> RunbookResult:
@@ -205,11 +203,10 @@ class WindowsExecutor:
         except Exception as exc:  # noqa: BLE001 - bad options, secret, script or params
             return result(False, str(exc))
         try:
-            # The ladder waits runbook.timeout + TRANSPORT_GRACE: end (and
-            # clean up) before it gives up, whatever script_overhead says.
-            overhead = min(self.settings.script_overhead, ENGINE_GRACE - CLEANUP_RESERVE)
-            output = await attempt.run(env, time.monotonic() + runbook.timeout + overhead,
-                                       retry_after_start=False)
+            # End (and clean up) before the caller gives up, whatever
+            # script_overhead says.
+            end = min(time.monotonic() + runbook.timeout + self.settings.script_overhead, deadline - CLEANUP_RESERVE)
+            output = await attempt.run(env, end, retry_after_start=False)
             r = _results(output).get(u.id)
         except (Failed, ValueError) as exc:
             return result(False, f"WinRM {attempt.endpoint}: {exc}")

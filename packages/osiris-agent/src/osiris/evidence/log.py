@@ -325,6 +325,27 @@ class EvidenceLog:
             yield from rows
             pos = int(rows[-1][0]) + 1
 
+    def chunks(self, start: int, end: int, cols: str, size: int = 16384) -> Iterator[list[tuple]]:
+        """Rows [start, end) in index order, a chunk at a time, from one
+        cursor (verification reads a million entries this way: one query,
+        not one per batch)."""
+        with self._lock:
+            cur = self._db.execute(
+                f"SELECT {cols} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end))
+        while True:
+            with self._lock:
+                rows = cur.fetchmany(size)
+            if not rows:
+                return
+            yield rows
+
+    def checkpoint_notes(self) -> list[tuple[int, bytes]]:
+        """Every stored checkpoint as (size, signed note), unparsed: what
+        verification checks for itself."""
+        with self._lock:
+            return [(int(size), bytes(note))
+                    for size, note in self._db.execute("SELECT size, note FROM checkpoints ORDER BY size")]
+
     def _first_recorded_at_or_after(self, when: str, size: int) -> int:
         lo, hi = 0, size
         while lo < hi:
@@ -608,3 +629,17 @@ class EvidenceLog:
                 (limit, utc_text(before)),
             )
             return cur.rowcount
+
+
+def span_chunks(path: str | Path, start: int, end: int, size: int = 16384) -> Iterator[list[tuple]]:
+    """(idx, body, leaf) rows [start, end) of the log file at ``path``, a
+    chunk at a time, on a connection of their own: verification's worker
+    processes read spans of the log in parallel this way."""
+    db = sqlite3.connect(str(path), timeout=30)
+    try:
+        db.execute("PRAGMA mmap_size=4294967296")
+        cur = db.execute("SELECT idx, body, leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end))
+        while rows := cur.fetchmany(size):
+            yield rows
+    finally:
+        db.close()

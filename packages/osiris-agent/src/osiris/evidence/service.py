@@ -12,11 +12,14 @@ durable: a single writer task takes everything queued (up to
 concurrent records share one fsync (group commit). Log calls run in one
 dedicated thread, so the event loop never waits on the disk.
 
-Sweep results are recorded through the engine's observation listeners
-(:meth:`on_observations`): one ``sweep`` bundle per target per sweep, with
-the facts, the verdicts and the policy (check specs, parameters, HIPAA
-citations, contributing plugins) that applied. Observations that sources
-push (endpoint agents) become ``observation`` bundles (:meth:`on_pushed`).
+Observations reach it as the last stage of the one-way flow
+(:mod:`osiris.flow`, :meth:`EvidenceService.accept`): each target's
+recorded results, whether the engine's sweep or the ladder's own look
+after a runbook (``verify``) or after a restart (``recheck``), become one
+``sweep`` bundle with its origin, the facts, the verdicts and the policy
+(check specs, parameters, HIPAA citations, contributing plugins) that
+applied. Observations that sources push (endpoint agents) become
+``observation`` bundles.
 """
 
 from __future__ import annotations
@@ -153,10 +156,19 @@ class EvidenceService:
             if stop:
                 return
 
-    async def on_observations(self, target: Any, checks: Sequence[Any], observations: Sequence[Any]) -> None:
-        """Engine listener: one ``sweep`` bundle per target per sweep."""
+    async def accept(self, batch: Any) -> None:
+        """The flow's last stage: a pushed observation is an ``observation``
+        bundle each; any other batch one ``sweep`` bundle."""
+        if batch.origin == "push" or batch.target is None:
+            for obs in batch.observations:
+                await self._pushed(obs)
+        else:
+            await self._sweep(batch.target, batch.checks, batch.observations, batch.origin)
+
+    async def _sweep(self, target: Any, checks: Sequence[Any], observations: Sequence[Any], origin: str) -> None:
         payload = {
             "target": {"name": target.name, "kind": target.kind, "role": target.role, "address": target.address},
+            "origin": origin,
             "observations": [self._observation(o) for o in observations],
         }
         try:
@@ -165,7 +177,7 @@ class EvidenceService:
             self.last_error = f"sweep of {target.name} not recorded: {exc}"
             log.error("evidence: sweep of %s not recorded: %s", target.name, exc)
 
-    async def on_pushed(self, obs: Any) -> None:
+    async def _pushed(self, obs: Any) -> None:
         """An observation a source pushed (e.g. an endpoint agent's drift
         report): one ``observation`` bundle, with the check's policy."""
         spec = None

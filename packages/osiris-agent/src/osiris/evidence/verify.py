@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import sqlite3
 import json
 import zipfile
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from typing import Any
 from . import merkle
 from .errors import EvidenceError, VerificationError
 from .keys import VerifyKey
-from .log import ZERO_HASH, EvidenceLog
+from .log import ZERO_HASH, EvidenceLog, span_chunks
 from .note import Checkpoint, parse_checkpoint
 
 __all__ = ["Problem", "Report", "verify_log", "verify_entry_in_log", "verify_export", "check_statement"]
@@ -120,8 +119,7 @@ def check_statement(body: bytes, sig: bytes | None, key: VerifyKey, *, index: in
 
 def _checkpoints(log: EvidenceLog, key: VerifyKey, report: Report) -> list[Checkpoint]:
     good: list[Checkpoint] = []
-    with log._lock:  # noqa: SLF001 - raw notes, parsed (and verified) here
-        rows = log._db.execute("SELECT size, note FROM checkpoints ORDER BY size").fetchall()  # noqa: SLF001
+    rows = log.checkpoint_notes()  # raw notes, parsed (and verified) here
     last_time = ""
     for size, note in rows:
         report.checkpoints += 1
@@ -222,7 +220,7 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
     expected = full_from
     # Full pass over [full_from, size): signatures and chain, entry by entry.
     cols = "idx, bundle_id, kind, recorded_at, body, sig, leaf"
-    for rows in _chunks(log, full_from, size, cols):
+    for rows in log.chunks(full_from, size, cols):
         if len(report.problems) >= max_problems:
             break
         leaves = []
@@ -266,19 +264,6 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
     return report
 
 
-def _chunks(log: EvidenceLog, start: int, end: int, cols: str, size: int = 16384):
-    """Rows [start, end) in index order, a chunk at a time, from one cursor."""
-    with log._lock:  # noqa: SLF001
-        cur = log._db.execute(  # noqa: SLF001
-            f"SELECT {cols} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end))
-    while True:
-        with log._lock:  # noqa: SLF001
-            rows = cur.fetchmany(size)
-        if not rows:
-            return
-        yield rows
-
-
 _SPAN = 65536
 
 
@@ -315,18 +300,7 @@ def _hash_span_rows(rows_iter, start: int, end: int) -> tuple[list[bytes], list[
 
 def _hash_span(path: str, start: int, end: int) -> tuple[bytes, list[tuple[int, str]], int]:
     """In a worker process: the span's leaves as one blob (32 bytes each)."""
-    db = sqlite3.connect(path, timeout=30)
-    try:
-        db.execute("PRAGMA mmap_size=4294967296")
-        cur = db.execute("SELECT idx, body, leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end))
-
-        def rows_iter():
-            while rows := cur.fetchmany(16384):
-                yield rows
-
-        leaves, problems, pruned = _hash_span_rows(rows_iter(), start, end)
-    finally:
-        db.close()
+    leaves, problems, pruned = _hash_span_rows(span_chunks(path, start, end), start, end)
     return b"".join(leaves), problems, pruned
 
 
@@ -334,7 +308,7 @@ def _hashed_spans(log: EvidenceLog, spans: list[tuple[int, int]], jobs: int):
     """(leaves, problems, pruned) per span, in order."""
     if jobs <= 1 or len(spans) < 2:
         for start, end in spans:
-            yield _hash_span_rows(_chunks(log, start, end, "idx, body, leaf"), start, end)
+            yield _hash_span_rows(log.chunks(start, end, "idx, body, leaf"), start, end)
         return
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:

@@ -1,10 +1,18 @@
 """The healing ladder: L1 rule -> L2 planner -> L3 escalation.
 
-The ladder listens to the engine's incident events. For each new incident
-it walks the ladder in its own task (the engine never waits for healing),
-and every path ends in ``engine.resolve`` with an outcome and the tier that
-resolved it, including exceptions and timeouts: the learning loop feeds on
-outcomes, so an incident left open is a bug.
+The second stage of the one-way flow (:mod:`osiris.flow`): the engine hands
+it each target's recorded observations (:meth:`Ladder.accept`); the ladder
+decides what each means for its incident (a new or unowned failure is
+walked up the ladder in its own task, so the engine never waits for
+healing; a pass ends an incident nobody is healing as ``recovered``) and
+hands the batch on to the evidence service. It owns every incident's
+outcome: every path ends in :meth:`Ladder.resolve` with an outcome and the
+tier that resolved it, including exceptions and timeouts: the learning
+loop feeds on outcomes, so an incident left open is a bug.
+
+What the ladder observes itself (verifying a runbook, looking again at an
+incident adopted after a restart) is recorded in the store and handed to
+evidence like the engine's batches, never sent back through the engine.
 
 Safety rails, in the order they are applied:
 
@@ -37,10 +45,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .. import budget
 from ..config import HealingSettings
-from ..engine import TRANSPORT_GRACE
+from ..flow import Batch, Recorded, observe, record
 from ..records import CheckSpec, EscalationChannel, Observation, PlanProposal, RunbookSpec, Status, Target, utcnow
-from ..store import Incident, Store, StoreError, _iso
+from ..store import Incident, PatternSample, Store, StoreError
 from .learning import Learning
 from .maintenance import active_window
 from .rules import RuleError, RuleSet, allows, effective_mode, load_rules, rule_files, validate_params
@@ -56,17 +65,21 @@ class Ladder:
         ctx: Any,
         pm: Any,
         registry: Any,
-        engine: Any,
         store: Store,
         settings: HealingSettings,
+        targets: Sequence[Target],
         channels: Sequence[EscalationChannel] = (),
+        *,
+        evidence: Any = None,
         clock: Callable[[], datetime] = utcnow,
     ):
         self.ctx = ctx
         self.pm = pm
         self.registry = registry
-        self.engine = engine
         self.store = store
+        self.targets = {t.name: t for t in targets}
+        # The next stage (osiris.evidence.service.EvidenceService), or None.
+        self.evidence = evidence
         self.settings = settings
         self.channels = list(channels)
         self.clock = clock
@@ -81,22 +94,33 @@ class Ladder:
         self.last_error: str | None = None
         self._host_locks: dict[str, asyncio.Lock] = {}
         self._loaded_from: dict[str, str | None] | None = None  # rule files' digests at the last load
-        engine.listeners.append(self)
+        self.resolved: dict[str, int] = {}  # outcomes since start, for /metrics
 
-    # -- engine listener ----------------------------------------------------------
+    # -- the stage ------------------------------------------------------------------
 
-    def owns(self, incident: Incident) -> bool:
-        return incident.id in self._active
+    async def accept(self, batch: Batch) -> None:
+        """Act on one target's recorded observations, then hand them on."""
+        for r in batch.recorded:
+            await self._decide(r)
+        if self.evidence is not None:
+            await self.evidence.accept(batch)
 
-    async def __call__(self, event: Any) -> None:
-        if event.kind == "opened":
-            self._start(event.incident, event.observation)
-        elif event.kind == "recurred" and event.incident.id not in self._active and event.incident.id not in self._held:
-            # Opened where no ladder was listening (`osiris check`, a crash
-            # between open and heal): nobody owns it, so take it now.
-            self._start(event.incident, event.observation)
-        elif event.kind == "resolved":
-            self._held.discard(event.incident.id)
+    async def _decide(self, r: Recorded) -> None:
+        incident = r.incident
+        if incident is None or incident.id in self._active:
+            return  # nothing open, or its healing path is running and will end it
+        if r.observation.status is Status.FAIL:
+            # New drift, or drift opened where no ladder was running (`osiris
+            # check`, a crash between open and heal): nobody owns it, so take
+            # it now (unless a maintenance window holds it).
+            if r.new or incident.id not in self._held:
+                self._start(incident, r.observation)
+        elif r.observation.status is Status.PASS:
+            await self.resolve(incident.id, "recovered", "none", f"check passed: {r.observation.reason}")
+
+    def active_incidents(self) -> list[int]:
+        """Incidents whose healing path is running now."""
+        return sorted(self._active)
 
     def _start(self, incident: Incident, observation: Observation | None = None) -> None:
         if incident.id in self._active:
@@ -212,7 +236,7 @@ class Ladder:
             log.exception("healing incident %d failed", incident.id)
             why = f"ladder error: {type(exc).__name__}: {exc}"
             try:  # a human should hear of drift the ladder could not handle
-                target = self.engine.targets[incident.target]
+                target = self.targets[incident.target]
                 spec = self.registry.checks[incident.check_id].spec
                 facts = self.store.last_observation_of(incident.id)
                 await self._escalate(incident, target, spec, facts, [], why)
@@ -226,7 +250,7 @@ class Ladder:
                 await self._resolve(incident, "error", "none", "healing path ended without an outcome")
 
     async def _walk(self, incident: Incident, observation: Observation | None) -> None:
-        target = self.engine.targets.get(incident.target)
+        target = self.targets.get(incident.target)
         contributed = self.registry.checks.get(incident.check_id)
         if target is None or contributed is None:
             await self._resolve(incident, "error", "none", "target or check is no longer configured")
@@ -235,7 +259,7 @@ class Ladder:
         if observation is None:
             # Adopted from a previous run: the host may have changed (a heal
             # may even have run before the agent stopped). Look again first.
-            fresh = await self._observe(target, [spec])
+            fresh = await self._observe(target, [spec], "recheck")
             observation = next(o for o in fresh if o.check == spec.id)
             if observation.status is Status.PASS:
                 await self._resolve(incident, "recovered", "none", f"passed when re-observed: {observation.reason}")
@@ -296,12 +320,8 @@ class Ladder:
         await self._escalate(incident, target, spec, facts, history, "no rule or plan healed the drift")
 
     def _recent_heals(self, incident: Incident, now: datetime) -> int:
-        since = _iso(now - timedelta(seconds=self.settings.flap_guard.window))
-        row = self.store.db.execute(
-            """SELECT count(*) FROM incidents WHERE target = ? AND check_id = ? AND state = 'resolved'
-                   AND outcome = 'healed' AND resolved_at >= ?""",
-            (incident.target, incident.check_id, since)).fetchone()
-        return int(row[0])
+        since = now - timedelta(seconds=self.settings.flap_guard.window)
+        return self.store.count_heals(incident.target, incident.check_id, since)
 
     def _candidates(self, spec: CheckSpec, target: Target, mode: str) -> dict[str, RunbookSpec]:
         out = {}
@@ -336,13 +356,18 @@ class Ladder:
     async def _plan(self, incident, target, spec, facts, history, candidates) -> PlanProposal | None:
         view = self.incident_view(incident, target, spec, facts, history, candidates)
         # osiris_plan is firstresult; planners may be async, so the ladder
-        # calls them itself in pluggy's order and awaits each answer.
-        for impl in reversed(self.pm.hook.osiris_plan.get_hookimpls()):
+        # calls them itself in pluggy's call order and awaits each answer.
+        timeout = self.settings.planner_timeout
+        for impl in self.pm.impls("osiris_plan"):
             args = {"incident": view, "ctx": self.ctx}
             try:
                 answer = impl.function(**{a: args[a] for a in impl.argnames})
                 if inspect.isawaitable(answer):
-                    answer = await asyncio.wait_for(answer, timeout=120)
+                    answer = await asyncio.wait_for(answer, timeout=timeout)
+            except asyncio.TimeoutError:
+                history.append({"tier": "L2", "planner": impl.plugin_name, "ok": False,
+                                "detail": f"planner gave no answer within {timeout:g} s"})
+                continue
             except Exception as exc:  # noqa: BLE001
                 history.append({"tier": "L2", "planner": impl.plugin_name, "ok": False,
                                 "detail": f"planner failed: {type(exc).__name__}: {exc}"})
@@ -372,33 +397,25 @@ class Ladder:
                        params: Mapping[str, Any], dry_run: bool) -> int:
         """Record the attempt before anything is sent to the host, so a stop
         or a crash mid-runbook still leaves a trace of what was dispatched."""
-        with self.store.transaction() as db:
-            cur = db.execute(
-                """INSERT INTO heal_attempts (incident_id, tier, rule_id, runbook, params, dry_run, dispatched_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (incident.id, tier, rule_id, runbook.id, json.dumps(dict(params), sort_keys=True), int(dry_run),
-                 _iso(utcnow())))
-            return int(cur.lastrowid)
+        return self.store.begin_attempt(incident.id, tier, rule_id, runbook.id, dict(params), dry_run)
 
     def _finish_attempt(self, attempt_id: int, incident: Incident, tier: str, runbook: RunbookSpec,
                         params: Mapping[str, Any], ok: bool | None, detail: str, role: str | None) -> None:
         """Close the attempt and, for a real one, count it in the pattern
         statistics, in one transaction."""
-        with self.store.transaction() as db:
-            if ok is not None:
-                opened = datetime.fromisoformat(incident.opened_at)
-                self.learning.record(incident.check_id, role or "", runbook.id, tier, ok,
-                                     (utcnow() - opened).total_seconds(), dict(params), db=db)
-            db.execute("UPDATE heal_attempts SET ok = ?, detail = ?, finished_at = ? WHERE id = ?",
-                       (None if ok is None else int(ok), detail, _iso(utcnow()), attempt_id))
+        sample = None
+        if ok is not None:
+            opened = datetime.fromisoformat(incident.opened_at)
+            sample = PatternSample(incident.check_id, role or "", runbook.id, tier, ok,
+                                   (utcnow() - opened).total_seconds(), dict(params))
+        self.store.finish_attempt(attempt_id, ok, detail, sample)
 
     async def _evidence(self, kind: str, payload: dict[str, Any], host: str | None = None) -> None:
         """Every attempt, success or failure, dry-run or real, is evidence."""
-        evidence = getattr(self.ctx, "evidence", None)
-        if evidence is None:
+        if self.evidence is None:
             return
         try:
-            await evidence.record(kind, payload, host=host)
+            await self.evidence.record(kind, payload, host=host)
         except Exception:  # noqa: BLE001 - the evidence log reports its own failures
             log.exception("could not record %s evidence", kind)
 
@@ -416,11 +433,12 @@ class Ladder:
         ok, detail, verification = False, "", None
         async with self._lock(target.name):
             aid = self._begin_attempt(incident, tier, rule_id, runbook, params, dry_run=False)
+            deadline = budget.for_runbook(runbook.timeout)
+            allowed = budget.remaining(deadline)
             try:
-                budget = runbook.timeout + TRANSPORT_GRACE
-                result = await asyncio.wait_for(executor.run_runbook(target, runbook, params), budget)
+                result = await budget.within(deadline, executor.run_runbook(target, runbook, params, deadline=deadline))
             except asyncio.TimeoutError:
-                result, detail = None, f"runbook gave no answer within {budget:g} s (its {runbook.timeout:g} s and transport)"
+                result, detail = None, f"runbook gave no answer within {allowed:.0f} s (its {runbook.timeout:g} s and transport)"
             except Exception as exc:  # noqa: BLE001 - a failed attempt moves up the ladder
                 result, detail = None, f"runbook raised {type(exc).__name__}: {exc}"
             if result is not None and not result.ok:
@@ -430,8 +448,6 @@ class Ladder:
                     verification = await self._verify(target, spec, runbook)
                     ok = verification.status is Status.PASS
                     detail = f"verified: {verification.reason}" if ok else f"verification failed: {verification.reason}"
-                except asyncio.TimeoutError:
-                    detail = f"runbook ran; verification gave no answer within {self.settings.verify_timeout:g} s"
                 except Exception as exc:  # noqa: BLE001
                     detail = f"runbook ran; verification raised {type(exc).__name__}: {exc}"
         self._finish_attempt(aid, incident, tier, runbook, params, ok, detail, target.role)
@@ -451,16 +467,20 @@ class Ladder:
         checks = [c for c in self.registry.checks_for(target) if c.id in runbook.fixes]
         if spec.id not in {c.id for c in checks}:
             checks.append(spec)
-        observations = await self._observe(target, checks)
+        observations = await self._observe(target, checks, "verify")
         return next(o for o in observations if o.check == spec.id)
 
-    async def _observe(self, target: Target, checks: list[CheckSpec]) -> list[Observation]:
-        """Observe through the target's executor and record the results
-        (they are observations like any other, and evidence)."""
-        executor = self.registry.executor(target.kind)
-        observations = await asyncio.wait_for(executor.observe(target, checks), self.settings.verify_timeout)
-        observations = self.engine.complete(target, checks, observations)
-        await self.engine.record_many(observations)
+    async def _observe(self, target: Target, checks: list[CheckSpec], origin: str) -> list[Observation]:
+        """Observe through the target's executor within ``verify_timeout``
+        and record the results: they are observations like any other (a
+        check the runbook also fixed may recover, another may open an
+        incident) and evidence, handed on, never back to the engine."""
+        observations = await observe(self.registry, target, checks, budget.after(self.settings.verify_timeout))
+        recorded = record(self.store, observations)
+        for r in recorded:
+            await self._decide(r)
+        if self.evidence is not None:
+            await self.evidence.accept(Batch(origin, target, tuple(checks), recorded))
         return observations
 
     async def _escalate(self, incident, target, spec, facts, history, why: str) -> None:
@@ -484,9 +504,18 @@ class Ladder:
         else:
             await self._resolve(incident, "failed", "L3", f"{why}; every channel failed: {'; '.join(failures)}")
 
+    async def resolve(self, incident_id: int, outcome: str, tier: str = "none", detail: str = "") -> Incident:
+        """End an incident with its outcome (the only place incidents end in
+        the agent; ``osiris incidents resolve`` ends them by hand)."""
+        self._held.discard(incident_id)
+        incident = self.store.resolve_incident(incident_id, outcome, tier, detail)
+        self.resolved[outcome] = self.resolved.get(outcome, 0) + 1
+        log.info("incident %d resolved: %s (%s) %s", incident.id, outcome, tier, detail)
+        return incident
+
     async def _resolve(self, incident: Incident, outcome: str, tier: str, detail: str) -> None:
         self._ended.add(incident.id)
         try:
-            await self.engine.resolve(incident.id, outcome, tier, detail)
+            await self.resolve(incident.id, outcome, tier, detail)
         except StoreError as exc:  # resolved meanwhile by hand (CLI) or by recovery
             log.info("incident %d: %s", incident.id, exc)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..store import Store, StoreError
+from ..store import PatternSample, Store, StoreError
 from .rules import dump_rule
 
 PROMOTED_PREFIX = "promoted-"
@@ -58,30 +58,11 @@ class Learning:
         self.min_success_rate = min_success_rate
 
     def record(self, check_id: str, role: str, runbook: str, tier: str, ok: bool, heal_seconds: float,
-               params: dict[str, Any], db: Any = None) -> None:
-        """Count one attempt. Pass ``db`` to make it part of the caller's
-        transaction (the ladder stores the attempt and its statistics
-        together)."""
-        if db is None:
-            with self.store.transaction() as tx:
-                self.record(check_id, role, runbook, tier, ok, heal_seconds, params, tx)
-            self.refresh(check_id, role, runbook, tier)
-            return
-        db.execute(
-            """INSERT INTO pattern_stats (check_id, role, runbook, tier, attempts, successes,
-                   heal_seconds_total, last_params, updated_at)
-               VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)
-               ON CONFLICT (check_id, role, runbook, tier) DO UPDATE SET
-                   attempts = attempts + 1, successes = successes + excluded.successes,
-                   heal_seconds_total = heal_seconds_total + excluded.heal_seconds_total,
-                   param_sets = param_sets + CASE WHEN excluded.successes = 1 AND successes > 0
-                                                   AND last_params != excluded.last_params THEN 1 ELSE 0 END,
-                   last_params = CASE WHEN excluded.successes = 1 THEN excluded.last_params
-                                      ELSE last_params END,
-                   updated_at = excluded.updated_at""",
-            (check_id, role, runbook, tier, int(ok), heal_seconds if ok else 0.0,
-             json.dumps(params, sort_keys=True), _now()),
-        )
+               params: dict[str, Any]) -> None:
+        """Count one attempt (the ladder counts its own attempts through
+        ``Store.finish_attempt``, together with closing the attempt)."""
+        self.store.count_pattern(PatternSample(check_id, role, runbook, tier, ok, heal_seconds, params))
+        self.refresh(check_id, role, runbook, tier)
 
     def refresh(self, check_id: str, role: str, runbook: str, tier: str) -> None:
         if tier == "L2":
