@@ -660,3 +660,69 @@ async def test_a_pass_ends_an_incident_nobody_is_healing_as_recovered(make):
     done = h.store.incident(inc.id)
     assert (done.outcome, done.tier) == ("recovered", "none") and h.mod.STATE["runs"] == []
     assert h.ladder.resolved == {"recovered": 1}
+
+
+# -- deciding on candidates ----------------------------------------------------------
+
+
+def _candidate(h):
+    for _ in range(5):
+        h.ladder.learning.record("test.setting", "dc", "test.fix_param", "L2", True, 1.0, {"value": "good"})
+    [c] = h.ladder.learning.candidates()
+    return c
+
+
+async def test_approve_and_reject_at_once_exactly_one_decision_wins(make, monkeypatch):
+    """A second process (the CLI beside the agent's API) rejects while the
+    approval is being written: it waits for the approval's transaction and
+    is refused, instead of both succeeding."""
+    import threading
+
+    from osiris.healing import learning as learning_mod
+    from osiris.healing.learning import Learning
+    from osiris.store import StoreError
+
+    h = make()
+    c = _candidate(h)
+    other = Store(h.loaded.ctx.state_dir)
+    outcome = {}
+
+    def reject_from_elsewhere():
+        try:
+            Learning(other, h.rules_dir).reject(c.id, "someone-else")
+            outcome["reject"] = "succeeded"
+        except StoreError as exc:
+            outcome["reject"] = str(exc)
+
+    rival = threading.Thread(target=reject_from_elsewhere)
+    real_dump = learning_mod.dump_rule
+
+    def dump_while_rival_decides(rule, header):
+        rival.start()
+        rival.join(1.0)  # the rival gets its chance while the approval is mid-way
+        return real_dump(rule, header)
+
+    monkeypatch.setattr(learning_mod, "dump_rule", dump_while_rival_decides)
+    approved = h.ladder.learning.approve(c.id, "Dr. Alvarez")
+    rival.join(60)
+    other.close()
+    assert (approved.state, approved.decided_by) == ("approved", "Dr. Alvarez")
+    assert outcome["reject"] == f"rule candidate {c.id}: already approved"
+    assert h.ladder.learning.candidate(c.id).state == "approved"
+
+
+@pytest.mark.parametrize("by", ["Eve\nrules: []", "Eve\x1b[2J", "x" * 201])
+async def test_a_deciders_name_that_would_break_the_rule_file_is_refused_and_rules_keep_loading(make, by):
+    from osiris.store import StoreError
+
+    h = make()
+    c = _candidate(h)
+    with pytest.raises(StoreError, match="--by must be one line of printable text"):
+        h.ladder.learning.approve(c.id, by)
+    assert h.ladder.learning.candidate(c.id).state == "candidate"
+    assert list(h.rules_dir.glob("promoted-*")) == []
+    h.rule()  # a later rule change still loads
+    assert not h.ladder.rule_errors and [r.id for r in h.ladder.rules.rules] == ["fix-setting"]
+    approved = h.ladder.learning.approve(c.id, "Dr. José Álvarez")
+    assert approved.decided_by == "Dr. José Álvarez" and h.ladder.reload()
+    assert not h.ladder.rule_errors

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -496,3 +496,72 @@ class Store:
             (s.check_id, s.role, s.runbook, s.tier, int(s.ok), s.heal_seconds if s.ok else 0.0,
              json.dumps(s.params, sort_keys=True), _now()),
         )
+
+    # -- learning ------------------------------------------------------------------
+
+    def patterns(self) -> list[dict[str, Any]]:
+        """Pattern statistics, with each pattern's last healing parameters."""
+        rows = [dict(r) for r in self.db.execute("SELECT * FROM pattern_stats ORDER BY check_id, role, runbook, tier")]
+        for r in rows:
+            r["last_params"] = json.loads(r["last_params"])
+        return rows
+
+    def refresh_candidate(self, check_id: str, role: str, runbook: str,
+                          eligible: Callable[[int, int, int], bool]) -> None:
+        """Make the L2 pattern (check, role, runbook) a promotion candidate
+        when ``eligible(attempts, successes, param_sets)``, withdraw an
+        undecided one that no longer is, in one transaction."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT attempts, successes, last_params, param_sets FROM pattern_stats WHERE check_id = ? "
+                "AND role = ? AND runbook = ? AND tier = 'L2'", (check_id, role, runbook)).fetchone()
+            if row is None:
+                return
+            attempts, successes = int(row["attempts"]), int(row["successes"])
+            ok = eligible(attempts, successes, int(row["param_sets"]))
+            existing = db.execute(
+                "SELECT id, state FROM rule_candidates WHERE check_id = ? AND role = ? AND runbook = ?",
+                (check_id, role, runbook)).fetchone()
+            if existing is None:
+                if ok:
+                    db.execute(
+                        """INSERT INTO rule_candidates (check_id, role, runbook, params, attempts, successes,
+                               state, created_at) VALUES (?, ?, ?, ?, ?, ?, 'candidate', ?)""",
+                        (check_id, role, runbook, row["last_params"], attempts, successes, _now()))
+            elif existing["state"] == "candidate" and not ok:
+                # It slipped below the bar: withdraw it until it earns it again.
+                db.execute("DELETE FROM rule_candidates WHERE id = ?", (existing["id"],))
+            elif existing["state"] == "candidate":
+                db.execute("UPDATE rule_candidates SET attempts = ?, successes = ?, params = ? WHERE id = ?",
+                           (attempts, successes, row["last_params"], existing["id"]))
+
+    def candidates(self, state: str | None = "candidate", cid: int | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM rule_candidates WHERE 1 = 1", []
+        if state:
+            sql, args = sql + " AND state = ?", [*args, state]
+        if cid is not None:
+            sql, args = sql + " AND id = ?", [*args, cid]
+        out = []
+        for r in self.db.execute(sql + " ORDER BY id", args):
+            d = dict(r)
+            d["params"] = json.loads(d["params"])
+            out.append(d)
+        return out
+
+    def decide_candidate(self, cid: int, state: str, by: str, rule_file: str | None,
+                         then: Callable[[str], None] | None = None) -> None:
+        """Record a decision on an undecided candidate; ``then(decided_at)``
+        runs inside the same transaction (approval writes its rule file
+        there), so of two decisions at once exactly one succeeds, and a
+        failed ``then`` leaves the candidate undecided."""
+        when = _now()
+        with self.transaction() as db:
+            cur = db.execute("UPDATE rule_candidates SET state = ?, decided_by = ?, decided_at = ?, rule_file = ? "
+                             "WHERE id = ? AND state = 'candidate'", (state, by, when, rule_file, cid))
+            if cur.rowcount != 1:
+                row = db.execute("SELECT state FROM rule_candidates WHERE id = ?", (cid,)).fetchone()
+                if row is None:
+                    raise StoreError(f"rule candidate {cid}: no such candidate")
+                raise StoreError(f"rule candidate {cid}: already {row['state']}")
+            if then is not None:
+                then(when)
