@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from osiris import budget
 from osiris.app import load
 from osiris_windows import client, script
 
@@ -118,7 +119,7 @@ async def composed(loaded, sent) -> dict[str, str]:
     out: dict[str, str] = {}
     for target in loaded.targets:
         checks = [c for c in loaded.registry.checks_for(target) if c.target_kind == "windows"]
-        await executor.observe(target, checks)
+        await executor.observe(target, checks, deadline=budget.after(300))
         assert sent, f"the executor sent nothing for {target.name}"
         for i, (bootstrap, batch) in enumerate(sent):
             out["bootstrap"] = bootstrap
@@ -129,7 +130,7 @@ async def composed(loaded, sent) -> dict[str, str]:
     workstation = next(t for t in loaded.targets if t.role == "workstation")
     for rid, c in sorted(loaded.registry.runbooks.items()):
         if c.spec.script is not None:
-            await executor.run_runbook(workstation, c.spec, {})
+            await executor.run_runbook(workstation, c.spec, {}, deadline=budget.after(300))
             (bootstrap, batch), = sent
             assert f"# osiris-runbook: {rid}/v" in batch
             out[f"runbook {rid}'s batch"] = batch

@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from osiris import budget
+from osiris import budget as osiris_budget
 from osiris.app import load
 from osiris.engine import Engine
 from osiris.records import Status
@@ -134,7 +134,7 @@ async def bench(args: argparse.Namespace, info: dict, loaded, lab_pid: int) -> i
     singles = []
     for t in targets[: args.single]:
         t0 = time.perf_counter()
-        got = await ex.observe(t, host_checks[t.name], deadline=budget.after(300))
+        got = await ex.observe(t, host_checks[t.name], deadline=osiris_budget.after(300))
         singles.append(time.perf_counter() - t0)
         bad += [o for o in got if o.status is not Status.PASS]
     one = statistics.median(singles)
@@ -146,7 +146,7 @@ async def bench(args: argparse.Namespace, info: dict, loaded, lab_pid: int) -> i
     t0 = time.perf_counter()
     for t in sample:
         for c in host_checks[t.name]:
-            got = await ex.observe(t, [c], deadline=budget.after(300))
+            got = await ex.observe(t, [c], deadline=osiris_budget.after(300))
             calls += 1
             bad += [o for o in got if o.status is not Status.PASS]
     sample_time = time.perf_counter() - t0

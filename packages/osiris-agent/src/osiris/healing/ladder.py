@@ -39,7 +39,6 @@ import hashlib
 import inspect
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
