@@ -18,7 +18,7 @@ from osiris.store import Store
 from osiris_lab import emulation
 from osiris_windows import client as winclient
 from osiris_windows import script
-from osiris_windows.checks import checks, runbooks
+from osiris_windows.checks import PROFILES, checks, runbooks
 
 from .conftest import FAST
 
@@ -186,7 +186,8 @@ async def test_runbook_heals_and_the_check_passes_again(lab, agent):
     fw = [c for c in loaded.registry.checks_for(target) if c.id == "windows.firewall.profiles_enabled"]
     assert (await ex.observe(target, fw, deadline=osiris_budget.after(300)))[0].reason == "firewall profiles disabled: Private"
     rb = loaded.registry.runbooks["windows.firewall.enable_profiles"].spec
-    res = await ex.run_runbook(target, rb, {"profiles": ["Domain", "Private", "Public"]}, deadline=osiris_budget.after(300))
+    # PROFILES (which windows-baseline uses too) is what Windows (the lab) accepts.
+    res = await ex.run_runbook(target, rb, {"profiles": list(PROFILES)}, deadline=osiris_budget.after(300))
     assert res.ok and res.output == {"profiles": ["Domain", "Private", "Public"], "changed": ["Private"]}
     assert (await ex.observe(target, fw, deadline=osiris_budget.after(300)))[0].status is Status.PASS
     bad = await ex.run_runbook(target, rb, {"profiles": ["Lobby"]}, deadline=osiris_budget.after(300))

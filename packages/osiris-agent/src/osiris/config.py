@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -170,7 +170,10 @@ class TargetSettings(_Model):
         return v
 
 
+# The healing modes, from doing least to doing most: the one definition
+# (config, rule files and the ladder's "stricter of two modes" use it).
 HealingMode = Literal["off", "dry-run", "standard", "full"]
+HEALING_MODES: tuple[str, ...] = get_args(HealingMode)
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

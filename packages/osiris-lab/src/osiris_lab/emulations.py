@@ -15,6 +15,9 @@ from typing import Any
 from .emulation import HostView, PSError, check, command_not_found, runbook
 from .state import declare
 
+# Windows' own set (what Set-NetFirewallProfile -Profile accepts), kept apart
+# from the windows plugin's PROFILES on purpose: the lab is the emulated OS,
+# so a profile name the plugins got wrong fails against it.
 PROFILES = ("Domain", "Private", "Public")
 
 for _p in PROFILES:

@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from osiris import Risk, Severity, Verdict
+from osiris_windows.checks import PROFILES
 
 from .common import ALL, HOUR, check, runbook, schema, verdict
 from .facts import FactError, as_bool, as_int, enum_name, listify
 from .ps import check_header, runbook_header
 
-PROFILES = ("Domain", "Private", "Public")
 ACTIONS = {0: "NotConfigured", 2: "Allow", 4: "Block"}
 WINRM_PORTS = (5985, 5986)
 

@@ -15,6 +15,8 @@ from typing import Any
 from osiris import CheckSpec, Risk, RunbookSpec, Severity, Status, Verdict
 
 KIND = "windows"
+#: The Windows Firewall profiles, as Get-NetFirewallProfile names them (the
+#: one definition: windows-baseline's firewall checks and its lab use it).
 PROFILES = ("Domain", "Private", "Public")
 
 FIREWALL = r"""

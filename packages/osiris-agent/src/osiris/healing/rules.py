@@ -38,14 +38,14 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-log = logging.getLogger(__name__)
+from ..config import HEALING_MODES, HealingMode
 
-MODES = ("off", "dry-run", "standard", "full")
+log = logging.getLogger(__name__)
 
 
 class _M(BaseModel):
@@ -115,7 +115,7 @@ class RuleModel(_M):
     description: str = ""
     match: Match
     action: Action
-    mode: Literal["off", "dry-run", "standard", "full"] | None = None
+    mode: HealingMode | None = None
     priority: int = 100
     promoted_from: int | None = Field(default=None, description="Candidate id, for promoted rules")
 
@@ -299,7 +299,7 @@ def effective_mode(site_mode: str, rule_mode: str | None) -> str:
     """The stricter of the site's mode and the rule's own cap."""
     if rule_mode is None:
         return site_mode
-    return MODES[min(MODES.index(site_mode), MODES.index(rule_mode))]
+    return HEALING_MODES[min(HEALING_MODES.index(site_mode), HEALING_MODES.index(rule_mode))]
 
 
 def allows(mode: str, risk: str) -> bool:

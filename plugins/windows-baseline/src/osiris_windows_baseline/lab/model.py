@@ -19,7 +19,7 @@ from typing import Any
 
 from osiris_lab import declare
 
-from .. import audit, policies
+from .. import audit, firewall, policies
 from ..ps import RegValue
 
 # -- identities -------------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def per_role(dc: Any, server: Any, workstation: Any) -> dict[str, Any]:
 
 # -- firewall -------------------------------------------------------------------------------------------
 
-for _p in ("domain", "private", "public"):
+for _p in map(str.lower, firewall.PROFILES):
     declare(f"firewall.{_p}.log_blocked", per_role(True, True, False), False,
             f"Firewall {_p} profile: log dropped packets (LogBlocked)")
     declare(f"firewall.{_p}.log_max_kb", per_role(16384, 16384, 4096), 4096,
