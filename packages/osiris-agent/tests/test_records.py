@@ -11,6 +11,10 @@ def test_check_spec_requires_paragraph_level_hipaa_citation():
     CheckSpec(id="x.y", title="t", target_kind="local", evaluate=_ok, hipaa=("164.312(a)(2)(iii)",), probe=dict)
     with pytest.raises(ValueError, match="164.312"):
         CheckSpec(id="x.y", title="t", target_kind="local", evaluate=_ok, hipaa=("HIPAA 312",), probe=dict)
+    # A section without a paragraph is not "to the paragraph".
+    with pytest.raises(ValueError, match=r"HIPAA citation '164\.312': expected"):
+        CheckSpec(id="x.y", title="t", target_kind="local", evaluate=_ok, hipaa=("164.312(b)", "164.312"),
+                  probe=dict)
     with pytest.raises(ValueError, match="at least one HIPAA"):
         CheckSpec(id="x.y", title="t", target_kind="local", evaluate=_ok, hipaa=(), probe=dict)
 

@@ -42,8 +42,9 @@ __all__ = [
 # Check and runbook ids are part of the public record (evidence, rules,
 # reports): dotted lower-case words, stable across versions.
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+$")
-# 45 CFR 164.3xx citations to the paragraph, e.g. 164.312(a)(2)(iii).
-_CITATION = re.compile(r"^164\.3(0[2-9]|1[0-8])(\([a-zA-Z0-9]+\))*$")
+# 45 CFR 164.3xx citations to the paragraph, e.g. 164.312(a)(2)(iii): a
+# bare section ("164.312") names a whole section of the rule, not a control.
+_CITATION = re.compile(r"^164\.3(0[2-9]|1[0-8])(\([a-zA-Z0-9]+\))+$")
 
 
 def utcnow() -> datetime:
