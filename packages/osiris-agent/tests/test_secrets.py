@@ -1,4 +1,6 @@
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +42,34 @@ def test_secret_names_cannot_leave_the_credentials_directory(tmp_path):
     with pytest.raises(SecretError, match="no paths"):
         store.get("../outside")
     assert store.exists("../outside") is False
+
+
+def test_an_unchanged_file_is_read_once_and_a_rotated_one_again(tmp_path, monkeypatch):
+    path = tmp_path / "winrm-admin"
+    path.write_text("LAB\\admin:one\n")
+    store = SecretStore(tmp_path, environ={})
+    store.SETTLE = 0  # the file counts as settled at once (the default waits 2 s)
+    reads = []
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **kw: reads.append(self) or read_text(self, *a, **kw))
+    assert {store.get("winrm-admin").reveal() for _ in range(50)} == {"LAB\\admin:one"}  # fifty hosts, one sweep
+    assert reads == [path]
+    path.write_text("LAB\\admin:rotated\n")
+    assert store.get("winrm-admin").reveal() == "LAB\\admin:rotated"
+    assert reads == [path, path]
+    path.unlink()
+    with pytest.raises(SecretError, match="secret 'winrm-admin': cannot read"):
+        store.get("winrm-admin")
+
+
+def test_a_same_size_rewrite_that_keeps_the_mtime_is_seen(tmp_path):
+    """A file written just now is read at every use: a rewrite within the
+    file system's clock tick may leave size and times unchanged."""
+    path = tmp_path / "api"
+    path.write_text("aaaa")
+    before = path.stat()
+    store = SecretStore(tmp_path, environ={})
+    assert store.get("api").reveal() == "aaaa"
+    path.write_text("bbbb")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert store.get("api").reveal() == "bbbb"
