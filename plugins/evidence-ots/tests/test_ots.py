@@ -11,6 +11,8 @@ chain data. Both are used here as test data.
 
 import asyncio
 import hashlib
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -167,6 +169,17 @@ def test_settings_and_hook(tmp_path):
             load(config_data={"state_dir": str(tmp_path), "plugins": {"evidence-ots": {"calendars": [bad]}}})
     loaded = load(config_data={"state_dir": str(tmp_path)})
     assert plugin.osiris_evidence_sinks(loaded.ctx) is None  # off unless enabled
+
+
+def test_loading_the_plugin_does_not_import_opentimestamps(tmp_path):
+    """The agent loads every plugin at start-up; OpenTimestamps and
+    bitcoinlib (~90 ms) wait until a sink or an `osiris ots` command needs them."""
+    code = ("import sys; from osiris.app import load; "
+            f"loaded = load(config_data={{'state_dir': {str(tmp_path)!r}}}, environ={{'OSIRIS_PLUGINS': 'evidence-ots'}}); "
+            "assert 'evidence-ots' in loaded.pm.infos; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'opentimestamps', 'bitcoin'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 @pytest.fixture

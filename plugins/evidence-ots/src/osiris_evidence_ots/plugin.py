@@ -35,7 +35,9 @@ from osiris import SettingsSection, hookimpl
 from osiris.httpclient import require_https
 from osiris.evidence.note import parse_checkpoint
 
-from . import proofs
+# .proofs (python-opentimestamps, python-bitcoinlib, ~90 ms of imports) is
+# imported where it is used: the agent loads every plugin at start-up, and
+# this sink is off unless enabled.
 
 NAME = "evidence-ots"
 KIND = "ots"
@@ -93,6 +95,9 @@ class OtsSink:
         # the calendars are asked at once with one deadline of ``timeout``,
         # so a delivery is never cancelled while they are still answering.
         self.delivery_timeout = settings.timeout + DELIVERY_MARGIN
+        from . import proofs
+
+        self.proofs = proofs
         self.allowed = proofs.whitelist(settings.calendars, settings.upgrade_whitelist)
         self._run = run or asyncio.to_thread
         self._last_anchored: datetime | None = None
@@ -111,7 +116,7 @@ class OtsSink:
         if last is not None and cp.time and (cp.datetime - last).total_seconds() < self.settings.min_interval:
             return  # a later checkpoint will cover these entries
         s = self.settings
-        data, ok, errors = await self._run(proofs.stamp, payload, s.calendars, min_calendars=s.min_calendars,
+        data, ok, errors = await self._run(self.proofs.stamp, payload, s.calendars, min_calendars=s.min_calendars,
                                            timeout=s.timeout, deadline=s.timeout)
         await self.evidence.attest(cp.size, KIND, data, complete=False,
                                    detail=f"pending at {len(ok)} calendar(s)" + (f"; {len(errors)} failed" if errors else ""))
@@ -122,7 +127,7 @@ class OtsSink:
         """Upgrade pending proofs; returns how many became complete."""
         completed = 0
         for a in await self.evidence.attestations(KIND, complete=False):
-            data, complete, changed = await self._run(proofs.upgrade, a["data"], self.allowed,
+            data, complete, changed = await self._run(self.proofs.upgrade, a["data"], self.allowed,
                                                       timeout=self.settings.timeout)
             if changed:
                 await self.evidence.attest(a["size"], KIND, data, complete=complete,
@@ -171,6 +176,8 @@ def ots_group() -> None:
 @click.option("--no-pow", is_flag=True, help="Do not require mainnet proof of work (test headers).")
 def ots_verify(file: str, proof: str, headers: tuple[str, ...], no_pow: bool) -> None:
     """Verify PROOF (an .ots file) of FILE offline against block headers."""
+    from . import proofs
+
     try:
         anchors = proofs.verify(Path(file).read_bytes(), Path(proof).read_bytes(), _headers(headers),
                                 require_pow=not no_pow)
@@ -185,6 +192,8 @@ def ots_verify(file: str, proof: str, headers: tuple[str, ...], no_pow: bool) ->
 @click.argument("proof", type=click.Path(exists=True, dir_okay=False))
 def ots_info(proof: str) -> None:
     """Print a proof's operations and attestations."""
+    from . import proofs
+
     try:
         click.echo(proofs.describe(Path(proof).read_bytes()))
     except proofs.ProofError as exc:
