@@ -226,10 +226,22 @@ class CheckOverride(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class StoreSettings(_Model):
+    """The state database (``<state_dir>/osiris.sqlite3``): what happened
+    lately, for the scheduler, the ladder and /status. The signed evidence
+    log, not this, is the record kept for six years."""
+
+    retention_days: float = Field(default=30, gt=0, description=(
+        "Observations older than this many days are deleted (the latest per target and check, and those an "
+        "incident refers to, are kept); fractions of a day are allowed (labs, bench/soak)"))
+    prune_interval: float = Field(default=3600, gt=0, le=86400, description="Seconds between deletions of old observations")
+
+
 class Config(_Model):
     site: SiteSettings = SiteSettings()
     state_dir: Path = DEFAULT_STATE_DIR
     agent: AgentSettings = AgentSettings()
+    store: StoreSettings = StoreSettings()
     healing: HealingSettings = HealingSettings()
     evidence: EvidenceSettings = EvidenceSettings()
     secrets: SecretsSettings = SecretsSettings()

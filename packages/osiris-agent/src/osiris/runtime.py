@@ -27,7 +27,7 @@ from .evidence.service import EvidenceService
 from .healing.ladder import Ladder
 from .notify import Notifier
 from .records import EscalationChannel, EvidenceSink, Source, UpdateBackend
-from .store import Store
+from .store import Retention, Store
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ class Agent:
     def __init__(self, loaded: Loaded):
         self.loaded = loaded
         self.ctx = loaded.ctx
-        self.store = Store(self.ctx.state_dir)
+        kept = loaded.config.store
+        self.store = Store(self.ctx.state_dir, retention=Retention(kept.retention_days, kept.prune_interval))
         self.ctx.store = self.store
         cfg = loaded.config.agent
         # The one-way flow (osiris.flow), built from its end:
@@ -115,6 +116,7 @@ class Agent:
             "incidents": self.store.count_incidents(),
             "in_flight": self.engine.in_flight(),
             "last_error": self.last_error or self.engine.last_error or self.ladder.last_error,
+            "store": self.store.upkeep(),
             "healing": {
                 "mode": self.loaded.config.healing.mode,
                 "rules": len(self.ladder.rules.rules),

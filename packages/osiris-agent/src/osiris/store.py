@@ -17,10 +17,11 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -197,29 +198,116 @@ _INCIDENT_COLUMNS = (
 )
 
 
-class _Checkpointer(threading.Thread):
-    """Passive WAL checkpoints on a separate connection, every ``interval``
-    seconds (SQLite releases the GIL while it copies pages)."""
+# The WAL file is cut back to this size whenever SQLite restarts it, and
+# truncated to nothing by the periodic TRUNCATE checkpoint: without a limit
+# it keeps the size of its largest burst for ever.
+JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
 
-    def __init__(self, path: Path, interval: float = 1.0):
+
+@dataclass(frozen=True)
+class Retention:
+    """How long observations are kept, and how often old ones are deleted."""
+
+    days: float
+    interval: float = 3600.0
+
+
+def _prune(db: sqlite3.Connection, before: str, batch: int, pause: Callable[[], bool] | None = None) -> int:
+    """Delete observations recorded before ``before`` (ISO time) that
+    nothing refers to (the latest status per check, any incident), in
+    transactions of at most ``batch`` rows so the agent's writes wait for a
+    few milliseconds at most. ``pause()`` between batches: False stops."""
+    # Ids grow with time: the old rows are the ones below the first row
+    # at or after the cut-off. Finding it scans only what is to be pruned
+    # (and the few rows kept for their references), not the whole table.
+    row = db.execute("SELECT id FROM observations WHERE observed_at >= ? ORDER BY id LIMIT 1", (before,)).fetchone()
+    bound = int(row[0]) if row else None
+    if bound is None:
+        top = db.execute("SELECT max(id) FROM observations").fetchone()[0]
+        if top is None:
+            return 0
+        bound = int(top) + 1
+    deleted, after = 0, 0
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM observations WHERE id > ? AND id < ? ORDER BY id LIMIT ?", (after, bound, batch))]
+            if ids:
+                cur = db.execute(
+                    """DELETE FROM observations WHERE id BETWEEN ? AND ?
+                           AND id NOT IN (SELECT observation_id FROM check_state)
+                           AND id NOT IN (SELECT first_observation_id FROM incidents)
+                           AND id NOT IN (SELECT last_observation_id FROM incidents)""", (ids[0], ids[-1]))
+                deleted += cur.rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if len(ids) < batch or (pause is not None and not pause()):
+            return deleted
+        after = ids[-1]
+
+
+class _Checkpointer(threading.Thread):
+    """The database's upkeep, on a connection of its own so the event loop
+    never waits for it (SQLite releases the GIL while it works): a passive
+    WAL checkpoint every ``interval`` seconds, a TRUNCATE checkpoint every
+    ``truncate_interval`` (the WAL file back to zero bytes), and, with a
+    :class:`Retention`, old observations deleted every ``retention.interval``."""
+
+    def __init__(self, path: Path, interval: float = 1.0, truncate_interval: float = 60.0,
+                 retention: Retention | None = None):
         super().__init__(name="osiris-wal-checkpoint", daemon=True)
-        self.path, self.interval = path, interval
+        self.path, self.interval, self.truncate_interval = path, interval, truncate_interval
+        self.retention = retention
+        self.pruned = 0
+        self.last_error: str | None = None
         self._stop_event = threading.Event()
         self.start()
 
     def run(self) -> None:
-        db = sqlite3.connect(self.path, timeout=5, check_same_thread=False)
+        db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
+        now = time.monotonic()
+        next_truncate = now + self.truncate_interval
+        next_prune = now + (self.retention.interval if self.retention else 0.0)
         try:
+            db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
+            db.execute("PRAGMA foreign_keys=ON")
             while not self._stop_event.wait(self.interval):
+                now = time.monotonic()
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    pass  # busy or locked: the next round catches up
+                    if self.retention is not None and now >= next_prune:
+                        next_prune = now + self.retention.interval
+                        self.prune(db)
+                    if now >= next_truncate:
+                        next_truncate = now + self.truncate_interval
+                        self.truncate(db)
+                    else:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    self.last_error = f"state database upkeep: {exc}"  # busy or locked: the next round catches up
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:
             pass
         finally:
             db.close()
+
+    def prune(self, db: sqlite3.Connection) -> None:
+        assert self.retention is not None
+        before = _iso(datetime.now(timezone.utc) - timedelta(days=self.retention.days))
+        self.pruned += _prune(db, before, 2000, pause=lambda: not self._stop_event.wait(0.01))
+
+    @staticmethod
+    def truncate(db: sqlite3.Connection) -> None:
+        # TRUNCATE holds new writers while it waits for readers: wait briefly
+        # and try again next time rather than stall the agent's commits.
+        db.execute("PRAGMA busy_timeout=200")
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            db.execute("PRAGMA busy_timeout=5000")
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -228,7 +316,11 @@ class _Checkpointer(threading.Thread):
 
 
 class Store:
-    def __init__(self, state_dir: Path | str):
+    """``retention``: delete observations older than it, in the background
+    (the agent passes ``store.retention_days``); None keeps everything (the
+    CLI, which only reads and decides)."""
+
+    def __init__(self, state_dir: Path | str, *, retention: Retention | None = None):
         self.state_dir = Path(state_dir)
         self.path = DataPaths.of(self.state_dir).state_db
         try:
@@ -252,9 +344,10 @@ class Store:
         # run in a thread of their own instead of inside whichever commit
         # crosses the threshold: the event loop never waits for one.
         self.db.execute("PRAGMA wal_autocheckpoint=0")
-        self._checkpointer = _Checkpointer(self.path)
+        self.db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         self.db.execute("PRAGMA foreign_keys=ON")
         self.migrate()
+        self._checkpointer = _Checkpointer(self.path, retention=retention)
 
     # -- schema --------------------------------------------------------------
 
@@ -277,6 +370,25 @@ class Store:
     def close(self) -> None:
         self._checkpointer.stop()
         self.db.close()
+
+    # -- upkeep ----------------------------------------------------------------
+
+    def prune_observations(self, before: datetime, batch: int = 2000) -> int:
+        """Delete observations recorded before ``before`` except those the
+        latest status or an incident refers to; how many were deleted. The
+        agent does this in the background (``retention``)."""
+        with self._lock:
+            return _prune(self.db, _iso(before), batch)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (the background
+        thread does this every minute)."""
+        with self._lock:
+            _Checkpointer.truncate(self.db)
+
+    def upkeep(self) -> dict[str, Any]:
+        """Observations pruned since start and the last upkeep error, if any."""
+        return {"pruned": self._checkpointer.pruned, "last_error": self._checkpointer.last_error}
 
     # -- targets ---------------------------------------------------------------
 
