@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -447,6 +448,70 @@ def rules_approve(state: State, candidate_id: int, by: str) -> None:
 def rules_reject(state: State, candidate_id: int, by: str) -> None:
     """Reject a candidate; it is not proposed again."""
     _decide(state, "reject", candidate_id, by)
+
+
+@cli.command("health-gate")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds every check may take (they run at once); a check still running then fails.")
+@click.option("--agent-port", type=click.IntRange(1, 65535), default=None,
+              help="Port of the agent's HTTP API (default: the config's agent.http.port).")
+@click.option("--boot-id", default=None,
+              help="This boot's id (the unit passes %b; default: /proc/sys/kernel/random/boot_id).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_state
+def health_gate(state: State, timeout: float, agent_port: int | None, boot_id: str | None, fmt: str) -> None:
+    """Decide whether this boot is healthy: run the built-in health checks
+    and every plugin's, print each result, record the verdict as evidence;
+    exit 0 only when every check ran and passed (docs/image.md)."""
+    import os
+
+    from .evidence.errors import EvidenceError
+    from .health import WATCHDOG_GRACE, Gate, record, render, to_json
+
+    loaded = state.loaded()
+    gate = Gate(loaded, timeout=timeout, agent_port=agent_port, boot_id=boot_id)
+
+    def report(verdict) -> None:
+        click.echo(to_json(verdict) if fmt == "json" else render(verdict))
+        for note in verdict.notes:
+            click.echo(f"osiris: {note}", err=True)
+
+    def on_stuck(verdict) -> None:
+        # The event loop is blocked (a check that never yields): record
+        # what is known from this thread, bounded, then end the process.
+        def keep() -> None:
+            try:
+                verdict.recorded = record(loaded, verdict)
+            except (EvidenceError, StoreError, OSError) as exc:
+                verdict.notes.append(f"health gate: verdict not recorded as evidence: {exc}")
+
+        t = threading.Thread(target=keep, daemon=True)
+        t.start()
+        t.join(WATCHDOG_GRACE)
+        if t.is_alive():
+            verdict.notes.append("health gate: verdict not recorded as evidence: the evidence log did not answer")
+        report(verdict)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_FAILED)
+
+    verdict = gate.run(on_stuck)
+    try:
+        verdict.recorded = record(loaded, verdict)
+    except (EvidenceError, StoreError, OSError) as exc:
+        # A verdict that cannot be kept is not a pass: the evidence log is part of what must work.
+        verdict.notes.append(f"health gate: verdict not recorded as evidence: {exc}")
+        verdict.passed = False
+    report(verdict)
+    loaded.ctx.close()
+    code = 0 if verdict.passed else EXIT_FAILED
+    if gate.cut:
+        # A check cut at its deadline may have left a thread behind that
+        # interpreter shutdown would wait for (the agent's pool joins its threads).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 cli.add_command(evidence_group)

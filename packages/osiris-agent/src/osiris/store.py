@@ -364,6 +364,13 @@ class Store:
             failed=lambda version, exc: StoreError(f"state database {self.path}: migration {version} failed: {exc}"),
         )
 
+    def integrity(self) -> list[str]:
+        """SQLite's ``quick_check``: an empty list when the file is sound
+        (the health gate's look at the state database)."""
+        with self._lock:
+            rows = [r[0] for r in self.db.execute("PRAGMA quick_check")]
+        return [] if rows == ["ok"] else rows
+
     def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         return sqlitedb.transaction(self.db, self._lock)
 

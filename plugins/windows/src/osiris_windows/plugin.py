@@ -9,7 +9,8 @@ import logging
 from osiris import SettingsSection, hookimpl
 
 from .checks import checks, runbooks
-from .executor import WindowsExecutor
+from .executor import KIND, WindowsExecutor
+from .health import health_checks
 from .settings import Settings, validate_targets
 
 NAME = "windows"
@@ -43,3 +44,9 @@ def osiris_checks(ctx):
 @hookimpl
 def osiris_runbooks(ctx):
     return runbooks()
+
+
+@hookimpl
+def osiris_health_checks(ctx):
+    # After a new image boots: at least one windows target answers (docs/image.md).
+    return health_checks(ctx, ctx.settings(NAME), KIND)
