@@ -354,7 +354,7 @@ class Gate:
         failures: list[Result] = []
         checks = [(CORE, c) for c in builtin_checks(self.loaded, agent_port=self.agent_port)]
         pm = self.loaded.pm
-        for impl in pm.pm.hook.osiris_health_checks.get_hookimpls():
+        for impl in pm.impls("osiris_health_checks"):
             plugin = impl.plugin_name
             where = f"{plugin}: osiris_health_checks"
             with self._lock:
