@@ -50,9 +50,10 @@ ENVELOPE_FORMAT = "osiris.signed-bundle/1"
 #: evidence service, one per target per sweep), ``observation`` (pushed by a
 #: source), ``healing_attempt`` (osiris.healing.ladder, every attempt, dry
 #: runs included), ``rule_decision`` (a healing rule approved or refused, from
-#: the API and the CLI). Later features add their own names here.
+#: the API and the CLI), ``health_gate`` (a boot's health verdict,
+#: osiris.health). Later features add their own names here.
 KIND = {"sweep": "sweep", "observation": "observation", "healing_attempt": "healing_attempt",
-        "rule_decision": "rule_decision"}
+        "rule_decision": "rule_decision", "health_gate": "health_gate"}
 
 
 @dataclass(frozen=True)
