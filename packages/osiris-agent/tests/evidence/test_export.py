@@ -53,11 +53,19 @@ def test_the_bundled_openssl_script_checks_every_signature(exported):
     _, _, d, summary = exported
     run = subprocess.run(["sh", "openssl-verify.sh"], cwd=d, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == f"{15 + len(summary.checkpoints)} signatures verified"
+    assert run.stdout.strip() == f"{1 + 15 + len(summary.checkpoints)} signatures verified"  # the manifest's too
     note = d / f"checkpoints/{summary.anchor}.note"
     note.write_bytes(note.read_bytes().replace(b"time ", b"time 1"))
     run = subprocess.run(["sh", "openssl-verify.sh"], cwd=d, capture_output=True, text=True)
     assert run.returncode == 1 and f"BAD signature: checkpoints/{summary.anchor}.note" in run.stderr
+
+
+def test_the_openssl_script_checks_the_manifest_signature(exported):
+    _, _, d, _ = exported
+    m = json.loads((d / "manifest.json").read_text())
+    (d / "manifest.json").write_text(json.dumps({**m, "end_index": 19, "bundles": 14}, indent=2))
+    run = subprocess.run(["sh", "openssl-verify.sh"], cwd=d, capture_output=True, text=True)
+    assert run.returncode == 1 and "BAD signature: manifest.json" in run.stderr, run.stderr
 
 
 def test_contents_manifest_and_verify_md(exported):

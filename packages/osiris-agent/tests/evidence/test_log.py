@@ -152,6 +152,12 @@ def test_a_deleted_entry_is_found_at_its_index(tmp_path, key, signatures):
     db.close()
     report = verify_log(EvidenceLog(path, create=False), signatures=signatures)
     assert report.first_bad_index == 12 and "entry missing" in str(report.first_problem()), report.summary()
+    # What follows names the gap, never an intact entry (it blamed 13, or 14, 21 and 28 "chain broken",
+    # and said entries were removed from the end).
+    assert {p.index for p in report.problems} == {12, None}, [str(p) for p in report.problems]
+    roots = [p for p in report.problems if p.checkpoint is not None]
+    assert roots and all(p.checkpoint > 12 and "entry 12 is missing" in p.what for p in roots), roots
+    assert report.entries == 39
 
 
 @pytest.mark.parametrize("signatures", [True, False], ids=["full", "fast"])

@@ -15,6 +15,7 @@ Modules (import what you need; this package imports nothing eagerly so that
 * :mod:`.bundle` building bundles, the signed-bundle envelope sinks receive
 * :mod:`.verify` verification of the log, of one bundle and of an export
 * :mod:`.export` the auditor's export (zip with VERIFY.md)
+* :mod:`.standalone` the export's own verifier (``verify.py``: standard library and openssl only)
 * :mod:`.outbox` durable per-sink delivery with retries and backoff
 * :mod:`.service` what the agent runs: ``ctx.evidence.record(kind, payload)``
 * :mod:`.cli` ``osiris evidence verify|export|show|...``

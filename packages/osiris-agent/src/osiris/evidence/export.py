@@ -3,12 +3,13 @@ signatures and with ``osiris evidence verify-export`` for everything.
 
 Layout::
 
-    VERIFY.md                    how to check it (generated for this export)
+    VERIFY.md                    how to check it: every file format, every check a command (generated)
+    verify.py                    the standalone verifier: Python's standard library and openssl only
     manifest.json                origin, key fingerprint, range, counts
     manifest.json.sig            its raw Ed25519 signature (when the signing key was at hand)
     public-key.pem               the appliance's Ed25519 public key (SPKI PEM)
     public-key.vkey              the same as a C2SP note verifier key
-    openssl-verify.sh            every signature checked with the openssl CLI
+    openssl-verify.sh            every signature (manifest, bundles, checkpoints) checked with the openssl CLI
     bundles/<index>.json         the exact signed bytes (RFC 8785 JSON)
     bundles/<index>.sig          the raw 64-byte Ed25519 signature
     proofs/<index>.json          inclusion proof in the anchor checkpoint
@@ -35,6 +36,9 @@ from .errors import EvidenceError
 from .keys import SigningKey, VerifyKey
 from .log import EvidenceLog
 from .merkle import leaf_hash
+
+#: The standalone verifier (standard library only), exported as verify.py.
+STANDALONE = Path(__file__).with_name("standalone.py")
 
 __all__ = ["export", "ExportSummary"]
 
@@ -128,8 +132,11 @@ def export(log: EvidenceLog, out: Path | str, first: int, end: int, *, key: Veri
         z.writestr("manifest.json", manifest_bytes)
         if signing_key is not None:
             z.writestr("manifest.json.sig", signing_key.sign(manifest_bytes))
-        z.writestr(zipfile.ZipInfo("openssl-verify.sh", date_time=now.timetuple()[:6]), _SCRIPT)
-        z.getinfo("openssl-verify.sh").external_attr = 0o755 << 16
+        for name, text in (("openssl-verify.sh", _SCRIPT), ("verify.py", STANDALONE.read_text())):
+            info = zipfile.ZipInfo(name, date_time=now.timetuple()[:6])
+            info.external_attr = 0o755 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, text)
         z.writestr("VERIFY.md", _verify_md(log.origin, key, first, end, anchor.size, sizes, example.index,
                                            signing_key is not None))
     tmp.rename(out)
@@ -137,20 +144,28 @@ def export(log: EvidenceLog, out: Path | str, first: int, end: int, *, key: Veri
 
 
 _SCRIPT = r"""#!/bin/sh
-# Check every bundle signature and every checkpoint signature in this export
-# with the openssl command line alone (OpenSSL 3.0 or later). Run it from the
-# directory the export was unpacked into. Exit status 0: all verified.
+# Check every signature in this export with the openssl command line alone
+# (OpenSSL 3.0 or later): the manifest's, every bundle's and every
+# checkpoint's. Run it from the directory the export was unpacked into.
+# Exit status 0: all verified.
 set -u
 key=public-key.pem
 bad=0
 n=0
-for f in bundles/*.json; do
-    sig="${f%.json}.sig"
-    if openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$f" -sigfile "$sig" >/dev/null 2>&1; then
+check() {  # check DATA SIG NAME
+    if openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$1" -sigfile "$2" >/dev/null 2>&1; then
         n=$((n + 1))
     else
-        echo "BAD signature: $f" >&2; bad=1
+        echo "BAD signature: $3" >&2; bad=1
     fi
+}
+if [ -f manifest.json.sig ]; then
+    check manifest.json manifest.json.sig manifest.json
+else
+    echo "note: manifest.json is not signed (no manifest.json.sig)" >&2
+fi
+for f in bundles/*.json; do
+    check "$f" "${f%.json}.sig" "$f"
 done
 tmp=$(mktemp -d) || exit 2
 trap 'rm -rf "$tmp"' EXIT
@@ -159,11 +174,7 @@ for c in checkpoints/*.note; do
     # line is "<em dash> <name> <base64(4-byte key id || 64-byte signature)>".
     awk 'NF == 0 { exit } { print }' "$c" > "$tmp/text"
     tail -n 1 "$c" | awk '{ print $3 }' | openssl base64 -d -A | tail -c 64 > "$tmp/sig"
-    if openssl pkeyutl -verify -pubin -inkey "$key" -rawin -in "$tmp/text" -sigfile "$tmp/sig" >/dev/null 2>&1; then
-        n=$((n + 1))
-    else
-        echo "BAD signature: $c" >&2; bad=1
-    fi
+    check "$tmp/text" "$tmp/sig" "$c"
 done
 echo "$n signatures verified"
 exit $bad
@@ -172,90 +183,198 @@ exit $bad
 
 def _verify_md(origin: str, key: VerifyKey, first: int, end: int, anchor: int, sizes: list[int], example: int,
                manifest_signed: bool) -> str:
+    """VERIFY.md for one export. Every ```sh block runs as it is in the
+    unpacked export with only sh, Python 3 and OpenSSL 3 (the tests run them)."""
     n = _name(example)
-    manifest = ("`manifest.json.sig` is the raw signature of `manifest.json`, which names the range: check it\n"
-                "the same way (`-in manifest.json -sigfile manifest.json.sig`), then bundles cut from either end\n"
-                "are detected too." if manifest_signed else
-                "`manifest.json` is not signed in this export (it was made without the signing key at hand):\n"
-                "the range it names is checked against the signed checkpoints only.")
+    key_id = key.key_id(origin).hex()
+    if manifest_signed:
+        manifest_check = f"""```sh
+openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin -in manifest.json -sigfile manifest.json.sig
+python3 verify.py manifest
+```
+
+OpenSSL prints `Signature Verified Successfully`: the range the manifest
+names is the appliance's, so bundles cut from either end are detected."""
+    else:
+        manifest_check = """`manifest.json` is not signed in this export (it was made without the
+signing key at hand): the range it names is checked against the signed
+checkpoints only, and bundles cut from its ends would go unnoticed.
+
+```sh
+python3 verify.py manifest || true
+```"""
+    consistency = ""
+    if len(sizes) > 1:
+        a, b = sizes[0], sizes[1]
+        consistency = f"""
+## 8. That the log only grew between two checkpoints (consistency)
+
+`consistency/{a}-{b}.json` proves that the tree of checkpoint {a} is a
+prefix of the tree of checkpoint {b} (RFC 6962 PROOF, checked as RFC 9162
+section 2.1.4.2 says): nothing the earlier checkpoint covered was changed
+or removed later.
+
+```sh
+python3 verify.py consistency {a} {b}
+```
+"""
     return f"""# Verifying this evidence export
 
-Exported from the Osiris evidence log **{origin}**: bundles {first} to {end - 1}
-({end - first} bundles), with inclusion proofs in checkpoint **{anchor}** and
-{len(sizes)} checkpoint(s) in all.
+Exported from the Osiris evidence log **{origin}**: bundles {first} to
+{end - 1} ({end - first} bundles), with inclusion proofs in checkpoint
+**{anchor}** and {len(sizes)} checkpoint(s) in all.
 
 The appliance's Ed25519 public key is `public-key.pem`; its SHA-256
 fingerprint (of the raw 32-byte key) is
 
     {key.fingerprint}
 
-Compute it yourself with OpenSSL (the raw key is the last 32 bytes of the
-DER public key):
-
-    openssl pkey -pubin -in public-key.pem -outform DER | tail -c 32 | openssl dgst -sha256
-
-and compare it with the fingerprint you obtained independently (from the
-MSP, an earlier export, or `osiris evidence key` on the appliance) before
+Compare it with the fingerprint you obtained independently (from the MSP,
+an earlier export, or `osiris evidence key` on the appliance) before
 trusting anything below: a signature proves only that the holder of *this*
 key signed.
 
-{manifest}
+Everything below needs only `sh`, Python 3 (its standard library: nothing
+to install) and OpenSSL 3.0 or later, and runs in the directory the export
+was unpacked into. Each check is a command; every one exits with status 0
+when it verifies and prints what failed otherwise.
 
-## 1. One bundle's signature, with OpenSSL alone
+## Everything at once
 
-Each bundle is stored as the exact bytes that were signed
-(`bundles/{n}.json`, canonical JSON per RFC 8785) and its raw 64-byte
-Ed25519 signature (`bundles/{n}.sig`):
+```sh
+python3 verify.py
+```
 
-    openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin \\
-        -in bundles/{n}.json -sigfile bundles/{n}.sig
+`verify.py` (part of this export, a few hundred lines of standard-library
+Python you can read first) checks the key, the manifest, every checkpoint,
+the consistency proofs between them, every bundle's signature (through
+`openssl`), every inclusion proof, and the chain, and names the file of
+every failure. Give it the key you hold, so that an export re-signed with
+another key fails:
 
-OpenSSL prints `Signature Verified Successfully`. Change one byte of the
+    python3 verify.py --key TRUSTED.pem
+    python3 verify.py --fingerprint {key.fingerprint}
+
+`python3 verify.py --checkpoint KEPT.note` also checks that this log still
+extends a checkpoint you kept from an earlier export (it is not shorter,
+and not forked). `--sample N` checks N random bundle signatures instead of
+all of them (each takes an `openssl` process; the inclusion proofs still
+cover every bundle). `python3 verify.py --help` lists the single checks
+used below.
+
+## The files
+
+| file | format |
+| --- | --- |
+| `VERIFY.md` | this text |
+| `verify.py` | the standalone verifier (Python 3 standard library, `openssl` for signatures) |
+| `openssl-verify.sh` | every signature in the export checked with the `openssl` command line |
+| `manifest.json` | JSON object: `format` (`{EXPORT_FORMAT}`), `origin` (the log's name, also the checkpoint key name), `key_fingerprint_sha256`, `key_id` (the C2SP key id, hex), `first_index` and `end_index` (the range `[first, end)` of bundles), `bundles` (their count), `anchor_checkpoint` (the tree size every inclusion proof is made against), `checkpoints` (the sizes included), `exported_at` |
+| `manifest.json.sig` | 64 bytes: the raw Ed25519 signature (RFC 8032) of the exact bytes of `manifest.json` |
+| `public-key.pem` | the Ed25519 public key, SubjectPublicKeyInfo PEM; the raw key is the last 32 bytes of its DER |
+| `public-key.vkey` | the same key as a C2SP verifier key: `<origin>+<key id>+<base64(0x01 ‖ raw key)>` |
+| `bundles/<index>.json` | a bundle: the exact signed bytes, canonical JSON (RFC 8785); `<index>` has 12 digits |
+| `bundles/<index>.sig` | 64 bytes: the raw Ed25519 signature of those bytes |
+| `proofs/<index>.json` | JSON object: `index`, `tree_size` (a checkpoint's size), `leaf` (hex SHA-256 of 0x00 ‖ bundle), `path` (hex hashes, leaf to root), `checkpoint` (its file) |
+| `checkpoints/<size>.note` | a signed checkpoint (C2SP tlog-checkpoint): lines `<origin>`, `<tree size>`, `<base64 root hash>`, `time <RFC 3339 UTC>`, a blank line, then `— <origin> <base64(4-byte key id ‖ 64-byte signature)>`; the signature covers the text before the blank line, last newline included |
+| `checkpoints/<size>.note.ots` | where present: an OpenTimestamps proof of that checkpoint file |
+| `consistency/<m>-<n>.json` | JSON object: `from` (m), `to` (n), `path` (hex hashes): RFC 6962 PROOF(m, n) |
+
+A bundle is a JSON object with `v` (1), `type` (`osiris.evidence.bundle`),
+`id` (a UUID), `kind` (`sweep`, `observation`, `healing_attempt`,
+`rule_decision`, ...), `recorded_at`, `site`, `appliance`, `host`, `agent`,
+`policy`, `payload` (what was observed or done), `scrubbed` (how many PHI
+values of each type were replaced by `[REDACTED:TYPE]`), and the chain:
+`log` (the origin), `seq` (its index) and `prev` (the hex leaf hash of the
+bundle before it; 64 zeros for the first).
+
+Hashes are those of RFC 6962: a leaf is SHA-256(0x00 ‖ bundle bytes), an
+inner node SHA-256(0x01 ‖ left ‖ right), and a tree of n leaves splits at
+the largest power of two below n. The key id is the first 4 bytes of
+SHA-256(origin ‖ 0x0A ‖ 0x01 ‖ raw key), here `{key_id}`.
+
+## 1. The key's fingerprint
+
+```sh
+openssl pkey -pubin -in public-key.pem -outform DER | tail -c 32 | openssl dgst -sha256
+python3 verify.py key
+```
+
+Both print `{key.fingerprint}`.
+
+## 2. The manifest
+
+{manifest_check}
+
+## 3. One bundle's signature
+
+```sh
+openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin -in bundles/{n}.json -sigfile bundles/{n}.sig
+```
+
+OpenSSL prints `Signature Verified Successfully`; change one byte of the
 .json file and it prints `Signature Verification Failure`.
-`sh openssl-verify.sh` does this for every bundle and every checkpoint.
 
-## 2. A checkpoint's signature, with OpenSSL alone
+## 4. Every signature with OpenSSL alone
 
-Checkpoints are C2SP signed notes (c2sp.org/tlog-checkpoint): the origin,
-the tree size, the base64 Merkle root, a `time` line, a blank line, then
-`— <name> <base64 of 4-byte key id || 64-byte signature>`. The signature
-covers the text before the blank line, final newline included:
+```sh
+sh openssl-verify.sh
+```
 
-    awk 'NF == 0 {{ exit }} {{ print }}' checkpoints/{anchor}.note > text
-    tail -n 1 checkpoints/{anchor}.note | awk '{{ print $3 }}' | openssl base64 -d -A | tail -c 64 > sig
-    openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin -in text -sigfile sig
+## 5. A checkpoint's signature
 
-## 3. That a bundle is in the log (inclusion proof)
+The signed text is everything before the blank line; the signature is the
+last 64 bytes of the base64 blob on the signature line:
 
-The log is a Merkle tree in the RFC 6962 shape. A bundle's leaf hash is
-SHA-256 of a zero byte followed by the bundle's bytes:
+```sh
+awk 'NF == 0 {{ exit }} {{ print }}' checkpoints/{anchor}.note > text
+tail -n 1 checkpoints/{anchor}.note | awk '{{ print $3 }}' | openssl base64 -d -A | tail -c 64 > sig
+openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin -in text -sigfile sig
+python3 verify.py checkpoint checkpoints/{anchor}.note
+```
 
-    (printf '\\000'; cat bundles/{n}.json) | openssl dgst -sha256
+## 6. A bundle's leaf hash
 
-which equals `leaf` in `proofs/{n}.json`. The `path` there, combined as RFC
-9162 section 2.1.3.2 describes (node = SHA-256(0x01 || left || right)),
-gives the root in `checkpoints/{anchor}.note`. Every bundle commits to its
-predecessor too: its signed `prev` is the previous bundle's leaf hash and
-its signed `seq` is its index, so nothing can be removed or reordered
-without breaking a signature.
+```sh
+(printf '\\000'; cat bundles/{n}.json) | openssl dgst -sha256
+python3 verify.py leaf {example}
+```
 
-## 4. Everything at once, with osiris
+The hash equals `leaf` in `proofs/{n}.json`.
+
+## 7. That a bundle is in the log (inclusion proof)
+
+```sh
+python3 verify.py inclusion {example}
+```
+
+prints each step: starting from the leaf, each hash of `path` is combined
+with the running hash (node = SHA-256(0x01 ‖ left ‖ right); which side it
+goes on follows from the index and the tree size, RFC 9162 section
+2.1.3.2), and the result must equal the root in
+`checkpoints/{anchor}.note`, which step 5 showed is signed.
+{consistency}
+## 9. The chain
+
+```sh
+python3 verify.py chain
+```
+
+Every bundle's signed `seq` is its index and its signed `prev` is the leaf
+hash of the bundle before it, so no bundle can be removed, inserted or
+reordered without breaking a signature; `recorded_at` never goes back.
+
+## 10. With osiris, on any machine
 
     osiris evidence verify-export THIS.zip --key TRUSTED.pem
 
-checks every signature, that the bundles are exactly {first} to {end - 1} and
-each one's signed `prev` is its predecessor's leaf, every inclusion proof,
-every checkpoint and the consistency proofs between consecutive checkpoints
-(`consistency/<m>-<n>.json`: the later tree extends the earlier one). It
-prints the fingerprint of the key it checked against; without `--key` it
-uses this export's own `public-key.pem` and warns: an export re-signed with
-another key would verify too, only the fingerprint tells.
+does the same checks with the Osiris code.
 
-## 5. Timestamps
+## 11. Timestamps
 
 `checkpoints/<size>.note.ots`, where present, is an OpenTimestamps proof
-for that checkpoint file: `ots verify checkpoints/<size>.note.ots` (with the
-standard OpenTimestamps client and a Bitcoin node or block explorer) shows
-the Bitcoin block that proves the checkpoint, and so every bundle it
+for that checkpoint file: `ots verify checkpoints/<size>.note.ots` (the
+standard OpenTimestamps client, with a Bitcoin node or a block explorer)
+shows the Bitcoin block that proves the checkpoint, and so every bundle it
 covers, existed by that block's time.
 """

@@ -92,10 +92,12 @@ class Report:
         return f"FAILED: {first} ({len(self.problems)} problem(s)); {text}"
 
 
-def check_statement(body: bytes, sig: bytes | None, key: VerifyKey, *, index: int, prev: bytes, origin: str,
+def check_statement(body: bytes, sig: bytes | None, key: VerifyKey, *, index: int, prev: bytes | None, origin: str,
                     bundle_id: str | None = None, kind: str | None = None,
                     recorded_at: str | None = None) -> dict[str, Any]:
-    """Signature and chain members of one entry; raises VerificationError."""
+    """Signature and chain members of one entry; raises VerificationError.
+    ``prev`` None: the previous entry is missing, so ``prev`` cannot be
+    checked (the gap is the problem, not this entry)."""
     if sig is None or not key.verify(sig, body):
         raise VerificationError("signature does not verify (content altered, or not signed by this key)")
     try:
@@ -107,7 +109,7 @@ def check_statement(body: bytes, sig: bytes | None, key: VerifyKey, *, index: in
     if st.get("seq") != index:
         raise VerificationError(f"signed seq is {st.get('seq')!r}, expected {index} (entries reordered, "
                                 "removed or inserted)")
-    if st.get("prev") != prev.hex():
+    if prev is not None and st.get("prev") != prev.hex():
         raise VerificationError("signed prev does not match the previous entry's leaf hash (chain broken)")
     if st.get("log") != origin:
         raise VerificationError(f"signed log is {st.get('log')!r}, expected {origin!r}")
@@ -138,7 +140,7 @@ def _checkpoints(log: EvidenceLog, key: VerifyKey, report: Report) -> list[Check
     return good
 
 
-def _recheck_range(log: EvidenceLog, key: VerifyKey, start: int, end: int, prev: bytes) -> Problem | None:
+def _recheck_range(log: EvidenceLog, key: VerifyKey, start: int, end: int, prev: bytes | None) -> Problem | None:
     """Full entry checks over [start, end): which entry breaks the root?"""
     expected = start
     for e in log.iter_entries(start, end):
@@ -155,6 +157,12 @@ def _recheck_range(log: EvidenceLog, key: VerifyKey, start: int, end: int, prev:
             prev = e.leaf
         expected += 1
     return None
+
+
+#: Stands in for the leaf of a missing entry, so that leaves stay aligned
+#: with indexes: every root over a gap fails (as it must) and problems after
+#: it name the right entries and checkpoints.
+_MISSING = b"\xff" * 32
 
 
 def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bool = True,
@@ -178,13 +186,15 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
     cp_list = list(cps)
     cp_pos = 0
     prev_cp_size, prev_cp_leaf = 0, ZERO_HASH
-    prev = ZERO_HASH
+    prev: bytes | None = ZERO_HASH
+    missing: list[int] = []  # indexes of missing entries, in order
 
     def problem(p: Problem) -> None:
         report.problems.append(p)
 
     def feed(leaves: list[bytes]) -> None:
-        """Add leaves, checking the root at every checkpoint they pass."""
+        """Add leaves (one per index, _MISSING for a missing entry), checking
+        the root at every checkpoint they pass."""
         nonlocal cp_pos, prev_cp_size, prev_cp_leaf
         i = 0
         while i < len(leaves):
@@ -197,10 +207,16 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
                 cp = cp_list[cp_pos]
                 report.roots += 1
                 if tree.root() != cp.root:
-                    found = None if signatures else _recheck_range(log, key, prev_cp_size, cp.size, prev_cp_leaf)
-                    if found is not None and all(p.index != found.index for p in report.problems):
-                        problem(found)
-                    problem(Problem(f"root does not match the entries [0, {cp.size})", checkpoint=cp.size))
+                    if missing and missing[0] < cp.size:
+                        # The gap is the problem: nothing else in the range is to blame.
+                        problem(Problem(f"root does not match the entries [0, {cp.size}): entry {missing[0]} "
+                                        "is missing", checkpoint=cp.size))
+                    else:
+                        found = None if signatures else _recheck_range(
+                            log, key, prev_cp_size, cp.size, None if prev_cp_leaf == _MISSING else prev_cp_leaf)
+                        if found is not None and all(p.index != found.index for p in report.problems):
+                            problem(found)
+                        problem(Problem(f"root does not match the entries [0, {cp.size})", checkpoint=cp.size))
                 prev_cp_size, prev_cp_leaf = cp.size, leaves[i - 1]
                 cp_pos += 1
 
@@ -209,10 +225,11 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
     spans = [(s, min(s + _SPAN, full_from)) for s in range(0, full_from, _SPAN)]
     for leaves, probs, pruned in _hashed_spans(log, spans, jobs):
         report.problems.extend(Problem(what, index=idx) for idx, what in probs)
+        missing.extend(idx for idx, what in probs if what.startswith(_GAP))
         report.pruned += pruned
         if leaves:
             feed(leaves)
-            prev = leaves[-1]
+            prev = None if leaves[-1] == _MISSING else leaves[-1]
         if progress is not None:
             progress(tree.size)
         if len(report.problems) >= max_problems:
@@ -226,7 +243,10 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
         leaves = []
         for idx, bundle_id, kind, recorded_at, body, sig, stored in rows:
             if idx != expected:
-                problem(Problem(f"entry missing (the next entry found has index {idx})", index=expected))
+                problem(Problem(f"{_GAP} (the next entry found has index {idx})", index=expected))
+                missing.extend(range(expected, idx))
+                leaves.extend([_MISSING] * (idx - expected))
+                prev = None  # the gap is reported; the entry after it is not to blame
             if body is not None:
                 leaf = sha256(b"\x00" + body).digest()
                 if leaf != stored:
@@ -246,7 +266,7 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
         feed(leaves)
         if progress is not None:
             progress(tree.size)
-    report.entries = tree.size
+    report.entries = tree.size - len(missing)
     for cp in cp_list[cp_pos:]:
         problem(Problem(f"covers {cp.size} entries but the log holds {tree.size} (entries removed from the end?)",
                         index=tree.size, checkpoint=cp.size))
@@ -267,14 +287,25 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
 _SPAN = 65536
 
 
+_GAP = "entry missing"
+
+
 def _hash_rows(rows: list[tuple], expected: int, problems: list[tuple[int, str]]) -> tuple[list[bytes], int]:
-    """Leaves of (idx, body, leaf) rows; records gaps and altered entries."""
-    if rows[0][0] != expected or rows[-1][0] - rows[0][0] + 1 != len(rows):
-        for r in rows:
-            if r[0] != expected:
-                problems.append((expected, f"entry missing (the next entry found has index {r[0]})"))
-            expected = r[0] + 1
+    """Leaves of (idx, body, leaf) rows from index ``expected`` on, one per
+    index (:data:`_MISSING` for a gap); records gaps and altered entries."""
     sha256 = hashlib.sha256
+    if rows[0][0] != expected or rows[-1][0] - rows[0][0] + 1 != len(rows):
+        leaves = []
+        for idx, body, stored in rows:
+            if idx != expected:
+                for gap in range(expected, idx):
+                    problems.append((gap, f"{_GAP} (the next entry found has index {idx})"))
+                    leaves.append(_MISSING)
+            leaves.append(sha256(b"\x00" + body).digest() if body is not None else bytes(stored))
+            if body is not None and leaves[-1] != stored:
+                problems.append((idx, "content does not match its stored leaf hash (entry altered)"))
+            expected = idx + 1
+        return leaves, expected
     leaves = [sha256(b"\x00" + b).digest() if b is not None else bytes(s) for _, b, s in rows]
     stored = [s for _, _, s in rows]
     if leaves != stored:
@@ -293,8 +324,9 @@ def _hash_span_rows(rows_iter, start: int, end: int) -> tuple[list[bytes], list[
         more, expected = _hash_rows(rows, expected, problems)
         leaves.extend(more)
         pruned += sum(1 for r in rows if r[1] is None)
-    if expected < end:
-        problems.append((expected, f"entries [{expected}, {end}) missing"))
+    for gap in range(expected, end):
+        problems.append((gap, f"{_GAP} (entries [{expected}, {end}) are not in the log)"))
+        leaves.append(_MISSING)
     return leaves, problems, pruned
 
 
