@@ -10,6 +10,12 @@ def obs(status="fail", target="h1", check="a.b"):
     return Observation(target, check, Status(status), "reason", {"k": 1})
 
 
+def record(store, observation):
+    """One observation through the sweep's path (a batch of one)."""
+    [result] = store.record_many([observation])
+    return result
+
+
 def test_wal_mode_and_schema_version(tmp_path):
     store = Store(tmp_path / "state")
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -40,13 +46,13 @@ def test_failed_migration_leaves_the_old_version(tmp_path):
 
 def test_one_open_incident_per_target_and_check(tmp_path):
     store = Store(tmp_path)
-    o1, inc, new = store.record(obs())
+    o1, inc, new = record(store, obs())
     assert new and inc.occurrences == 1
-    _o2, again, new2 = store.record(obs())
+    _o2, again, new2 = record(store, obs())
     assert not new2 and again.id == inc.id and again.occurrences == 2
     assert store.incident(inc.id).occurrences == 2
     # A pass returns the open incident (the engine decides who resolves it).
-    _o3, open_, new3 = store.record(obs("pass"))
+    _o3, open_, new3 = record(store, obs("pass"))
     assert open_.id == inc.id and not new3
     # The database itself refuses a second open incident.
     with pytest.raises(sqlite3.IntegrityError):
@@ -59,14 +65,14 @@ def test_count_status_counts_the_latest_state_per_target_and_check(tmp_path):
     store = Store(tmp_path)
     for o in (obs("fail", "h1", "a"), obs("fail", "h2", "a"), obs("fail", "h1", "b"), obs("pass", "h1", "b"),
               obs("error", "h3", "a")):
-        store.record(o)
+        record(store, o)
     assert [store.count_status(s) for s in ("fail", "pass", "error")] == [2, 1, 1]
     assert store.count_status("fail") == sum(1 for r in store.latest() if r["status"] == "fail")
 
 
 def test_resolve_stores_outcome_and_refuses_twice(tmp_path):
     store = Store(tmp_path)
-    _oid, inc, _ = store.record(obs())
+    _oid, inc, _ = record(store, obs())
     done = store.resolve_incident(inc.id, "healed", "L1", "runbook x")
     assert (done.state, done.outcome, done.tier, done.detail) == ("resolved", "healed", "L1", "runbook x")
     assert done.resolved_at
@@ -77,22 +83,22 @@ def test_resolve_stores_outcome_and_refuses_twice(tmp_path):
     with pytest.raises(StoreError, match="no such incident"):
         store.resolve_incident(999, "healed")
     # A new failure after a fix opens a new incident.
-    _oid, inc2, new = store.record(obs())
+    _oid, inc2, new = record(store, obs())
     assert new and inc2.id != inc.id
 
 
 def test_drift_episode_set_aside_opens_nothing_until_a_pass(tmp_path):
     store = Store(tmp_path)
-    _oid, inc, _ = store.record(obs())
+    _oid, inc, _ = record(store, obs())
     store.resolve_incident(inc.id, "escalated", "L3", "told the MSP")
-    assert store.record(obs())[1:] == (None, False), "same episode: parked"
-    _oid, err, new = store.record(obs("error"))
+    assert record(store, obs())[1:] == (None, False), "same episode: parked"
+    _oid, err, new = record(store, obs("error"))
     assert err is None and not new
-    store.record(obs("pass"))
-    _oid, inc2, new = store.record(obs())
+    record(store, obs("pass"))
+    _oid, inc2, new = record(store, obs())
     assert new and inc2.id != inc.id, "a pass ends the episode"
     store.resolve_incident(inc2.id, "error", "none", "ladder bug")
-    _oid, inc3, new = store.record(obs())
+    _oid, inc3, new = record(store, obs())
     assert new and inc3.id != inc2.id, "an error decides nothing: the drift is tried again"
 
 
@@ -100,7 +106,7 @@ def test_a_batch_is_recorded_as_one_at_a_time_would_be(tmp_path):
     batch = [obs("fail", "h1", "a"), obs("fail", "h1", "b"), obs("pass", "h1", "c"), obs("error", "h1", "d")]
     one, many = Store(tmp_path / "one"), Store(tmp_path / "many")
     for round_ in range(2):  # opened, then counted again
-        singles = [one.record(o) for o in batch]
+        singles = [record(one, o) for o in batch]
         together = many.record_many(batch)
         def shape(results):
             return [(i and (i.id, i.check_id, i.state, i.occurrences), n) for _, i, n in results]
@@ -111,6 +117,6 @@ def test_a_batch_is_recorded_as_one_at_a_time_would_be(tmp_path):
 
 def test_state_files_are_not_world_readable(tmp_path):
     store = Store(tmp_path / "s")
-    store.record(obs())
+    record(store, obs())
     for p in (tmp_path / "s").iterdir():
         assert p.stat().st_mode & 0o007 == 0, p

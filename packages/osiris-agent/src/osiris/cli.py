@@ -196,7 +196,6 @@ def check(state: State, targets: tuple[str, ...], checks: tuple[str, ...], fmt: 
     for c in checks:
         if c not in loaded.registry.checks:
             _fail(f"--check {c!r}: no such check (see `osiris checks`)", EXIT_CONFIG)
-    loaded.ctx.store = store
 
     async def go():
         engine = Engine(loaded.registry, store, loaded.targets,

@@ -56,8 +56,7 @@ class AgentContext:
         self.agent_version = agent_version
         self.log = logging.getLogger("osiris")
         self._pool: ThreadPoolExecutor | None = None
-        # Set by the agent once the store and registry exist.
-        self.store: Any = None
+        # Set by app.load once the registry exists (the evidence service reads it).
         self.registry: Any = None
         # The evidence log (osiris.evidence.service.EvidenceService), when enabled:
         # ``await ctx.evidence.record(kind, payload, host=..., policy=...)``.

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import sqlitedb
 from .paths import DataPaths
-from .records import Observation, Status, Target
+from .records import Observation, Status
 
 MIGRATIONS: list[str] = [
     # 1: targets, observations, incidents
@@ -397,38 +397,18 @@ class Store:
         """Observations pruned since start and the last upkeep error, if any."""
         return {"pruned": self._checkpointer.pruned, "last_error": self._checkpointer.last_error}
 
-    # -- targets ---------------------------------------------------------------
-
-    def upsert_targets(self, targets: Sequence[Target]) -> None:
-        now = _now()
-        with self.transaction() as db:
-            for t in targets:
-                db.execute(
-                    """INSERT INTO targets (name, kind, role, address, first_seen, updated_at)
-                       VALUES (?, ?, ?, ?, ?, ?)
-                       ON CONFLICT (name) DO UPDATE SET kind = excluded.kind, role = excluded.role,
-                           address = excluded.address, updated_at = excluded.updated_at""",
-                    (t.name, t.kind, t.role, t.address, now, now),
-                )
-
-    def targets(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM targets ORDER BY name")]
-
     # -- observations ------------------------------------------------------------
 
-    def record(self, obs: Observation) -> tuple[int, Incident | None, bool]:
-        """Record an observation and apply it to incidents, in one transaction.
-
-        Returns ``(observation id, incident, new)``: for a failure, the
-        incident opened (``new``) or counted again, or ``None`` when the drift
-        episode is parked; for a pass or an error, the open incident if any.
-        This is the engine's hot path, hence one transaction and no re-reads.
-        """
-        return self.record_many([obs])[0]
-
     def record_many(self, observations: Sequence[Observation]) -> list[tuple[int, Incident | None, bool]]:
-        """:meth:`record` for each observation (one target's sweep), in one
-        transaction: a commit per observation was most of the store's cost."""
+        """Record observations (one target's sweep) and apply each to
+        incidents, in order, in one transaction: a commit per observation
+        was most of the store's cost, and this is the sweep's hot path.
+
+        Returns ``(observation id, incident, new)`` per observation: for a
+        failure, the incident opened (``new``) or counted again, or ``None``
+        when the drift episode is parked; for a pass or an error, the open
+        incident if any.
+        """
         now = _now()
         with self.transaction() as db:
             return [self._record(db, obs, now) for obs in observations]

@@ -222,9 +222,6 @@ class RuleSet:
                 return rule
         return None
 
-    def by_id(self) -> dict[str, Rule]:
-        return {r.id: r for r in self.rules}
-
 
 def rule_files(shipped: Iterable[Path], dirs: Iterable[Path]) -> list[Path]:
     out = [Path(p) for p in shipped]
