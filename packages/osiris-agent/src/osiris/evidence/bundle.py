@@ -52,8 +52,7 @@ ENVELOPE_FORMAT = "osiris.signed-bundle/1"
 #: runs included), ``rule_decision`` (a healing rule approved or refused, from
 #: the API and the CLI), ``health_gate`` (a boot's health verdict,
 #: osiris.health). Later features add their own names here.
-KIND = {"sweep": "sweep", "observation": "observation", "healing_attempt": "healing_attempt",
-        "rule_decision": "rule_decision", "health_gate": "health_gate"}
+KIND = frozenset({"sweep", "observation", "healing_attempt", "rule_decision", "health_gate"})
 
 
 @dataclass(frozen=True)
