@@ -154,3 +154,54 @@ async def test_a_store_of_the_old_layout_keeps_being_used_for_its_key(tmp_path):
     assert (legacy / "checkpoints/2.note").is_file()
     assert not (legacy / key.verify_key.key_id(ORIGIN).hex()).exists()
     log.close()
+
+
+def test_verify_fails_a_log_cut_short_below_the_store_or_a_kept_checkpoint(tmp_path):
+    """Two runs record two sweeps (checkpoints 1 and 2, both in the store);
+    an auditor exports and keeps checkpoint 2. Then the newest entry is
+    deleted with its checkpoint and the outbox's cursors (triggers dropped):
+    `osiris evidence verify --no-sinks` says ok, as every verify did before;
+    asking the store, or giving the kept checkpoint, fails it, naming which."""
+    import json
+    import sqlite3
+    import zipfile
+
+    from click.testing import CliRunner
+
+    from osiris.cli import cli
+
+    store = tmp_path / "nas"
+    store.mkdir()
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(config(tmp_path, store)))
+    for _ in range(2):
+        asyncio.run(Agent(load(cfg)).run(once=True))
+    r = CliRunner()
+    assert r.invoke(cli, ["-c", str(cfg), "evidence", "export", str(tmp_path / "audit.zip")]).exit_code == 0
+    kept = tmp_path / "kept.note"
+    kept.write_bytes(zipfile.ZipFile(tmp_path / "audit.zip").read("checkpoints/2.note"))
+    ok = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "--checkpoint", str(kept)])
+    assert ok.exit_code == 0 and "4 checkpoint(s) held outside the log compared" in ok.output, ok.output
+    (store).rename(tmp_path / "unmounted")  # a store that is away is a warning, the rest is verified
+    away = r.invoke(cli, ["-c", str(cfg), "evidence", "verify"])
+    assert away.exit_code == 0 and "warning: sink evidence-local: could not read the newest checkpoint it holds: " \
+        "FileNotFoundError" in away.output, away.output
+    (tmp_path / "unmounted").rename(store)
+
+    db = sqlite3.connect(tmp_path / "state/evidence/log.sqlite3", isolation_level=None)
+    for t in ("entries_no_delete", "checkpoints_no_delete"):
+        db.execute(f"DROP TRIGGER {t}")
+    db.execute("DELETE FROM entries WHERE idx >= 1")
+    db.execute("DELETE FROM checkpoints WHERE size > 1")
+    db.execute("DELETE FROM sink_cursors")
+    db.close()
+    alone = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "--no-sinks"])
+    assert alone.exit_code == 0 and alone.output.startswith("ok: 1 entries"), alone.output
+    sinks = r.invoke(cli, ["-c", str(cfg), "evidence", "verify"])
+    assert sinks.exit_code == 1 and sinks.output.startswith(
+        "FAILED: index 1: sink evidence-local (its own copy) holds checkpoint 2, but the log holds 1 entries: "
+        "the newest entries were removed (the log was truncated)"), sinks.output
+    pinned = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "--no-sinks", "--checkpoint", str(kept)])
+    assert pinned.exit_code == 1 and f"checkpoint file {kept} holds checkpoint 2, but the log holds 1" in pinned.output
+    missing = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "--checkpoint", str(tmp_path / "nope.note")])
+    assert missing.exit_code == 2 and "nope.note: cannot read the checkpoint" in missing.output

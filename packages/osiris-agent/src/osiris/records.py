@@ -249,7 +249,10 @@ class EvidenceSink(Protocol):
     ``checkpoint-<key id>-<size>``), ``async maintain()`` with
     ``maintain_interval`` (seconds), ``delivery_timeout`` (seconds one
     delivery may take, when a sink needs longer than
-    ``evidence.delivery_timeout``), and ``async close()``."""
+    ``evidence.delivery_timeout``), ``async close()``, and ``async
+    latest_checkpoint(origin, key_id)``: the newest signed checkpoint note
+    the sink holds of that log (bytes, or None), which ``osiris evidence
+    verify`` compares with the log to catch one cut short."""
 
     name: str
 

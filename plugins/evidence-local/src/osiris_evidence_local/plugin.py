@@ -119,6 +119,20 @@ class LocalStore:
     async def deliver(self, item_id: str, payload: bytes) -> None:
         self.written += await self._run(self.store, item_id, payload)
 
+    def newest_checkpoint(self, origin: str, kid: str) -> bytes | None:
+        """The newest checkpoint note stored for the log ``origin`` signed by
+        key ``kid`` (synchronously), or None. Nothing is created."""
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: the evidence store is not there (not mounted?)")
+        base = self._legacy(origin, kid) or self.root / origin / kid
+        sizes = [int(p.name[:-5]) for p in (base / "checkpoints").glob("*.note") if p.name[:-5].isdigit()]
+        return (base / "checkpoints" / f"{max(sizes)}.note").read_bytes() if sizes else None
+
+    async def latest_checkpoint(self, origin: str, key_id: str) -> bytes | None:
+        """What ``osiris evidence verify`` compares the log with: a log cut
+        short below this store's newest checkpoint fails."""
+        return await self._run(self.newest_checkpoint, origin, key_id)
+
 
 @hookimpl
 def osiris_settings():

@@ -18,24 +18,28 @@ Layout::
     consistency/<m>-<n>.json     consistency proofs between included checkpoints
 
 Checkpoints included: the first that covers the first exported bundle,
-every attested one after it, and the anchor (the latest, against which all
-inclusion proofs are made), with a consistency proof between each pair in
-order. Indexes in file names are zero-padded to 12 digits so that they sort.
+every attested one after it, the newest attested ones (complete and
+pending, wherever they are), checkpoints kept from earlier exports
+(``--pin``), and the anchor (the log's newest, against which all inclusion
+proofs are made), with a consistency proof between each pair in order. Indexes in file names are zero-padded to 12 digits so that they sort.
 """
 
 from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import merkle
 from .canonical import utc_text
-from .errors import EvidenceError
+from .errors import EvidenceError, VerificationError
 from .keys import SigningKey, VerifyKey
 from .log import EvidenceLog
 from .merkle import leaf_hash
+from .note import Checkpoint, parse_checkpoint
 
 #: The standalone verifier (standard library only), exported as verify.py.
 STANDALONE = Path(__file__).with_name("standalone.py")
@@ -62,12 +66,36 @@ def _name(index: int) -> str:
     return f"{index:012d}"
 
 
+def _pinned(log: EvidenceLog, notes: Sequence[bytes], anchor: Checkpoint) -> list[Checkpoint]:
+    """Checkpoints an auditor kept from an earlier export, each proven to be
+    extended by the log; a log that does not is refused, naming why."""
+    out = []
+    for note in notes:
+        try:
+            cp = parse_checkpoint(note, key=log.verify_key, origin=log.origin)
+        except (VerificationError, UnicodeDecodeError) as exc:
+            raise EvidenceError(f"pinned checkpoint: not one of this log's: {exc}") from None
+        if cp.size > anchor.size:
+            raise EvidenceError(f"pinned checkpoint {cp.size}: the log's newest checkpoint covers only {anchor.size} "
+                                "entries: the log was truncated since that checkpoint was exported")
+        proof = log.consistency_proof(cp.size, anchor.size)
+        if not merkle.verify_consistency(cp.size, anchor.size, cp.root, anchor.root, proof):
+            raise EvidenceError(f"pinned checkpoint {cp.size}: the log does not extend it (rewritten or forked)")
+        out.append(cp)
+    return out
+
+
 def export(log: EvidenceLog, out: Path | str, first: int, end: int, *, key: VerifyKey | None = None,
-           signing_key: SigningKey | None = None, now: datetime | None = None) -> ExportSummary:
+           signing_key: SigningKey | None = None, now: datetime | None = None,
+           pins: Sequence[bytes] = ()) -> ExportSummary:
     """Write entries [first, end) with proofs to ``out`` (a new zip file).
     With ``signing_key`` (the log's), ``manifest.json.sig`` signs the
     manifest, and so the range: bundles cut from the ends of the export are
-    then detected too."""
+    then detected too. The anchor is the log's newest checkpoint, and the
+    newest attested (anchored) checkpoint is included with its attestation,
+    so the next audit can pin the log. ``pins``: checkpoint notes kept from
+    earlier exports, included with consistency proofs to the anchor
+    (``verify.py --checkpoint`` checks them offline)."""
     out = Path(out)
     key = key or log.verify_key
     if signing_key is not None and signing_key.verify_key.raw != log.verify_key.raw:
@@ -85,10 +113,17 @@ def export(log: EvidenceLog, out: Path | str, first: int, end: int, *, key: Veri
         raise EvidenceError(f"nothing to export in [{first}, {end})")
     first_cp = log.checkpoint_covering(first)
     assert first_cp is not None
-    # Attested checkpoints in between are exported too, each with its proof of consistency.
+    # Attested checkpoints in between are exported too, each with its proof
+    # of consistency, and the newest attested ones (pending and complete)
+    # wherever they are: the log's anchoring, for the next audit.
     attestations = log.attestations(sizes=(first_cp.size, anchor.size))
-    sizes = sorted({first_cp.size, anchor.size} | {a["size"] for a in attestations})
-    cps = [log.checkpoint_at(s) for s in sizes]
+    everything = log.attestations(sizes=(0, anchor.size))
+    newest = [max((a for a in everything if a["complete"] is c), key=lambda a: a["size"], default=None)
+              for c in (True, False)]
+    attestations += [a for a in newest if a is not None and a not in attestations]
+    pinned = {cp.size: cp for cp in _pinned(log, pins, anchor)}
+    sizes = sorted({first_cp.size, anchor.size} | {a["size"] for a in attestations} | set(pinned))
+    cps = [pinned.get(s) or log.checkpoint_at(s) for s in sizes]
     if out.exists():
         raise EvidenceError(f"{out}: already exists; refusing to overwrite")
     tmp = out.with_name(out.name + ".partial")
@@ -126,6 +161,8 @@ def export(log: EvidenceLog, out: Path | str, first: int, end: int, *, key: Veri
             "bundles": end - first,
             "anchor_checkpoint": anchor.size,
             "checkpoints": sizes,
+            "attested": sorted({a["size"] for a in attestations}),
+            "pinned": sorted(pinned),
             "exported_at": utc_text(now),
         }
         manifest_bytes = json.dumps(manifest, indent=2).encode()
@@ -269,7 +306,7 @@ used below.
 | `VERIFY.md` | this text |
 | `verify.py` | the standalone verifier (Python 3 standard library, `openssl` for signatures) |
 | `openssl-verify.sh` | every signature in the export checked with the `openssl` command line |
-| `manifest.json` | JSON object: `format` (`{EXPORT_FORMAT}`), `origin` (the log's name, also the checkpoint key name), `key_fingerprint_sha256`, `key_id` (the C2SP key id, hex), `first_index` and `end_index` (the range `[first, end)` of bundles), `bundles` (their count), `anchor_checkpoint` (the tree size every inclusion proof is made against), `checkpoints` (the sizes included), `exported_at` |
+| `manifest.json` | JSON object: `format` (`{EXPORT_FORMAT}`), `origin` (the log's name, also the checkpoint key name), `key_fingerprint_sha256`, `key_id` (the C2SP key id, hex), `first_index` and `end_index` (the range `[first, end)` of bundles), `bundles` (their count), `anchor_checkpoint` (the tree size every inclusion proof is made against: the log's newest checkpoint), `checkpoints` (the sizes included), `attested` (those with an attestation file), `pinned` (those kept from earlier exports), `exported_at` |
 | `manifest.json.sig` | 64 bytes: the raw Ed25519 signature (RFC 8032) of the exact bytes of `manifest.json` |
 | `public-key.pem` | the Ed25519 public key, SubjectPublicKeyInfo PEM; the raw key is the last 32 bytes of its DER |
 | `public-key.vkey` | the same key as a C2SP verifier key: `<origin>+<key id>+<base64(0x01 ‖ raw key)>` |
@@ -364,13 +401,26 @@ Every bundle's signed `seq` is its index and its signed `prev` is the leaf
 hash of the bundle before it, so no bundle can be removed, inserted or
 reordered without breaking a signature; `recorded_at` never goes back.
 
-## 10. With osiris, on any machine
+## 10. That the log was not cut short since your last audit
+
+Keep `checkpoints/{anchor}.note` from this export (it is the log's newest
+checkpoint when the export was made). Next time, check that the log still
+extends it: on the appliance, `osiris evidence verify --checkpoint
+{anchor}.note`; or have the next export made with `osiris evidence export
+--pin {anchor}.note ...` (it then holds a consistency proof from it) and run
+`python3 verify.py --checkpoint {anchor}.note` on that export. A log
+shorter than the checkpoint you kept, or not consistent with it, fails,
+naming the file. `manifest.json` lists the checkpoints with an
+attestation (`attested`, e.g. an OpenTimestamps proof, section 12) and those
+pinned from earlier exports (`pinned`).
+
+## 11. With osiris, on any machine
 
     osiris evidence verify-export THIS.zip --key TRUSTED.pem
 
 does the same checks with the Osiris code.
 
-## 11. Timestamps
+## 12. Timestamps
 
 `checkpoints/<size>.note.ots`, where present, is an OpenTimestamps proof
 for that checkpoint file: `ots verify checkpoints/<size>.note.ots` (the

@@ -525,7 +525,8 @@ class Verifier:
             except Bad as exc:
                 if "missing" in str(exc):
                     raise Bad("%s: this export has no consistency/%d-%d.json, so it cannot show that its log extends "
-                              "the checkpoint you kept" % (kept_file, size, anchor))
+                              "the checkpoint you kept (have the export made with `osiris evidence export --pin %s`)"
+                              % (kept_file, size, anchor, os.path.basename(kept_file)))
                 raise
         self.ok("%s: the log extends the checkpoint you kept (size %d)" % (kept_file, size))
 

@@ -14,7 +14,12 @@
   roots, which is what makes a million entries verifiable in seconds;
 * consistency proofs, as the log serves them, between successive
   checkpoints;
-* that no checkpoint claims more entries than the log holds.
+* that no checkpoint claims more entries than the log holds;
+* given ``witnesses`` (checkpoints held outside the log: what the outbox
+  says each sink acknowledged, attested checkpoints, a sink's own copy, a
+  note an auditor kept), that the log is at least as long as each and has
+  its root at its size: a log cut short together with its own checkpoints
+  passes every other check.
 
 A problem names the first bad index and what is wrong. When a checkpoint's
 root does not match and the entries alone did not say why (an entry altered
@@ -28,7 +33,7 @@ import hashlib
 import multiprocessing
 import json
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +45,7 @@ from .keys import VerifyKey
 from .log import ZERO_HASH, EvidenceLog, span_chunks
 from .note import Checkpoint, parse_checkpoint
 
-__all__ = ["Problem", "Report", "verify_log", "verify_entry_in_log", "verify_export", "check_statement"]
+__all__ = ["Problem", "Report", "Witness", "log_witnesses", "verify_log", "verify_entry_in_log", "verify_export", "check_statement"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,7 @@ class Report:
     pruned: int = 0
     roots: int = 0
     consistency: int = 0
+    witnesses: int = 0  # checkpoints held outside the log, compared with it
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     key_fingerprint: str | None = None  # the key everything was checked against
@@ -86,10 +92,64 @@ class Report:
         text = (f"{self.entries} entries ({self.pruned} pruned), {self.checkpoints} checkpoints, "
                 f"{self.signatures} signatures checked, {self.roots} roots and {self.consistency} consistency "
                 "proofs checked")
+        if self.witnesses:
+            text += f", {self.witnesses} checkpoint(s) held outside the log compared"
         if self.ok:
             return f"ok: {text}"
         first = self.first_problem()
         return f"FAILED: {first} ({len(self.problems)} problem(s)); {text}"
+
+
+@dataclass(frozen=True)
+class Witness:
+    """A checkpoint held outside the log's own table of checkpoints, and who
+    holds it: a sink's copy, the outbox's record of what a sink
+    acknowledged, an OpenTimestamps attestation, a note an auditor kept.
+    Only such a copy catches a log cut short together with the checkpoints
+    that covered its end."""
+
+    source: str  # who holds it, as the problem will name it
+    size: int  # the tree size it covers (for ``entries``: how many entries the holder received)
+    note: bytes | None = None  # the signed checkpoint, when the holder has it
+    entries: bool = False  # a count of entries delivered, not a checkpoint
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> Witness:
+        """A checkpoint note kept in a file (``--checkpoint FILE``)."""
+        try:
+            note = Path(path).read_bytes()
+        except OSError as exc:
+            raise EvidenceError(f"{path}: cannot read the checkpoint: {exc.strerror}") from None
+        try:
+            size = parse_checkpoint(note).size
+        except (VerificationError, UnicodeDecodeError) as exc:
+            raise EvidenceError(f"{path}: not a checkpoint note: {exc}") from None
+        return cls(f"checkpoint file {path}", size, note)
+
+
+def log_witnesses(log: EvidenceLog) -> list[Witness]:
+    """What the log's own records say others hold: the newest checkpoint
+    each sink acknowledged and how many bundles it received (the outbox's
+    cursors), and every checkpoint that has an attestation (OpenTimestamps).
+    These live in tables an editor of the log can change too; sinks' own
+    copies (:meth:`EvidenceSink.latest_checkpoint`) and kept notes cannot be."""
+    out: list[Witness] = []
+    for c in log.cursors():
+        if c["delivered"] <= 0:
+            continue
+        if c["kind"] == "checkpoint":
+            note = log.checkpoint_at(int(c["delivered"]))
+            out.append(Witness(f"sink {c['sink']} (acknowledged checkpoint {c['delivered']}, says the outbox)",
+                               int(c["delivered"]), note.note if note else None))
+        elif c["kind"] == "bundle":
+            out.append(Witness(f"sink {c['sink']} (received entries [0, {c['delivered']}), says the outbox)",
+                               int(c["delivered"]), entries=True))
+    for a in log.attestations():
+        note = log.checkpoint_at(int(a["size"]))
+        out.append(Witness(f"{a['kind']} attestation of checkpoint {a['size']} "
+                           f"({'complete' if a['complete'] else 'pending'})", int(a["size"]),
+                           note.note if note else None))
+    return out
 
 
 def check_statement(body: bytes, sig: bytes | None, key: VerifyKey, *, index: int, prev: bytes | None, origin: str,
@@ -165,11 +225,36 @@ def _recheck_range(log: EvidenceLog, key: VerifyKey, start: int, end: int, prev:
 _MISSING = b"\xff" * 32
 
 
+def _outside(log: EvidenceLog, key: VerifyKey, witnesses: Sequence[Witness],
+             report: Report) -> tuple[dict[int, list[tuple[bytes, str]]], list[Witness]]:
+    """Roots to compare, by size, from witnesses that hold a signed note;
+    and the witnesses whose size is to be compared with the log's."""
+    roots: dict[int, list[tuple[bytes, str]]] = {}
+    sized: list[Witness] = []
+    for w in witnesses:
+        report.witnesses += 1
+        if w.note is not None:
+            try:
+                cp = parse_checkpoint(w.note, key=key, origin=log.origin)
+            except (VerificationError, UnicodeDecodeError) as exc:
+                report.problems.append(Problem(f"{w.source}: its checkpoint does not verify: {exc}"))
+                continue
+            if cp.size > 0:
+                roots.setdefault(cp.size, []).append((cp.root, w.source))
+            w = Witness(w.source, cp.size, w.note, w.entries)
+        sized.append(w)
+    return roots, sized
+
+
 def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bool = True,
-               max_problems: int = 20, progress: Callable[[int], None] | None = None, jobs: int = 1) -> Report:
+               max_problems: int = 20, progress: Callable[[int], None] | None = None, jobs: int = 1,
+               witnesses: Sequence[Witness] = ()) -> Report:
     """Verify the whole log (see the module docstring). ``jobs`` > 1 hashes
     checkpointed entries in that many worker processes (the tree, the roots
-    and every signature check stay in this one)."""
+    and every signature check stay in this one). ``witnesses``: checkpoints
+    held outside the log (:func:`log_witnesses`, sinks' copies, kept notes);
+    a log shorter than any of them, or whose root at its size differs,
+    fails, naming it."""
     report = Report()
     key = key or log.verify_key
     if key.raw != log.verify_key.raw:
@@ -177,6 +262,8 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
             f"the log says it was signed by key {log.verify_key.fingerprint[:16]}..., "
             f"not by the trusted key {key.fingerprint[:16]}..."))
     cps = _checkpoints(log, key, report)
+    outside, sized = _outside(log, key, witnesses, report)
+    stops = sorted(outside)
     size = log.size()
     # Entries covered by a checkpoint are checked by hashing alone unless
     # every signature is wanted; the rest get signature and chain checks.
@@ -188,6 +275,7 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
     prev_cp_size, prev_cp_leaf = 0, ZERO_HASH
     prev: bytes | None = ZERO_HASH
     missing: list[int] = []  # indexes of missing entries, in order
+    stop_pos = 0  # the next size in ``stops``
 
     def problem(p: Problem) -> None:
         report.problems.append(p)
@@ -195,14 +283,25 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
     def feed(leaves: list[bytes]) -> None:
         """Add leaves (one per index, _MISSING for a missing entry), checking
         the root at every checkpoint they pass."""
-        nonlocal cp_pos, prev_cp_size, prev_cp_leaf
+        nonlocal cp_pos, prev_cp_size, prev_cp_leaf, stop_pos
         i = 0
         while i < len(leaves):
             stop = len(leaves)
             if cp_pos < len(cp_list):
                 stop = min(stop, i + cp_list[cp_pos].size - tree.size)
+            if stop_pos < len(stops):
+                stop = min(stop, i + stops[stop_pos] - tree.size)
             tree.extend(leaves[i:stop])
             i = stop
+            while stop_pos < len(stops) and stops[stop_pos] == tree.size:
+                here = tree.root()
+                for root, source in outside[stops[stop_pos]]:
+                    report.roots += 1
+                    if root != here:
+                        problem(Problem(f"{source}: its checkpoint {tree.size} is signed for another root than the "
+                                        f"log's entries [0, {tree.size}) have (the log was rewritten or forked)",
+                                        checkpoint=tree.size))
+                stop_pos += 1
             while cp_pos < len(cp_list) and cp_list[cp_pos].size == tree.size:
                 cp = cp_list[cp_pos]
                 report.roots += 1
@@ -270,6 +369,15 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
     for cp in cp_list[cp_pos:]:
         problem(Problem(f"covers {cp.size} entries but the log holds {tree.size} (entries removed from the end?)",
                         index=tree.size, checkpoint=cp.size))
+    # Checkpoints held elsewhere: the log must be at least as long as each
+    # (truncation removes the log's own checkpoints with its entries).
+    for w in sized:
+        if w.size > tree.size:
+            what = (f"received entries [0, {w.size})" if w.entries else f"holds checkpoint {w.size}")
+            problem(Problem(f"{w.source} {what}, but the log holds {tree.size} entries: the newest entries were "
+                            "removed (the log was truncated)", index=tree.size))
+        elif not w.entries and w.note is None and log.checkpoint_at(w.size) is None:
+            problem(Problem(f"{w.source}: the log no longer has checkpoint {w.size}", checkpoint=w.size))
     # Consistency proofs as the log serves them (this also checks its node table).
     for a, b in zip(cps, cps[1:]):
         if b.size > tree.size:
