@@ -193,6 +193,20 @@ in
       default = false;
       description = "Open {option}`settings.agent.http.port` in the firewall.";
     };
+
+    checkPacks = mkOption {
+      type = types.listOf types.path;
+      default = [ ];
+      example = lib.literalExpression "[ ./check-packs ./printers.yaml ]";
+      description = ''
+        The site's check packs for the windows-baseline plugin
+        (docs/check-packs.md): YAML files, or directories whose `*.yaml`
+        files are packs. A path literal is copied into the Nix store (packs
+        hold no secrets), so a changed pack changes the config and restarts
+        the agent. Written to `settings.plugins.windows-baseline.packs`;
+        needs that plugin in {option}`services.osiris.plugins`.
+      '';
+    };
   };
 
   config = mkIf cfg.enable {
@@ -218,6 +232,14 @@ in
           (ProtectSystem=strict) makes only such paths writable (ReadWritePaths=).
         '';
       }) writablePaths
+      ++ [
+        {
+          assertion =
+            cfg.checkPacks == [ ]
+            || lib.any (p: (p.passthru.osirisPluginName or "") == "windows-baseline") cfg.plugins;
+          message = "services.osiris.checkPacks: the windows-baseline plugin, which loads them, is not in services.osiris.plugins.";
+        }
+      ]
       ++ map (p: {
         # withPackages would silently mix two interpreters' site-packages.
         assertion = toString (p.pythonModule or "") == toString cfg.package.pythonModule;
@@ -228,6 +250,11 @@ in
       services.osiris.openFirewall is set but the HTTP API listens on
       ${cfg.settings.agent.http.listen}; set settings.agent.http.listen too.
     '';
+
+    # "${p}" copies a path literal into the store; a string path stays as given.
+    services.osiris.settings.plugins.windows-baseline.packs = mkIf (cfg.checkPacks != [ ]) (
+      map (p: "${p}") cfg.checkPacks
+    );
 
     users.users.osiris = {
       isSystemUser = true;

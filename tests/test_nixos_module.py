@@ -101,3 +101,26 @@ def test_the_rendered_unit_keeps_its_exposure_score(tmp_path):
     score = re.search(r"Overall exposure level for osiris-agent\.service: ([0-9.]+)", result.stdout)
     assert score, result.stdout + result.stderr
     assert float(score.group(1)) <= MAX_SCORE
+
+
+def test_check_packs_become_the_baselines_setting_and_need_its_plugin(tmp_path):
+    host = tmp_path / "packs.nix"
+
+    def with_plugins(plugins: str) -> dict:
+        host.write_text("{ pkgs, ... }: { services.osiris = { enable = true; settings.site.id = \"test\"; "
+                        f"plugins = [ {plugins} ]; checkPacks = [ \"/etc/osiris/packs\" ]; }}; }}\n")
+        out = subprocess.run(
+            ["nix-instantiate", "--store", "dummy://", "--eval", "--strict", "--json",
+             str(REPO / "tools/eval-module.nix"), "--argstr", "nixpkgsLib", str(Path(LIB).resolve()),
+             "--arg", "host", str(host)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    baseline = ('(pkgs.osiris-agent // { name = "wb"; passthru = { osirisPlugin = true; '
+                'osirisPluginName = "windows-baseline"; }; })')
+    out = with_plugins(baseline)
+    assert out["failedAssertions"] == []
+    assert out["settings"]["plugins"]["windows-baseline"]["packs"] == ["/etc/osiris/packs"]
+    missing = with_plugins("")
+    assert missing["failedAssertions"] == [
+        "services.osiris.checkPacks: the windows-baseline plugin, which loads them, is not in services.osiris.plugins."]

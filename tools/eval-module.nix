@@ -9,7 +9,7 @@
 #     --argstr nixpkgsLib /abs/path/to/nixpkgs.lib --arg host ./host.nix
 #
 # Prints { failedAssertions } when any assertion fails, else also
-# { unit, serviceConfig, unitConfig, tmpfiles, warnings }.
+# { unit, serviceConfig, unitConfig, tmpfiles, warnings, settings }.
 {
   nixpkgsLib, # absolute path of the checkout, as a string
   host ? { }, # a host's module: what it sets besides the defaults
@@ -114,6 +114,7 @@ else
 {
   inherit failedAssertions;
   inherit (config) warnings;
+  inherit (config.services.osiris) settings;
   tmpfiles = config.systemd.tmpfiles.rules;
   inherit (unit) serviceConfig unitConfig;
   unit = ''

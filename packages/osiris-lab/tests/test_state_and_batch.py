@@ -100,6 +100,28 @@ async def test_batch_units_fail_alone(tmp_path):
     assert "made to throw" in doc["results"][0]["error"]
 
 
+async def test_a_unit_that_names_a_probe_type_runs_that_types_emulation(tmp_path):
+    """A check pack's checks share their probe type's script: the lab runs
+    the type's one emulation for each, with that check's inputs."""
+    @emulation.probe("test_only_echo", 1, cost_ms=0)
+    def echo(host, params):
+        return {"host": host.name, "asked": params["probe"]["what"]}
+
+    batch = "# osiris-script: batch/v1\n" + "".join(
+        f"[void]$Units.Add(@{{ Kind = 'check'; Id = '{cid}'; Body = @'\n# osiris-check: {cid}/v1\n"
+        f"# osiris-probe: {ptype}/v1\nparam($P)\n'@ }})\n"
+        for cid, ptype in (("site.one.a", "test_only_echo"), ("site.two.b", "test_only_echo"),
+                           ("site.three.c", "test_only_unknown")))
+    params = {"v": 1, "units": {cid: {"timeout_ms": 1000, "params": {"probe": {"what": cid}}}
+                                for cid in ("site.one.a", "site.two.b", "site.three.c")}}
+    lab = Lab([("ws01", "workstation")], workdir=tmp_path)
+    by_id = {r["id"]: r for r in _doc(await _run(lab.host("ws01"), _env(batch, params)))["results"]}
+    assert by_id["site.one.a"]["data"] == {"host": "ws01", "asked": "site.one.a"}
+    assert by_id["site.two.b"]["data"] == {"host": "ws01", "asked": "site.two.b"}
+    assert by_id["site.three.c"]["error_type"] == "Osiris.Lab.NotEmulated"
+    assert "probe test_only_unknown/v1 (check site.three.c)" in by_id["site.three.c"]["error"]
+
+
 async def test_bootstrap_without_a_known_script(tmp_path):
     lab = Lab([("ws01", "workstation")], workdir=tmp_path)
     host = lab.host("ws01")

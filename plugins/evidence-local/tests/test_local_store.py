@@ -28,7 +28,9 @@ def config(tmp_path, store, **extra):
 def test_the_agent_writes_verifiable_read_only_files(tmp_path):
     store = tmp_path / "nas"
     store.mkdir()
-    loaded = load(config_data=config(tmp_path, store))
+    # the appliance's own checks and this sink only: another plugin may record bundles of its own at start
+    loaded = load(config_data=config(tmp_path, store),
+                  environ={"OSIRIS_PLUGINS": "appliance-selfcheck,evidence-local"})
     asyncio.run(Agent(loaded).run(once=True))
     [base] = (store / ORIGIN).iterdir()  # <origin>/<key id>
     log = EvidenceLog(tmp_path / "state/evidence/log.sqlite3", create=False)

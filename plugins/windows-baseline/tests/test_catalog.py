@@ -12,7 +12,7 @@ from osiris import Risk
 from osiris.app import load
 from osiris.healing.rules import load_rules, parse_file
 from osiris_windows import script
-from osiris_windows_baseline import audit, catalog, plugin, policies
+from osiris_windows_baseline import catalog, plugin, policies
 from osiris_windows_baseline.common import NOTES
 from osiris_windows_baseline.ps import lit, read_registry
 
@@ -144,17 +144,20 @@ def test_batch_of_every_check_fits_one_round_trip():
 
 
 def test_default_rules_load_and_cover_every_low_risk_runbook(loaded):
-    rules = load_rules([plugin.RULES], loaded.registry.runbooks, loaded.registry.checks)
+    # the rule file, and the heal entries of the shipped packs
+    rules = load_rules(plugin.osiris_rules(loaded.ctx), loaded.registry.runbooks, loaded.registry.checks)
     used = {r.model.action.runbook for r in rules.rules}
     low = {rid for rid, r in RUNBOOKS.items() if r.risk is Risk.LOW}
     assert used == low
     for r in rules.rules:
         assert RUNBOOKS[r.model.action.runbook].risk is Risk.LOW and r.model.mode is None
-    by_check = {r.model.match.check: r for r in parse_file(plugin.RULES)}
-    for s in audit.SUBCATEGORIES:  # each audit check turns on exactly what it requires
-        params = loaded.registry.checks[s.check_id].spec.params
-        assert by_check[s.check_id].model.action.params_for(params) == {"subcategory": s.guid, "success": s.success,
-                                                                        "failure": s.failure}
+    by_check = {r.model.match.check: r for r in rules.rules}
+    audit_checks = [c for c in CHECKS.values() if "guid" in c.params.get("probe", {})]
+    assert {c.id for c in audit_checks} == {c.id for c in catalog.CHECKS if c.source is not None
+                                            and c.source.file.endswith("/audit.yaml")}
+    for c in audit_checks:  # each audit check turns on exactly what it requires
+        assert by_check[c.id].model.action.params_for(c.params) == {
+            "subcategory": c.params["probe"]["guid"], "success": c.params["success"], "failure": c.params["failure"]}
     roles = {tuple(r.model.match.roles): r.model.action.params["au_option"] for r in parse_file(plugin.RULES)
              if r.model.match.check == "windows.updates.automatic"}
     assert roles == {("workstation",): 4, ("dc", "server"): 3}

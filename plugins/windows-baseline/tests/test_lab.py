@@ -23,7 +23,7 @@ from osiris.healing.ladder import Ladder
 from osiris.healing.rules import parse_file
 from osiris.store import Store
 from osiris_lab import Lab
-from osiris_windows_baseline import audit, catalog
+from osiris_windows_baseline import catalog
 from osiris_windows_baseline import plugin as baseline_plugin
 from osiris_windows_baseline.lab import model
 
@@ -162,10 +162,13 @@ DRIFT = {
                                         NO_PARAMS),
     "windows.winrm.client_hardened": ("dc01", "winrm.client.basic", "windows.winrm.harden_client", NO_PARAMS),
 }
-for _s in audit.SUBCATEGORIES:
-    DRIFT[_s.check_id] = ("dc01" if _s.roles == {"dc"} or _s.key in ("process_creation", "removable_storage")
-                          else "srv01", f"audit.{_s.key}", "windows.audit.enable_subcategory",
-                          {"subcategory": _s.guid, "success": _s.success, "failure": _s.failure})
+for _c in catalog.CHECKS:  # the audit pack's checks: one setting per subcategory
+    if _c.params.get("probe", {}).get("guid"):
+        _key = _c.id.removeprefix("windows.audit.")
+        DRIFT[_c.id] = ("dc01" if _c.roles == {"dc"} or _key in ("process_creation", "removable_storage")
+                        else "srv01", f"audit.{_key}", "windows.audit.enable_subcategory",
+                        {"subcategory": _c.params["probe"]["guid"], "success": _c.params["success"],
+                         "failure": _c.params["failure"]})
 # The lab's WinRM listeners accept Basic (the executor's default for local
 # accounts), so the model says Basic is on everywhere: nothing to break.
 UNBREAKABLE = {"windows.winrm.service_no_basic"}
@@ -346,9 +349,11 @@ async def test_shipped_rules_heal_low_risk_drift_and_leave_the_rest_to_escalatio
         ladder = Ladder(loaded.ctx, loaded.pm, loaded.registry, store, loaded.config.healing, loaded.targets, [])
         engine = Engine(loaded.registry, store, loaded.targets, downstream=ladder)
         ladder.start()
-        # Every shipped rule is in force, nothing else (no count to keep in step).
+        # Every shipped rule is in force, nothing else (no count to keep in step): the rule file's, and the
+        # heal entries of the shipped check packs.
         assert not ladder.rule_errors
-        assert {r.id for r in ladder.rules.rules} == {r.id for r in parse_file(baseline_plugin.RULES)}
+        assert {r.id for r in ladder.rules.rules} == {r.id for r in parse_file(baseline_plugin.RULES)} | {
+            r.rule["id"] for p in catalog.shipped() for r in p.rules()}
         lab.break_setting("dc01", "policy.llmnr.enable_multicast")  # low risk: a shipped rule
         lab.break_setting("dc01", "policy.lsa.lm_compatibility_level")  # medium risk: no default rule
         checks = {"windows.network.llmnr_disabled", "windows.ntlm.lm_compatibility"}

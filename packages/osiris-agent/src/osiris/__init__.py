@@ -8,9 +8,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .hookspecs import API_VERSION, hookimpl
 from .records import (
+    CheckSource,
     CheckSpec,
     Observation,
     Risk,
+    RuleSpec,
     RunbookResult,
     RunbookSpec,
     SettingsSection,
@@ -27,9 +29,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "API_VERSION",
+    "CheckSource",
     "CheckSpec",
     "Observation",
     "Risk",
+    "RuleSpec",
     "RunbookResult",
     "RunbookSpec",
     "SettingsSection",

@@ -269,13 +269,16 @@ def checks(state: State, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps([
             {"id": cid, "plugin": p, "title": s.title, "target_kind": s.target_kind, "roles": sorted(s.roles),
-             "severity": s.severity.value, "interval": s.interval, "hipaa": list(s.hipaa), "cis": s.cis}
+             "severity": s.severity.value, "interval": s.interval, "hipaa": list(s.hipaa), "cis": s.cis,
+             "source": None if s.source is None else {"file": s.source.file, "line": s.source.line,
+                                                      "sha256": s.source.sha256}}
             for cid, p, s in items
         ], indent=2))
         return
-    rows = [(cid, p, s.target_kind, ",".join(sorted(s.roles)) or "*", s.severity.value, " ".join(s.hipaa), s.title)
-            for cid, p, s in items]
-    click.echo(table(rows, ["CHECK", "PLUGIN", "KIND", "ROLES", "SEVERITY", "HIPAA", "TITLE"]))
+    # SOURCE: the plugin whose code declares the check, or the file it was declared in (a check pack).
+    rows = [(cid, p if s.source is None else str(s.source), s.target_kind, ",".join(sorted(s.roles)) or "*",
+             s.severity.value, " ".join(s.hipaa), s.title) for cid, p, s in items]
+    click.echo(table(rows, ["CHECK", "SOURCE", "KIND", "ROLES", "SEVERITY", "HIPAA", "TITLE"]))
 
 
 @cli.command()

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Executor,
         HealthCheck,
         PlanProposal,
+        RuleSpec,
         RunbookSpec,
         SettingsSection,
         Source,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PROJECT = "osiris"
 #: Bumped when a hook is added (minor) or a hook's contract changes (major).
-API_VERSION = "2.0"  # 1.1: osiris_rules; 2.0: executors take one deadline (osiris.budget)
+API_VERSION = "2.1"  # 1.1: osiris_rules; 2.0: executors take one deadline (osiris.budget); 2.1: osiris_rules may return RuleSpec records
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -64,9 +65,11 @@ def osiris_runbooks(ctx: AgentContext) -> list[RunbookSpec] | RunbookSpec | None
 
 
 @hookspec
-def osiris_rules(ctx: AgentContext) -> list[Path] | Path | None:
-    """Ship default L1 healing rules: paths of YAML rule files. Site rules
-    (``<state_dir>/rules``) and promoted rules override them by rule id."""
+def osiris_rules(ctx: AgentContext) -> list[Path | RuleSpec] | Path | RuleSpec | None:
+    """Ship default L1 healing rules: paths of YAML rule files, or rules as
+    data with the file and line they were written at (:class:`RuleSpec`,
+    e.g. from a check pack). Site rules (``<state_dir>/rules``) and promoted
+    rules override them by rule id. Called at every rule reload."""
 
 
 @hookspec

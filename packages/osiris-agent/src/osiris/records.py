@@ -23,6 +23,8 @@ __all__ = [
     "Risk",
     "Verdict",
     "CheckSpec",
+    "CheckSource",
+    "RuleSpec",
     "RunbookSpec",
     "Target",
     "Observation",
@@ -89,6 +91,22 @@ def _check_id(kind: str, value: str) -> None:
 
 
 @dataclass(frozen=True)
+class CheckSource:
+    """Where a check was declared when not in its plugin's code (e.g. a
+    plugin's data file such as a check pack): the file, the line, and the
+    SHA-256 of the file's bytes as loaded. ``osiris checks`` shows it and
+    every sweep's evidence policy records it, so a verdict names the exact
+    text that defined it."""
+
+    file: str
+    line: int = 0
+    sha256: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
 class CheckSpec:
     """What to observe.
 
@@ -116,6 +134,8 @@ class CheckSpec:
     probe: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 30.0
+    # None: declared by the contributing plugin's code.
+    source: CheckSource | None = None
 
     def __post_init__(self) -> None:
         _check_id("check", self.id)
@@ -164,6 +184,19 @@ class RunbookSpec:
         if self.script is None and self.action is None:
             raise ValueError(f"runbook {self.id}: needs a script or an action")
         object.__setattr__(self, "risk", Risk(self.risk))
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """An L1 healing rule a plugin holds as data rather than in a rule file
+    (e.g. a check pack's heal entry), returned by ``osiris_rules`` beside
+    rule file paths. ``rule`` has the shape of one entry of a rule file's
+    ``rules`` list; ``file`` and ``line`` say where it was written, for
+    errors and ``osiris rules list``."""
+
+    rule: Mapping[str, Any]
+    file: str
+    line: int = 1
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,11 @@ from ..conftest import OSIRIS
 
 
 def run_once(cfg):
-    """The real command, in a real process."""
+    """The real command, in a real process, with the appliance's own checks
+    only (another plugin may record its own bundles at start, e.g. the
+    windows baseline's check packs)."""
     return subprocess.run([str(OSIRIS), "--config", str(cfg), "run", "--once"], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, env={**os.environ, "OSIRIS_PLUGINS": "appliance-selfcheck"})
 
 
 def run_once_here(cfg):

@@ -7,7 +7,8 @@ at most 32000 characters: ``OSIRIS_SCRIPT_N`` and ``OSIRIS_SCRIPT_0``...,
 bootstrap (``# osiris-bootstrap: env/v1``) with ``-EncodedCommand``. The
 batch (``# osiris-script: batch/v1``) carries one unit per check or
 runbook, each marked ``# osiris-check: <id>/v<N>`` or
-``# osiris-runbook: <id>/v<N>``. Here the lab does what that PowerShell
+``# osiris-runbook: <id>/v<N>`` (a check pack's check then names its probe
+type, ``# osiris-probe: <type>/v<N>``). Here the lab does what that PowerShell
 does: decode the parameters, run each unit with its own time budget (a unit
 whose emulation is slower than its budget times out, as the runspace would
 be stopped), turn a thrown error into an error result for that unit only,
@@ -34,7 +35,8 @@ from .processes import Outcome, ProcessContext, clixml_error, command_not_found,
 BOOTSTRAP_MARKER = "# osiris-bootstrap: env/v1"
 BATCH_MARKER = "# osiris-script: batch/v1"
 RESULT_PREFIX = "OSIRIS-RESULT "
-_UNIT = re.compile(r"^# osiris-(check|runbook): ([a-z0-9][a-z0-9_.-]*)/v(\d+)[ \t]*\r?$", re.M)
+_UNIT = re.compile(r"^# osiris-(check|runbook): ([a-z0-9][a-z0-9_.-]*)/v(\d+)[ \t]*\r?$"
+                   r"(?:\n# osiris-probe: ([a-z][a-z0-9_]*)/v(\d+)[ \t]*\r?$)?", re.M)
 
 
 def _first_line(script: str) -> str:
@@ -92,22 +94,29 @@ class ScriptRunner:
                 raise TypeError("units is not an object")
         except (binascii.Error, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             return Outcome(stderr=clixml_error(f"osiris batch: cannot read parameters: {exc}"), exit_code=1)
-        results = [await self._unit(kind, uid, int(ver), units_params.get(uid))
-                   for kind, uid, ver in _UNIT.findall(script)]
+        results = [await self._unit(kind, uid, int(ver), units_params.get(uid), (ptype, int(pver or 0)))
+                   for kind, uid, ver, ptype, pver in _UNIT.findall(script)]
         out = {"osiris": "batch/v1", "computer": self.host.name.upper(), "ps_version": self.host.ps_version,
                "results": results}
         payload = base64.b64encode(json.dumps(out, separators=(",", ":")).encode("utf-8")).decode("ascii")
         return Outcome(stdout=(RESULT_PREFIX + payload + "\r\n").encode("ascii"))
 
-    async def _unit(self, kind: str, uid: str, version: int, spec: Any) -> dict[str, Any]:
+    async def _unit(self, kind: str, uid: str, version: int, spec: Any,
+                    probe: tuple[str, int] = ("", 0)) -> dict[str, Any]:
         started = time.perf_counter()
         result: dict[str, Any] = {"id": uid, "kind": kind, "ok": False}
         try:
             if not isinstance(spec, dict):
                 raise PSError(f"no parameters for {uid}")
-            emu = emulation.lookup(kind, uid, version)
+            ptype, pversion = probe
+            if ptype:  # a check pack's check: its probe type's emulation
+                emu = emulation.lookup("probe", ptype, pversion)
+                missing = f"probe {ptype}/v{pversion} (check {uid})"
+            else:
+                emu = emulation.lookup(kind, uid, version)
+                missing = f"{kind} {uid}/v{version}"
             if emu is None:
-                raise PSError(f"osiris-lab has no emulation of {kind} {uid}/v{version}; the lab cannot run this "
+                raise PSError(f"osiris-lab has no emulation of {missing}; the lab cannot run this "
                               "fragment", "Osiris.Lab.NotEmulated")
             timeout_s = float(spec.get("timeout_ms", 30000)) / 1000.0
             cost_s = self.host.unit_cost(uid, emu.cost_ms) / 1000.0

@@ -8,6 +8,12 @@ a runbook emulation changes the state as the real one would change Windows.
 A unit with no emulation, or a new version of a fragment whose emulation
 was not updated, is reported as an error, never as a silent success.
 
+A unit whose second line is a probe marker (``# osiris-probe:
+registry_value/v1``: a check declared in a check pack, whose script is its
+probe type's shared script with inputs in ``params.probe``) runs the
+emulation of that probe type and version (:func:`probe`), so every check of
+the type runs in the lab with no emulation of its own.
+
 Emulations register with the decorators below. Built-in ones (for the
 ``windows`` plugin's checks) live in :mod:`osiris_lab.emulations`; another
 distribution contributes more through the ``osiris_lab.emulations``
@@ -65,7 +71,7 @@ class HostView:
 
 @dataclass(frozen=True)
 class Emulation:
-    kind: str  # "check" | "runbook"
+    kind: str  # "check" | "runbook" | "probe"
     id: str
     version: int
     fn: Emulated
@@ -88,6 +94,12 @@ def _register(kind: str, unit_id: str, version: int, cost_ms: float) -> Callable
         return fn
 
     return deco
+
+
+def probe(probe_type: str, version: int = 1, *, cost_ms: float = 2.0) -> Callable[[Emulated], Emulated]:
+    """Register the emulation of a probe type: (host, params) -> facts, for
+    every check whose script is that type's (inputs in ``params["probe"]``)."""
+    return _register("probe", probe_type, version, cost_ms)
 
 
 def check(unit_id: str, version: int = 1, *, cost_ms: float = 5.0) -> Callable[[Emulated], Emulated]:

@@ -1,6 +1,14 @@
 """Checks of settings that live in the registry (security options and
 administrative-template policies), with the runbooks that set them.
 
+Checks of one value against a condition (LLMNR, NTLM, LSA, UAC, audit
+options, cached logons) are the check pack ``packs/policies.yaml`` (probe
+type ``registry_value``). Here remain the checks whose logic needs code:
+Remote Desktop's effective values (the policy's, else the listener's, and
+only while RDP is on), bit masks, any-of choices, lists of protocols; every
+runbook of these settings; and the generic ``windows.registry.set_value``
+that a pack's heal entry may name.
+
 Each check's fragment reads its values with ``RegistryKey.GetValue`` (an
 absent key or value reads as ``None``) and reports them under ``values``,
 keyed ``<provider path>\\<name>``. The evaluator applies Windows' own
@@ -18,11 +26,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from osiris import Risk, Severity, Verdict
+from osiris import Risk, RunbookSpec, Severity, Verdict
 
 from .common import DAY, MEMBERS, check, failed, passed, runbook, schema, verdict
 from .facts import FactError, as_int
-from .ps import RegValue, RegWrite, dword, dword_param, lit, read_registry, write_registry
+from .ps import RegValue, RegWrite, dword, dword_param, lit, read_registry, runbook_header, write_registry
 
 LSA = "HKLM:\\SYSTEM\\CurrentControlSet\\Control\\Lsa"
 POL_SYSTEM = "HKLM:\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Policies\\System"
@@ -67,43 +75,10 @@ def _reg_runbook(id: str, writes: tuple[RegWrite, ...], *, guard: str = "", afte
 LLMNR = RegValue("HKLM:\\SOFTWARE\\Policies\\Microsoft\\Windows NT\\DNSClient", "EnableMulticast")
 
 
-def evaluate_llmnr(facts: Mapping[str, Any], _params: Mapping[str, Any]) -> Verdict:
-    v = _get(facts, LLMNR)
-    if v == 0:
-        return passed("LLMNR (multicast name resolution) is turned off by policy")
-    if v is None:
-        return failed("LLMNR is on (EnableMulticast not set: Windows answers and sends multicast name queries)")
-    return failed(f"LLMNR is on (EnableMulticast = {v})")
-
-
 # -- NTLM / LM -------------------------------------------------------------------------------
 
 LM_COMPAT = RegValue(LSA, "LmCompatibilityLevel")
 NO_LM_HASH = RegValue(LSA, "NoLMHash")
-_LM_LEVELS = {
-    0: "send LM and NTLM", 1: "send LM and NTLM, NTLMv2 session security if negotiated",
-    2: "send NTLM only", 3: "send NTLMv2 only", 4: "send NTLMv2 only, refuse LM",
-    5: "send NTLMv2 only, refuse LM and NTLM",
-}
-
-
-def evaluate_lm_compat(facts: Mapping[str, Any], params: Mapping[str, Any]) -> Verdict:
-    level = _get(facts, LM_COMPAT)
-    effective = 3 if level is None else level  # Windows 7 / Server 2008 R2 and later
-    shown = f"level {effective} ({_LM_LEVELS.get(effective, 'unknown')}{', the OS default' if level is None else ''})"
-    if effective < int(params["min_level"]):
-        return failed(f"LAN Manager authentication {shown}; at least {params['min_level']} required "
-                      "(NTLMv1 and LM must be refused)")
-    return passed(f"LAN Manager authentication {shown}")
-
-
-def evaluate_no_lm_hash(facts: Mapping[str, Any], _params: Mapping[str, Any]) -> Verdict:
-    v = _get(facts, NO_LM_HASH, 1)
-    if v == 1:
-        return passed("LM hashes are not stored at the next password change (NoLMHash = 1)")
-    return failed(f"LM hashes of new passwords are stored (NoLMHash = {v})")
-
-
 # -- accounts: blank passwords, anonymous enumeration ----------------------------------------------
 
 BLANK = RegValue(LSA, "LimitBlankPasswordUse")
@@ -112,34 +87,9 @@ ANON = RegValue(LSA, "RestrictAnonymous")
 EVERYONE_ANON = RegValue(LSA, "EveryoneIncludesAnonymous")
 
 
-def evaluate_blank(facts: Mapping[str, Any], _params: Mapping[str, Any]) -> Verdict:
-    v = _get(facts, BLANK, 1)
-    if v == 1:
-        return passed("accounts with blank passwords can log on at the console only")
-    return failed(f"accounts with blank passwords can log on over the network (LimitBlankPasswordUse = {v})")
-
-
-def evaluate_anonymous(facts: Mapping[str, Any], _params: Mapping[str, Any]) -> Verdict:
-    problems = []
-    if _get(facts, ANON_SAM, 1) != 1:
-        problems.append("anonymous enumeration of SAM accounts allowed (RestrictAnonymousSAM != 1)")
-    if (_get(facts, ANON, 0) or 0) < 1:
-        problems.append("anonymous enumeration of accounts and shares allowed (RestrictAnonymous = 0)")
-    if _get(facts, EVERYONE_ANON, 0) != 0:
-        problems.append("Everyone permissions apply to anonymous users (EveryoneIncludesAnonymous = 1)")
-    return verdict(problems, "anonymous enumeration of accounts and shares is refused")
-
-
 # -- credentials in memory (WDigest) -------------------------------------------------------------
 
 WDIGEST = RegValue("HKLM:\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\WDigest", "UseLogonCredential")
-
-
-def evaluate_wdigest(facts: Mapping[str, Any], _params: Mapping[str, Any]) -> Verdict:
-    v = _get(facts, WDIGEST, 0)  # absent: off on Windows 8.1 / Server 2012 R2 and later
-    if v == 1:
-        return failed("WDigest keeps logon passwords in clear text in LSASS memory (UseLogonCredential = 1)")
-    return passed("WDigest does not keep clear-text passwords in memory")
 
 
 # -- UAC ----------------------------------------------------------------------------------------
@@ -149,42 +99,12 @@ ADMIN_PROMPT = RegValue(POL_SYSTEM, "ConsentPromptBehaviorAdmin")
 TOKEN_FILTER = RegValue(POL_SYSTEM, "LocalAccountTokenFilterPolicy")
 
 
-def evaluate_uac(facts: Mapping[str, Any], params: Mapping[str, Any]) -> Verdict:
-    problems = []
-    if _get(facts, ENABLE_LUA, 1) != 1:
-        problems.append("UAC is off (EnableLUA = 0): every administrator runs with a full token")
-    prompt = _get(facts, ADMIN_PROMPT, 5)
-    if prompt not in [int(x) for x in params["allowed_admin_prompt"]]:
-        problems.append(f"administrators are elevated with ConsentPromptBehaviorAdmin = {prompt} "
-                        f"(allowed: {', '.join(str(x) for x in params['allowed_admin_prompt'])})")
-    return verdict(problems, f"UAC on, administrators prompted (ConsentPromptBehaviorAdmin = {prompt})")
-
-
 # -- audit-related policies ------------------------------------------------------------------------
 
 SCENO = RegValue(LSA, "SCENoApplyLegacyAuditPolicy")
 SCRIPT_BLOCK = RegValue("HKLM:\\SOFTWARE\\Policies\\Microsoft\\Windows\\PowerShell\\ScriptBlockLogging",
                         "EnableScriptBlockLogging")
 CMDLINE = RegValue(POL_SYSTEM + "\\Audit", "ProcessCreationIncludeCmdLine_Enabled")
-
-
-def evaluate_sceno(facts: Mapping[str, Any], _params: Mapping[str, Any]) -> Verdict:
-    if _get(facts, SCENO) == 1:
-        return passed("advanced audit subcategory settings override category settings")
-    return failed("legacy audit categories can override the subcategory audit policy "
-                  "(SCENoApplyLegacyAuditPolicy not 1)")
-
-
-def evaluate_script_block(facts: Mapping[str, Any], _params: Mapping[str, Any]) -> Verdict:
-    if _get(facts, SCRIPT_BLOCK) == 1:
-        return passed("PowerShell script block logging is on (event 4104)")
-    return failed("PowerShell script block logging is off")
-
-
-def evaluate_cmdline(facts: Mapping[str, Any], _params: Mapping[str, Any]) -> Verdict:
-    if _get(facts, CMDLINE) == 1:
-        return passed("process creation events (4688) include the command line")
-    return failed("process creation events (4688) omit the command line")
 
 
 # -- Remote Desktop ----------------------------------------------------------------------------------
@@ -249,13 +169,6 @@ def evaluate_rdp_idle(facts: Mapping[str, Any], params: Mapping[str, Any]) -> Ve
 # -- cached logons ------------------------------------------------------------------------------------
 
 CACHED = RegValue("HKLM:\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Winlogon", "CachedLogonsCount")
-
-
-def evaluate_cached(facts: Mapping[str, Any], params: Mapping[str, Any]) -> Verdict:
-    n = _get(facts, CACHED, 10)  # REG_SZ "10" by default
-    if n > int(params["max_cached"]):
-        return failed(f"{n} previous domain logons are cached (at most {params['max_cached']})")
-    return passed(f"{n} previous domain logons are cached")
 
 
 # -- AutoRun / AutoPlay, removable storage ------------------------------------------------------------------
@@ -356,71 +269,6 @@ _RDP_STATE = (DENY_TS, DENY_TS_POLICY)
 
 CHECKS = [
     _reg_check(
-        "windows.network.llmnr_disabled", (LLMNR,),
-        title="LLMNR (multicast name resolution) is turned off",
-        hipaa=("164.312(e)(1)", "164.308(a)(1)(ii)(B)"), cis="18.6.4.4", severity=Severity.MEDIUM,
-        evaluate=evaluate_llmnr,
-        description="LLMNR answers let an attacker on the LAN capture NTLM hashes (Responder-style poisoning).",
-    ),
-    _reg_check(
-        "windows.ntlm.lm_compatibility", (LM_COMPAT,),
-        title="NTLMv1 and LM authentication are refused",
-        hipaa=("164.312(d)", "164.312(e)(1)"), cis="2.3.11.7", severity=Severity.HIGH,
-        evaluate=evaluate_lm_compat, params={"min_level": 5},
-        description="LmCompatibilityLevel 5: send NTLMv2 only and refuse LM and NTLM(v1), whose responses crack.",
-    ),
-    _reg_check(
-        "windows.ntlm.no_lm_hash", (NO_LM_HASH,),
-        title="LAN Manager password hashes are not stored",
-        hipaa=("164.312(d)", "164.308(a)(5)(ii)(D)"), cis="2.3.11.5", severity=Severity.MEDIUM,
-        evaluate=evaluate_no_lm_hash,
-    ),
-    _reg_check(
-        "windows.accounts.blank_password_console_only", (BLANK,),
-        title="Accounts with blank passwords cannot log on over the network",
-        hipaa=("164.312(d)", "164.308(a)(5)(ii)(D)"), cis="2.3.1.3", severity=Severity.HIGH,
-        evaluate=evaluate_blank,
-    ),
-    _reg_check(
-        "windows.accounts.anonymous_restrictions", (ANON_SAM, ANON, EVERYONE_ANON),
-        title="Anonymous enumeration of accounts and shares is refused",
-        hipaa=("164.312(a)(1)", "164.308(a)(4)(ii)(B)"), cis="2.3.10.2, 2.3.10.3, 2.3.10.5", roles=MEMBERS,
-        severity=Severity.MEDIUM, evaluate=evaluate_anonymous,
-    ),
-    _reg_check(
-        "windows.lsa.wdigest_disabled", (WDIGEST,),
-        title="WDigest does not keep clear-text passwords in memory",
-        hipaa=("164.312(d)", "164.308(a)(5)(ii)(D)"), cis="18.4.8", severity=Severity.HIGH,
-        evaluate=evaluate_wdigest,
-    ),
-    _reg_check(
-        "windows.uac.admin_approval", (ENABLE_LUA, ADMIN_PROMPT),
-        title="User Account Control is on and administrators are prompted",
-        hipaa=("164.312(a)(1)", "164.308(a)(5)(ii)(B)"), cis="2.3.17.2, 2.3.17.6", severity=Severity.HIGH,
-        evaluate=evaluate_uac, params={"allowed_admin_prompt": [1, 2, 5]},
-        description="ConsentPromptBehaviorAdmin 0 elevates silently; CIS asks for 2 (consent on the secure "
-                    "desktop), Windows' default is 5: sites may narrow the allowed list.",
-    ),
-    _reg_check(
-        "windows.audit.subcategory_override", (SCENO,),
-        title="Audit subcategory settings override legacy category settings",
-        hipaa=("164.312(b)",), cis="2.3.2.1", severity=Severity.MEDIUM, interval=DAY,
-        evaluate=evaluate_sceno,
-    ),
-    _reg_check(
-        "windows.audit.powershell_script_blocks", (SCRIPT_BLOCK,),
-        title="PowerShell script block logging is on",
-        hipaa=("164.312(b)", "164.308(a)(1)(ii)(D)"), cis="18.10.88.1", severity=Severity.MEDIUM,
-        evaluate=evaluate_script_block,
-        description="Event 4104 records the code PowerShell runs, including de-obfuscated attack scripts.",
-    ),
-    _reg_check(
-        "windows.audit.process_command_line", (CMDLINE,),
-        title="Process creation events include the command line",
-        hipaa=("164.312(b)", "164.308(a)(1)(ii)(D)"), cis="18.9.3.1", severity=Severity.LOW,
-        evaluate=evaluate_cmdline,
-    ),
-    _reg_check(
         "windows.rdp.nla_required", (*_RDP_STATE, NLA_POLICY, NLA),
         title="Remote Desktop requires Network Level Authentication",
         hipaa=("164.312(d)", "164.312(e)(1)"), cis="18.10.57.3.9.4", severity=Severity.HIGH,
@@ -438,13 +286,6 @@ CHECKS = [
         title="Idle Remote Desktop sessions are ended",
         hipaa=("164.312(a)(2)(iii)",), cis="18.10.57.3.10.1", severity=Severity.MEDIUM,
         evaluate=evaluate_rdp_idle, params={"max_idle_minutes": 15},
-    ),
-    _reg_check(
-        "windows.session.cached_logons", (CACHED,),
-        title="Few domain logons are cached",
-        hipaa=("164.312(d)", "164.312(a)(1)"), cis="2.3.7.7", roles=MEMBERS, severity=Severity.LOW,
-        evaluate=evaluate_cached, params={"max_cached": 4},
-        description="Cached verifiers let a stolen machine's disk be attacked offline for domain passwords.",
     ),
     _reg_check(
         "windows.media.autorun_disabled", (NO_DRIVE_AUTORUN, NO_AUTORUN, NO_AUTOPLAY_NONVOLUME),
@@ -656,3 +497,52 @@ RUNBOOKS = [
                    "TLS 1.2 is itself disabled, which would leave the listener with no protocol.",
     ),
 ]
+
+
+# -- the generic runbook check packs may name -----------------------------------------------------------------
+
+SET_VALUE_ID = "windows.registry.set_value"
+SET_VALUE = runbook_header(SET_VALUE_ID, 1, """\
+Sets one registry value under HKLM to the data a check pack's heal entry
+gives, where it differs (data and kind); running it again changes nothing.
+Every input is data: the path, name, kind and value arrive in $P.""") + """\
+$path = [string]$P.path
+$name = [string]$P.name
+$kind = [string]$P.kind
+if (-not $path.StartsWith('HKLM:\\', [StringComparison]::OrdinalIgnoreCase)) { throw ('refused: not a key under HKLM: ' + $path) }
+if ($kind -ne 'DWord' -and $kind -ne 'String') { throw ('refused: not a value kind this runbook writes: ' + $kind) }
+if ($kind -eq 'DWord') { $value = [int]$P.value } else { $value = [string]$P.value }
+if (-not (Test-Path -LiteralPath $path)) { [void](New-Item -Path $path -Force) }
+$key = Get-Item -LiteralPath $path
+$old = $key.GetValue($name, $null)
+$oldKind = $null
+if ($null -ne $old) { $oldKind = [string]$key.GetValueKind($name) }
+$changed = $false
+if ($null -eq $old -or [string]$old -ne [string]$value -or $oldKind -ne $kind) {
+    [void](New-ItemProperty -LiteralPath $path -Name $name -PropertyType $kind -Value $value -Force)
+    $changed = $true
+}
+@{ path = $path; name = $name; changed = $changed }
+"""
+
+
+def set_value_runbook(values: Mapping[str, list[tuple[str, str]]]) -> RunbookSpec:
+    """The generic runbook for the pack checks whose heal entry names it
+    (check id -> the (key, name) pairs its probe reads): it may write those
+    values and no others."""
+    pairs = sorted({pair for refs in values.values() for pair in refs})
+    return runbook(
+        SET_VALUE_ID, "Set a registry value a check pack declares", fixes=tuple(values), risk=Risk.MEDIUM,
+        script=SET_VALUE, timeout=30,
+        params_schema={**schema({
+            "path": {"type": "string", "enum": sorted({p for p, _n in pairs})},
+            "name": {"type": "string", "enum": sorted({n for _p, n in pairs})},
+            "kind": {"enum": ["DWord", "String"]},
+            "value": {"type": ["integer", "string"]},
+        }, ("path", "name", "kind", "value")),
+            "anyOf": [{"properties": {"path": {"const": p}, "name": {"const": n}}} for p, n in pairs]},
+        description="New-ItemProperty of one value under HKLM, for check packs: only a value that a loaded "
+                    "pack check reads and names this runbook for, set to the data its heal entry gives. Medium "
+                    "risk: which setting a site pack hardens is the pack author's choice, so it runs in "
+                    "healing mode full only. A GPO-set value returns at the next policy refresh.",
+    )

@@ -207,6 +207,8 @@ class EvidenceService:
                 "severity": c.severity.value, "interval": c.interval, "target_kind": c.target_kind,
                 "roles": sorted(c.roles), "params": dict(c.params),
             }
+            if c.source is not None:  # declared in a data file (a check pack): which one, and its digest
+                out[c.id]["source"] = {"file": c.source.file, "line": c.source.line, "sha256": c.source.sha256}
         return {"checks": out}
 
     # -- checkpoints and attestations -------------------------------------------------------

@@ -47,7 +47,8 @@ from typing import Any
 from .. import budget
 from ..config import HealingSettings
 from ..flow import Batch, Recorded, observe, record
-from ..records import CheckSpec, EscalationChannel, Observation, PlanProposal, RunbookSpec, Status, Target, utcnow
+from ..records import (CheckSpec, EscalationChannel, Observation, PlanProposal, RuleSpec, RunbookSpec, Status, Target,
+                       utcnow)
 from ..store import Incident, PatternSample, Store, StoreError
 from .learning import Learning
 from .maintenance import active_window
@@ -182,11 +183,11 @@ class Ladder:
 
     # -- rules ----------------------------------------------------------------------
 
-    def rule_sources(self) -> list[Path]:
-        shipped = [Path(p) for _plugin, p in self.pm.contributions("osiris_rules", ctx=self.ctx)]
+    def rule_sources(self) -> list[Path | RuleSpec]:
+        shipped = [p for _plugin, p in self.pm.contributions("osiris_rules", ctx=self.ctx)]
         return rule_files(shipped, [self.site_rules_dir, *self.settings.rules_dirs])
 
-    def _stat_sources(self) -> tuple[list[Path], dict[str, str | None]]:
+    def _stat_sources(self) -> tuple[list[Path | RuleSpec], dict[str, str | None]]:
         """The rule files and a digest of each one's content (None: unreadable).
         Not their modification times: two edits within one tick of the
         file system's clock (a few milliseconds on many kernels) leave the
@@ -194,6 +195,10 @@ class Ladder:
         files = self.rule_sources()
         current: dict[str, str | None] = {}
         for f in files:
+            if isinstance(f, RuleSpec):  # a rule given as data: its content is its digest
+                current[f"{f.file}:{f.line}"] = hashlib.sha256(
+                    json.dumps(f.rule, sort_keys=True, default=str).encode()).hexdigest()
+                continue
             try:
                 current[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
             except OSError:

@@ -23,7 +23,9 @@ this way rather than copying the value, so a site that raises a check's
 threshold gets the raised value healed at L1 (a copied value would heal to
 the old threshold, fail verification and escalate every time).
 
-Sources, later overriding earlier by rule id: files shipped by plugins
+Sources, later overriding earlier by rule id: files (and rules given as
+data, :class:`~osiris.records.RuleSpec`, e.g. a check pack's heal entries,
+named by the file and line they were written at) shipped by plugins
 (``osiris_rules``), then ``<state_dir>/rules/*.yaml`` (site and promoted
 rules), then ``healing.rules_dirs``. A rule set is all or nothing: a file
 that does not parse, or a rule naming a runbook no installed plugin
@@ -43,41 +45,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..conditions import FactCondition  # the predicates of match.facts (also used by plugins' check data)
 from ..config import HEALING_MODES, HealingMode
+from ..records import RuleSpec
 
 log = logging.getLogger(__name__)
 
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FactCondition(_M):
-    eq: Any = None
-    ne: Any = None
-    in_: list[Any] | None = Field(default=None, alias="in")
-    not_in: list[Any] | None = None
-    contains: Any = None
-    gt: float | None = None
-    lt: float | None = None
-    exists: bool | None = None
-
-    def holds(self, present: bool, value: Any) -> bool:
-        fs = self.model_fields_set
-        if "exists" in fs and present != self.exists:
-            return False
-        if not present:
-            return "exists" in fs and not self.exists
-        checks = [
-            ("eq", lambda: value == self.eq),
-            ("ne", lambda: value != self.ne),
-            ("in_", lambda: value in (self.in_ or [])),
-            ("not_in", lambda: value not in (self.not_in or [])),
-            ("contains", lambda: isinstance(value, (list, str, dict)) and self.contains in value),
-            ("gt", lambda: isinstance(value, (int, float)) and value > self.gt),
-            ("lt", lambda: isinstance(value, (int, float)) and value < self.lt),
-        ]
-        return all(test() for name, test in checks if name in fs)
 
 
 class Match(_M):
@@ -212,6 +188,19 @@ def parse_file(path: Path) -> list[Rule]:
     ]
 
 
+def parse_spec(spec: RuleSpec) -> list[Rule]:
+    """A rule a plugin gives as data; errors name where it was written."""
+    try:
+        model = RuleModel.model_validate(dict(spec.rule))
+    except ValidationError as exc:
+        raise RuleError([
+            f"{spec.file}:{spec.line}: {'.'.join(str(p) if p != 'in_' else 'in' for p in err['loc'])}: "
+            f"{'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}"
+            for err in exc.errors()
+        ]) from None
+    return [Rule(model, spec.file, spec.line)]
+
+
 @dataclass
 class RuleSet:
     rules: list[Rule] = field(default_factory=list)
@@ -223,8 +212,8 @@ class RuleSet:
         return None
 
 
-def rule_files(shipped: Iterable[Path], dirs: Iterable[Path]) -> list[Path]:
-    out = [Path(p) for p in shipped]
+def rule_files(shipped: Iterable[Path | RuleSpec], dirs: Iterable[Path]) -> list[Path | RuleSpec]:
+    out: list[Path | RuleSpec] = [p if isinstance(p, RuleSpec) else Path(p) for p in shipped]
     for d in dirs:
         d = Path(d)
         if d.is_dir():
@@ -232,13 +221,13 @@ def rule_files(shipped: Iterable[Path], dirs: Iterable[Path]) -> list[Path]:
     return out
 
 
-def load_rules(files: Sequence[Path], runbooks: Mapping[str, Any], checks: Mapping[str, Any]) -> RuleSet:
+def load_rules(files: Sequence[Path | RuleSpec], runbooks: Mapping[str, Any], checks: Mapping[str, Any]) -> RuleSet:
     """Parse and check every file; raise RuleError listing every problem."""
     errors: list[str] = []
     merged: dict[str, Rule] = {}
     for path in files:
         try:
-            rules = parse_file(path)
+            rules = parse_spec(path) if isinstance(path, RuleSpec) else parse_file(path)
         except RuleError as exc:
             errors.extend(exc.messages)
             continue

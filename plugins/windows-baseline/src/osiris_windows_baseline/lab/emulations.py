@@ -16,9 +16,10 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from osiris_lab import HostView, PSError, command_not_found
-from osiris_lab.emulation import check, runbook
+from osiris_lab.emulation import check, probe, runbook
+from osiris_lab.state import settings as declared
 
-from .. import audit, firewall, persistence, policies, services
+from .. import firewall, persistence, policies, services
 from ..facts import glob_any
 from ..updates import CRITICAL_UPDATES, SECURITY_UPDATES
 from . import model
@@ -83,6 +84,125 @@ for _cid in policies.READS:
     _registry_check(_cid)
 for _rid in policies.WRITES:
     _registry_runbook(_rid, _GUARDS.get(_rid))
+
+# -- check pack probes: one emulation per probe TYPE, for every pack check of the type ----------------
+
+
+def registry_value(host: HostView, ref: str) -> Any:
+    path = model.registry_setting(ref)
+    return host[path] if path is not None else host["registry.other"].get(ref.lower())
+
+
+def set_registry_value(host: HostView, ref: str, value: Any) -> None:
+    path = model.registry_setting(ref)
+    if path is not None:
+        host.state.set(path, value)
+    else:
+        other = host["registry.other"]
+        other[ref.lower()] = value
+        host.state.set("registry.other", other)
+
+
+@probe("registry_value", 1)
+def registry_probe(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
+    values = {}
+    for r in params["probe"]["values"]:
+        if not str(r["k"]).lower().startswith("hklm:\\"):
+            raise PSError(f"not a key under HKLM: {r['k']}")
+        values[f"{r['k']}\\{r['n']}"] = registry_value(host, f"{r['k']}\\{r['n']}")
+    return {"values": values}
+
+
+@runbook(policies.SET_VALUE_ID, 1, cost_ms=1)
+def set_value(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
+    if not str(params["path"]).lower().startswith("hklm:\\"):
+        raise PSError(f"refused: not a key under HKLM: {params['path']}")
+    value = int(params["value"]) if params["kind"] == "DWord" else str(params["value"])
+    ref = f"{params['path']}\\{params['name']}"
+    changed = registry_value(host, ref) != value
+    if changed:
+        set_registry_value(host, ref, value)
+    return {"path": params["path"], "name": params["name"], "changed": changed}
+
+
+_SETTING_VALUE = {"No Auditing": 0, "Success": 1, "Failure": 2, "Success and Failure": 3}
+_FLAGS = {v: (bool(n & 1), bool(n & 2)) for v, n in _SETTING_VALUE.items()}
+_WORDS = {flags: words for words, flags in _FLAGS.items()}
+
+
+def _audit_setting(host: HostView, guid: str) -> str | None:
+    """The setting holding a subcategory on this host (None: not on this role)."""
+    path = model.AUDIT_SETTINGS.get(guid.lower())
+    if path is None:
+        return None
+    return path if host.role in declared()[path].roles else ""
+
+
+def audit_value(host: HostView, guid: str) -> str:
+    path = _audit_setting(host, guid)
+    if not path:
+        return host["audit.other"].get(guid.lower(), "No Auditing")
+    return host[path]
+
+
+def auditpol_csv(host: HostView, guid: str, name: str) -> str:
+    """`auditpol /get /subcategory:{GUID} /r`: an empty line, the header,
+    one row; servers' auditpol also prints the Setting Value column."""
+    setting = audit_value(host, guid)
+    seven = host.role != "workstation"
+    header = "Machine Name,Policy Target,Subcategory,Subcategory GUID,Inclusion Setting,Exclusion Setting"
+    row = f"{host.name.upper()},System,{name},{guid},{setting},"
+    if seven:
+        header += ",Setting Value"
+        row += f",{_SETTING_VALUE[setting]}"
+    return "\n".join(["", header, row])
+
+
+@probe("audit_subcategory", 1)
+def audit_probe(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
+    guid = str(params["probe"]["guid"])
+    name = model.AUDIT_NAMES.get(guid.lower(), "Other Subcategory")
+    return {"guid": guid, "exit_code": 0, "csv": auditpol_csv(host, guid, name)}
+
+
+def _service(host: HostView, name: str) -> tuple[str, str] | None:
+    """(start type, status) of a service, or None when not installed."""
+    if name.lower() == "windefend" and not host["defender.installed"]:
+        return None
+    declared_name = next((n for n in _SERVICES if n.lower() == name.lower()), None)
+    if declared_name is not None:
+        return host[f"services.{declared_name}.start"], host[f"services.{declared_name}.status"]
+    other = host["services.other"].get(name.lower())
+    return None if other is None else (other["start"], other["status"])
+
+
+_SERVICES = ("wuauserv", "EventLog", "WinDefend", "mpssvc")
+
+
+@probe("service", 1, cost_ms=1)
+def service_probe(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
+    name = str(params["probe"]["name"])
+    state = _service(host, name)
+    if state is None:
+        return {"Name": name, "present": False, "Status": None, "StartType": None}
+    declared_name = next((n for n in _SERVICES if n.lower() == name.lower()), name)
+    return {"Name": declared_name, "present": True, "Status": state[1], "StartType": state[0]}
+
+
+_WSMAN = {"Service\\AllowUnencrypted": "winrm.service.allow_unencrypted", "Service\\Auth\\Basic": "winrm.service.basic",
+          "Client\\AllowUnencrypted": "winrm.client.allow_unencrypted", "Client\\Auth\\Basic": "winrm.client.basic"}
+
+
+@probe("wsman_setting", 1, cost_ms=3)
+def wsman_probe(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for path in params["probe"]["paths"]:
+        if path not in _WSMAN:
+            raise PSError(f"Cannot find path 'WSMan:\\localhost\\{path}' because it does not exist.",
+                          "System.Management.Automation.ItemNotFoundException")
+        out[path] = {"Value": "true" if host[_WSMAN[path]] else "false", "Source": ""}
+    return {"wsman": out}
+
 
 # -- firewall -----------------------------------------------------------------------------------------
 
@@ -370,47 +490,26 @@ def remove_admins(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- audit policy -------------------------------------------------------------------------------------
 
-_SETTING_VALUE = {"No Auditing": 0, "Success": 1, "Failure": 2, "Success and Failure": 3}
-_FLAGS = {v: (bool(n & 1), bool(n & 2)) for v, n in _SETTING_VALUE.items()}
-
-
-def auditpol_csv(host: HostView, sub: audit.Subcategory) -> str:
-    """`auditpol /get /subcategory:{GUID} /r`: an empty line, the header,
-    one row; servers' auditpol also prints the Setting Value column."""
-    setting = host[f"audit.{sub.key}"]
-    seven = host.role != "workstation"
-    header = "Machine Name,Policy Target,Subcategory,Subcategory GUID,Inclusion Setting,Exclusion Setting"
-    row = f"{host.name.upper()},System,{sub.name},{sub.guid},{setting},"
-    if seven:
-        header += ",Setting Value"
-        row += f",{_SETTING_VALUE[setting]}"
-    return "\n".join(["", header, row])
-
-
-def _audit_check(sub: audit.Subcategory):
-    def emulate(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
-        return {"guid": sub.guid, "exit_code": 0, "csv": auditpol_csv(host, sub)}
-
-    _register("check", sub.check_id, emulate, "audit_check", 2)
-
-
-for _s in audit.SUBCATEGORIES:
-    _audit_check(_s)
-
 
 @runbook("windows.audit.enable_subcategory", 1, cost_ms=3)
 def enable_subcategory(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
-    sub = audit.BY_GUID.get(str(params["subcategory"]).lower())
+    guid = str(params["subcategory"])
     if not params["success"] and not params["failure"]:
         raise PSError("nothing to enable: success and failure are both false")
-    if sub is None or sub.roles and host.role not in sub.roles:
+    path = _audit_setting(host, guid)
+    if path == "":  # a subcategory this role's Windows does not have
         raise PSError("auditpol /set failed (87): Error 0x00000057 occurred: The parameter is incorrect.")
-    success, failure = _FLAGS[host[f"audit.{sub.key}"]]
+    success, failure = _FLAGS[audit_value(host, guid)]
     flags = ((["/success:enable"] if params["success"] and not success else [])
              + (["/failure:enable"] if params["failure"] and not failure else []))
-    host.state.set(f"audit.{sub.key}", audit.setting_words(success or bool(params["success"]),
-                                                             failure or bool(params["failure"])))
-    return {"subcategory": sub.guid, "changed": flags}
+    words = _WORDS[(success or bool(params["success"]), failure or bool(params["failure"]))]
+    if path:
+        host.state.set(path, words)
+    else:
+        other = host["audit.other"]
+        other[guid.lower()] = words
+        host.state.set("audit.other", other)
+    return {"subcategory": guid, "changed": flags}
 
 
 # -- event logs -----------------------------------------------------------------------------------------
@@ -579,36 +678,23 @@ def configure_time(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
 # -- services ---------------------------------------------------------------------------------------------
 
 
-def _service_check(svc: services.Service):
-    def emulate(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
-        if svc.name == "WinDefend" and not host["defender.installed"]:
-            return {"Name": svc.name, "present": False, "Status": None, "StartType": None}
-        return {"Name": svc.name, "present": True, "Status": host[f"services.{svc.name}.status"],
-                "StartType": host[f"services.{svc.name}.start"]}
-
-    _register("check", svc.check_id, emulate, "service_check", 1)
-
-
-for _svc in services.SERVICES:
-    _service_check(_svc)
-
-
 @runbook("windows.services.restore", 1, cost_ms=10)
 def restore_service(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
-    svc = services.BY_NAME.get(str(params["service"]))
-    if svc is None or svc.name == "mpssvc":
-        raise PSError(f"refused: not a service this runbook restores: {params['service']}")
-    if svc.name == "WinDefend" and not host["defender.installed"]:
-        raise PSError(f"Cannot find any service with service name '{svc.name}'.")
-    start, status = f"services.{svc.name}.start", f"services.{svc.name}.status"
+    name = str(params["service"])
+    if name not in services.RESTORED:
+        raise PSError(f"refused: not a service this runbook restores: {name}")
+    want, must_run = services.RESTORED[name]
+    if name == "WinDefend" and not host["defender.installed"]:
+        raise PSError(f"Cannot find any service with service name '{name}'.")
+    start, status = f"services.{name}.start", f"services.{name}.status"
     changed = []
-    if host[start] == "Disabled" or (svc.must_run and host[start] != svc.start):
-        host.state.set(start, svc.start)
+    if host[start] == "Disabled" or (must_run and host[start] != want):
+        host.state.set(start, want)
         changed.append("StartType")
-    if svc.must_run and host[status] != "Running":
+    if must_run and host[status] != "Running":
         host.state.set(status, "Running")
         changed.append("started")
-    return {"service": svc.name, "changed": changed}
+    return {"service": name, "changed": changed}
 
 
 @runbook("windows.services.restore_firewall", 1, cost_ms=10)
@@ -679,22 +765,6 @@ def remove_run(host: HostView, params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- WinRM ---------------------------------------------------------------------------------------------------
-
-_WSMAN = {"Service\\AllowUnencrypted": "winrm.service.allow_unencrypted", "Service\\Auth\\Basic": "winrm.service.basic",
-          "Client\\AllowUnencrypted": "winrm.client.allow_unencrypted", "Client\\Auth\\Basic": "winrm.client.basic"}
-
-
-def _wsman_check(check_id: str, paths: tuple[str, ...]):
-    def emulate(host: HostView, _params: Mapping[str, Any]) -> dict[str, Any]:
-        return {"wsman": {p: {"Value": "true" if host[_WSMAN[p]] else "false", "Source": ""} for p in paths}}
-
-    _register("check", check_id, emulate, "wsman_check", 3)
-
-
-_wsman_check("windows.winrm.service_encrypted", ("Service\\AllowUnencrypted",))
-_wsman_check("windows.winrm.service_no_basic", ("Service\\Auth\\Basic",))
-_wsman_check("windows.winrm.client_hardened", ("Client\\AllowUnencrypted", "Client\\Auth\\Basic"))
-
 
 runbook("windows.winrm.disallow_unencrypted", 1, cost_ms=5)(
     lambda host, _p: _set_flag(host, "winrm.service.allow_unencrypted", False))

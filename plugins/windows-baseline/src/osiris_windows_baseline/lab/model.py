@@ -19,7 +19,7 @@ from typing import Any
 
 from osiris_lab import declare
 
-from .. import audit, firewall, policies
+from .. import catalog, firewall, policies
 from ..ps import RegValue
 
 # -- identities -------------------------------------------------------------------------------------
@@ -149,13 +149,28 @@ _WINDOWS_AUDIT = {
     "process_creation": "No Auditing", "sensitive_privilege_use": "No Auditing",
     "security_system_extension": "No Auditing",
 }
-for _s in audit.SUBCATEGORIES:
-    _want = _s.wanted()
-    _dc = _want
-    _srv = "No Auditing" if _s.key in ("process_creation", "removable_storage") else _want
-    declare(f"audit.{_s.key}", per_role(_dc, _srv, _WINDOWS_AUDIT[_s.key]), "No Auditing",
-            f"Audit policy subcategory {_s.name} {_s.guid}: No Auditing, Success, Failure, Success and Failure",
-            roles=_s.roles)
+_WORDS = {(True, True): "Success and Failure", (True, False): "Success", (False, True): "Failure",
+          (False, False): "No Auditing"}
+# Subcategory GUID (lower case) -> the setting that holds it; the shipped
+# audit pack's subcategories have one each (named by check id), any other
+# (a site pack's) lives in audit.other.
+AUDIT_SETTINGS: dict[str, str] = {}
+AUDIT_NAMES: dict[str, str] = {}  # what auditpol prints in an English Windows
+for _p in catalog.shipped():
+    for _e in _p.entries:
+        _c = _e.check
+        if _c.probe.type != "audit_subcategory" or not _c.id.startswith("windows.audit."):
+            continue
+        _key = _c.id.removeprefix("windows.audit.")
+        _want = _WORDS[(bool(_c.params["success"]), bool(_c.params["failure"]))]
+        _srv = "No Auditing" if _key in ("process_creation", "removable_storage") else _want
+        declare(f"audit.{_key}", per_role(_want, _srv, _WINDOWS_AUDIT[_key]), "No Auditing",
+                f"Audit policy subcategory {_c.probe.name} {_c.probe.guid}: No Auditing, Success, Failure, "
+                "Success and Failure", roles=_c.roles)
+        AUDIT_SETTINGS[_c.probe.guid.lower()] = f"audit.{_key}"
+        AUDIT_NAMES[_c.probe.guid.lower()] = _c.probe.name
+# ({} alone would read as a per-role table: an empty one per role instead)
+declare("audit.other", per_role({}, {}, {}), {}, "Other audit subcategories by GUID (lower case) -> setting; absent: No Auditing")
 
 # -- event logs -------------------------------------------------------------------------------------------
 
@@ -191,6 +206,9 @@ declare("time.type", per_role("NTP", "NT5DS", "NT5DS"), "NoSync", "W32Time Param
 declare("time.ntp_server", per_role("time.windows.com,0x8", "", ""), "", "W32Time Parameters NtpServer")
 
 # -- services --------------------------------------------------------------------------------------------------
+
+declare("services.other", per_role({}, {}, {}), {}, "Other services by name (lower case) -> {'start': ..., 'status': ...}; "
+                                  "absent: not installed")
 
 _SERVICES = {
     "wuauserv": (per_role("Manual", "Disabled", "Manual"), per_role("Stopped", "Stopped", "Running")),
@@ -304,8 +322,19 @@ for _v in policies.SCHANNEL_VALUES:
 
 for _ref, (_path, _default, _broken) in REGISTRY.items():
     declare(_path, _default, _broken, f"registry {_ref.replace('HKLM:', 'HKLM')}")
+declare("registry.other", per_role({}, {}, {}), {}, "Other registry values by '<HKLM:\\key>\\<name>' (lower case) -> value; "
+                                  "absent: not set")
 
 
 def registry_path(value: RegValue | str) -> str:
     ref = value if isinstance(value, str) else value.ref
     return REGISTRY[ref][0]
+
+
+def registry_setting(ref: str) -> str | None:
+    """The setting holding a registry value (names compare as Windows
+    compares them: case-insensitively), or None for registry.other."""
+    if ref in REGISTRY:
+        return REGISTRY[ref][0]
+    low = ref.lower()
+    return next((path for r, (path, _d, _b) in REGISTRY.items() if r.lower() == low), None)
