@@ -176,8 +176,8 @@ def test_verify_fails_a_log_cut_short_below_the_store_or_a_kept_checkpoint(tmp_p
     store.mkdir()
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(config(tmp_path, store)))
-    for _ in range(2):
-        asyncio.run(Agent(load(cfg)).run(once=True))
+    for _ in range(2):  # the appliance's checks and this sink only (other plugins may record bundles at start)
+        asyncio.run(Agent(load(cfg, environ={"OSIRIS_PLUGINS": "appliance-selfcheck,evidence-local"})).run(once=True))
     r = CliRunner()
     assert r.invoke(cli, ["-c", str(cfg), "evidence", "export", str(tmp_path / "audit.zip")]).exit_code == 0
     kept = tmp_path / "kept.note"
