@@ -17,11 +17,19 @@ Detected:
   digit run after a phone label (``phone:``, ``tel``, ``mobile``, ``fax``);
 * e-mail addresses;
 * dates of birth: a date after a DOB label (``DOB``, ``date of birth``,
-  ``born on``, ``birth date``), in numeric or month-name form;
-* medical record numbers: the configurable ``evidence.scrub.mrn_patterns``;
+  ``born on``, ``birth date``), in numeric, month-name or compact
+  (``YYYYMMDD``, ``MMDDYYYY``) form;
+* medical record numbers: the configurable ``evidence.scrub.mrn_patterns``
+  (``MRN``, ``MR#``, ``MR No.``, ``medical record no.``);
 * patient names: the whole value of keys known to hold them
-  (``evidence.scrub.name_fields``), and capitalised words after a
-  ``Patient:`` / ``Patient name:`` label;
+  (``evidence.scrub.name_fields``), capitalised words after a
+  ``Patient:`` / ``Patient name:`` label, and in file names the name words
+  glued with ``_``/``-`` to a redacted DOB, MRN or SSN;
+
+Labels count where file servers and web apps put them: glued to other
+words with ``_`` (``scan_DOB_19850312.pdf``), with the value after ``/``
+or ``_`` (``.../mrn/00123456/chart``); a letter or digit touching a label
+makes it part of another word (``mrnet.dll``, ``telemetry``).
 * secrets: the scalar value of a key named like a secret (the whole key, or
   its last ``_``/``-`` word, is exactly ``password``, ``pwd``, ``secret``,
   ``token``, ``api_key``, ``private_key``, ``client_secret``...: see
@@ -106,12 +114,24 @@ _R = r"(?![0-9A-Za-z:/@]|[.-]\d)"
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}(?![\w-])")
 
-_SSN_LABEL = r"(?i:\b(?:ssn|ss\#|soc(?:ial)?[ _-]?sec(?:urity)?(?:[ _-]?(?:number|num|no\.?|\#))?))"
-_SSN_LABELLED = re.compile(_SSN_LABEL + r"\s*[:#=]?\s*(\d{3}[- ]?\d{2}[- ]?\d{4})(?!\d)")
+# A label's edges: a letter or digit may not touch it on the left, a letter
+# not on the right; "_" may touch both, because scan and export file names
+# glue words with it ("scan_DOB_19850312.pdf", "SSN123456789"). Between a
+# label and its value: blanks, ":", "#", "=", and "/" or "_" (URL paths and
+# file names: ".../mrn/00123456/chart", "MRN_00123456.pdf").
+_LB = r"(?<![A-Za-z0-9])"
+_LE = r"(?![A-Za-z])"
+_SEP = r"(?:\s|[:#=/_]){0,4}"
+_SSN_LABEL = _LB + r"(?i:ssn|ss\#|soc(?:ial)?[ _-]?sec(?:urity)?(?:[ _-]?(?:number|num|no\.?|\#))?)" + _LE
+_SSN_LABELLED = re.compile(_SSN_LABEL + _SEP + r"-?(\d{3}[- ]?\d{2}[- ]?\d{4})(?!\d)")
 _SSN = re.compile(_L + r"(?!000|666|9\d\d)\d{3}([- ])(?!00)\d{2}\1(?!0000)\d{4}" + _R)
 
-_PHONE_LABEL = r"(?i:\b(?:phone|tel(?:ephone)?|mobile|cell(?:phone)?|fax|contact\s+number|ph)\b\.?(?:\s*(?:number|num|no\.?|\#|from|to))?)"
+_PHONE_WORD = _LB + r"(?i:phone|tel(?:ephone)?|mobile|cell(?:phone)?|fax|contact\s+number|ph)" + _LE
+_PHONE_LABEL = _PHONE_WORD + r"(?i:\.?(?:\s*(?:number|num|no\.?|\#|from|to))?)"
 _PHONE_LABELLED = re.compile(_PHONE_LABEL + r"\s*[:#=]?\s*(\+?\d[\d\s().-]{5,18}\d)(?!\d)")
+# After "/" or "_" only a whole number is taken (ten or eleven digits): a
+# fax's file name carries its date too ("fax_20240312.pdf").
+_PHONE_GLUED = re.compile(_PHONE_WORD + r"[/_]((?:\+?1)?\d{10})(?!\d)")
 _EXT = r"(?:\s*(?:x|ext\.?|extension)\s*\d{1,6})?"
 _PHONE_NANP = re.compile(
     _L + r"(?:\+?1[-. ]?)?(?:\(\d{3}\)[-. ]?\d{3}[-. ]\d{4}|(\d{3})([-. ])\d{3}\2\d{4})" + _EXT + _R
@@ -125,8 +145,12 @@ _DATE = (
     rf"|(?i:{_MONTH})\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}"
     rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+(?i:{_MONTH}),?\s+\d{{4}})"
 )
-_DOB_LABEL = r"(?i:\b(?:d\.?o\.?b\.?|date\s+of\s+birth|birth\s*date|birthday|born(?:\s+on)?)\b)"
-_DOB = re.compile(_DOB_LABEL + r"\s*[:#=]?\s*(" + _DATE + r")(?!\d)")
+# Compact dates (YYYYMMDD, MMDDYYYY), only ever after a birth-date label:
+# anywhere else they are build stamps and log file dates evidence keeps.
+_COMPACT_DATE = (r"(?:19|20)\d\d(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+                 r"|(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])(?:19|20)\d\d")
+_DOB_LABEL = _LB + r"(?i:d\.?o\.?b\.?|date[\s_-]+of[\s_-]+birth|birth[\s_-]*date|birthday|born(?:[\s_]+on)?)" + _LE
+_DOB = re.compile(_DOB_LABEL + r"(?:\s|[:#=/_-]){0,4}(" + _DATE + "|" + _COMPACT_DATE + r")(?!\d)")
 
 _PATIENT_NAME = re.compile(
     r"(?i:\bpatient(?:'s)?(?:\s+(?:full\s+)?name)?)\s*[:=]\s*"
@@ -134,6 +158,26 @@ _PATIENT_NAME = re.compile(
     # after a name are labels, not names.
     r"([A-Z][A-Za-z'\u2019-]*[a-z][A-Za-z'\u2019-]*(?:,?\s+[A-Z][A-Za-z'\u2019-]*[a-z][A-Za-z'\u2019-]*|\s+[A-Z]\.(?=\s)){0,3})"
 )
+
+# A patient's name glued ("_", "-") to a redacted DOB, MRN or SSN, with or
+# without the label between, as in scan file names: "Smith_John_DOB_...",
+# "MRN00123456_DOE_JANE.pdf". A name word is capitalised (with a lower-case
+# letter) or all capitals; words scanned documents are named with, and the
+# labels themselves, are not names.
+_FILE_WORDS = (
+    "scan|scanned|intake|form|forms|chart|charts|report|reports|result|results|lab|labs|consent|referral|"
+    "patient|patients|pt|final|copy|signed|page|pages|doc|docs|document|img|image|images|fax|faxed|note|notes|"
+    "record|records|visit|new|old|draft|letter|invoice|claim|claims|billing|insurance|ins|card|id|xray|mri|ct|"
+    "ecg|ekg|pdf|jpg|jpeg|tif|tiff|png|front|back|dob|mrn|mr|ssn|med|rec|birth|date|of|born|on|no|num|number|"
+    "and|the|for|to|from|by|rx|dr|md|do|np|pa|rn|er|ed|icu|or|op|in|out|hist|history|hp|dc|summary|upload|export"
+)
+_NAME_WORD = (rf"(?!(?i:{_FILE_WORDS})(?![A-Za-z]))"
+              r"(?:[A-Z][A-Za-z'\u2019]*[a-z][A-Za-z'\u2019]*|[A-Z][A-Z'\u2019]+)")
+_NAMES = rf"{_NAME_WORD}(?:[_-]{_NAME_WORD}){{0,3}}"
+_REDACTED_ID = r"\[REDACTED:(?:DOB|MRN|SSN)\]"
+_NAME_BEFORE_ID = re.compile(rf"(?<![A-Za-z0-9'\u2019])({_NAMES})(?=[_-](?:[A-Za-z#.]{{2,24}}(?:\s|[:#=/_-]){{0,4}})?"
+                             rf"{_REDACTED_ID})")
+_NAME_AFTER_ID = re.compile(rf"(?<={_REDACTED_ID})[_-]({_NAMES})(?![A-Za-z0-9'\u2019])")
 
 # A string without any of these cannot hold anything the detectors find.
 _MAYBE = re.compile(r"[\d@]|(?i:patient)")
@@ -197,14 +241,18 @@ class Scrubber:
         # forms first (they own their digits), then the free-standing shapes.
         self.detectors: list[Detector] = [
             ("email", _EMAIL, 0, ("@",)),
-            *[("mrn", p, 1 if p.groups else 0, ("mrn", "med") if default_mrn else None) for p in mrn],
+            *[("mrn", p, 1 if p.groups else 0, ("mr", "med") if default_mrn else None) for p in mrn],
             ("ssn", _SSN_LABELLED, 1, ("ss", "soc")),
-            ("dob", _DOB, 1, ("d", "birth", "born")),
+            ("dob", _DOB, 1, ("dob", "d.o", "do.", "birth", "born")),
             ("phone", _PHONE_LABELLED, 1, ("ph", "tel", "mobile", "cell", "fax", "contact")),
+            ("phone", _PHONE_GLUED, 1, ("ph", "tel", "mobile", "cell", "fax")),
             ("ssn", _SSN, 0, None),
             ("phone", _PHONE_INTL, 0, ("+",)),
             ("phone", _PHONE_NANP, 0, None),
             ("name", _PATIENT_NAME, 1, ("patient",)),
+            # Last: they look for what the detectors above left behind.
+            ("name", _NAME_BEFORE_ID, 1, ("[redacted:",)),
+            ("name", _NAME_AFTER_ID, 1, ("[redacted:",)),
         ]
         # Facts repeat (KB numbers, versions, reasons): remember short strings.
         self._cache: dict[str, tuple[str, tuple[tuple[str, int], ...]]] = {}
@@ -236,6 +284,7 @@ class Scrubber:
                     continue
                 if pattern.search(out):
                     out = pattern.sub(self._replacer(kind, group, found), out)
+                    low = out.lower()  # later hints look at what is left
             hit = (out, tuple(found.items()))
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()

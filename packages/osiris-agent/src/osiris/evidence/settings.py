@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 SIX_YEARS_DAYS = 2192
 
 DEFAULT_MRN_PATTERNS = [
-    # "MRN: 00123456", "medical record no. A-77881", "MRN#7788991"
-    r"(?i:\b(?:MRN|med(?:ical)?[ _-]?rec(?:ord)?(?:[ _-]?(?:number|num|no\.?|#))?))\s*[:#=]?\s*([A-Z]{0,3}-?\d[\d-]{3,14}\d)\b",
+    # "MRN: 00123456", "medical record no. A-77881", "MRN#7788991", "MR# 123456", "MR No. 445566",
+    # glued with "_" or after "/" as in file names and URL paths: "scan_MRN_00123456.pdf", "/mrn/00123456/"
+    r"(?<![A-Za-z0-9])(?i:MRN|MR\s?#|MR\s?(?:no\.?|num(?:ber)?)(?=[\s:#=_/])|med(?:ical)?[ _-]?rec(?:ord)?"
+    r"(?:[ _-]?(?:number|num|no\.?|#))?)(?![A-Za-z])(?:\s|[:#=/_]){0,4}([A-Z]{0,3}-?\d[\d-]{3,14}\d)(?![0-9])",
 ]
 
 DEFAULT_NAME_FIELDS = [
