@@ -10,7 +10,7 @@ UV := $(TOOLS)/bin/uv
 PY := $(VENV)/bin/python
 MEMBERS := $(shell sed -n 's/^-e \(.*\)/\1/p' requirements.txt)
 
-.PHONY: demo test venv lock system-tools nix-check hipaa-mapping clean
+.PHONY: demo test venv lock system-tools nix-check boot-lab hipaa-mapping clean
 
 $(UV): tools/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -36,6 +36,12 @@ system-tools:
 
 nix-check: system-tools
 	bash tools/check-nix.sh
+
+# The boot lab (docs/image.md): a real GPT disk with Debian's systemd-boot in
+# QEMU (TCG, OVMF), every scenario. Stdlib Python only; Debian's kernel is
+# fetched once into .cache/boot-lab (git-ignored).
+boot-lab: system-tools
+	cd tools && $(PYTHON) -m bootlab
 
 test: venv system-tools
 	bash tools/check-nix.sh

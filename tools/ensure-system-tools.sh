@@ -6,7 +6,17 @@ need=()
 command -v nix-instantiate >/dev/null || need+=(nix-bin)
 command -v openssl >/dev/null || need+=(openssl)
 command -v systemd-analyze >/dev/null || need+=(systemd)
-command -v grub-editenv >/dev/null || need+=(grub-common)
+# The boot lab (make boot-lab, tests/test_boot_lab.py): QEMU with OVMF, Debian's
+# systemd-boot, the tools that build its disk, a static busybox for its guest.
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
+[ -e /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || need+=(systemd-boot-efi)
+command -v mcopy >/dev/null || need+=(mtools)
+command -v mkfs.vfat >/dev/null || need+=(dosfstools)
+command -v mksquashfs >/dev/null || need+=(squashfs-tools)
+command -v sfdisk >/dev/null || need+=(fdisk)
+command -v systemd-repart >/dev/null || need+=(systemd)
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "missing tools: ${need[*]}; install them with your package manager (Debian: apt-get install ${need[*]})" >&2
