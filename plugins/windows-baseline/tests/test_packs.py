@@ -101,6 +101,10 @@ def test_a_good_pack_becomes_checks_with_their_source_and_rules():
     (GOOD.replace("site.smb.signing_policy", "site.spooler.disabled", 1),
      "site.yaml:12: checks.1.id: check 'site.spooler.disabled' is declared twice in this pack (first on line 3)"),
     ("- just a list\n", "site.yaml:1: expected a check pack: a mapping with a 'checks' list"),
+    # no aliases (nothing to share in a table, and no alias bombs), nothing absurdly deep
+    (GOOD.replace("roles: [dc]", "roles: &r [dc]").replace("params: {want: 1}", "params: {want: 1, r: *r}"),
+     "site.yaml:15: YAML aliases (*r) are not allowed in a check pack"),
+    ("checks:\n  - " + "[" * 100 + "]" * 100 + "\n", "site.yaml:2: nested deeper than 32 levels"),
 ])
 def test_every_error_names_the_file_and_line(text, expected):
     found = errors(text)

@@ -205,3 +205,16 @@ async def test_pack_digests_are_in_the_evidence(lab, tmp_path, site_pack):
     kept = sorted((tmp_path / "state" / "windows-baseline" / "packs").iterdir())
     assert sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in kept) == sorted(p["sha256"] for p in packs)
     assert all(p.stat().st_mode & 0o077 == 0 for p in kept)
+
+    # the pack breaks: the next start keeps its checks from the last good copy, and says so
+    site_pack.write_text(SITE_PACK.replace("type: service", "type: shell"))
+    again = load(config_data=config(lab, tmp_path, [site_pack]), environ={"OSIRIS_PLUGINS": PLUGINS})
+    try:
+        specs = {cid: c.spec for cid, c in again.registry.checks.items() if cid in MINE}
+        assert set(specs) == MINE and {s.source.sha256 for s in specs.values()} == {digest}
+        from osiris_windows_baseline import plugin
+        [site] = [p for p in plugin.packs(again.ctx).evidence()["packs"] if p["origin"] == "site"]
+        assert site["status"] == "last_good" and site["sha256"] == digest
+        assert site["errors"][0].startswith(f"{site_pack}:") and "Input tag 'shell'" in site["errors"][0]
+    finally:
+        again.ctx.close()

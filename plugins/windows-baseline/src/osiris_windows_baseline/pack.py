@@ -219,6 +219,26 @@ def _dup_keys(node: yaml.Node, name: str, out: list[str]) -> None:
             _dup_keys(v, name, out)
 
 
+MAX_DEPTH = 32  # a pack is a table; its deepest value is a few levels down
+
+
+def _shape(text: str, name: str) -> None:
+    """Refuse, from the parser's events and before anything is built, what
+    a table never needs: aliases (no alias bombs) and deep nesting."""
+    depth = 0
+    for e in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(e, yaml.AliasEvent):
+            raise PackError([f"{name}:{e.start_mark.line + 1}: YAML aliases (*{e.anchor}) are not allowed in a "
+                             "check pack: write each value out"])
+        if isinstance(e, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise PackError([f"{name}:{e.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels: "
+                                 "not a check pack"])
+        elif isinstance(e, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 @dataclass(frozen=True)
 class Entry:
     check: PackCheck
@@ -247,6 +267,7 @@ def parse(data: bytes, name: str) -> Pack:
     except UnicodeDecodeError as exc:
         raise PackError([f"{name}: not UTF-8 text (byte {exc.start}): expected a YAML check pack"]) from None
     try:
+        _shape(text, name)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
