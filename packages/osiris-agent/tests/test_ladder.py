@@ -624,8 +624,10 @@ async def test_verification_goes_on_to_evidence_and_never_back_through_the_engin
     assert counted.batches == 1, "the ladder's own look at the host re-entered the engine"
     assert [(b.origin, [o.status.value for o in b.observations]) for b in ev.batches] == \
         [("sweep", ["fail"]), ("verify", ["pass"])]
-    [(kind, attempt)] = ev.bundles
-    assert kind == "healing_attempt" and attempt["verification"]["status"] == "pass"
+    assert [kind for kind, _ in ev.bundles] == ["healing_intent", "healing_attempt", "incident_resolved"]
+    intent, attempt, resolved = (payload for _, payload in ev.bundles)
+    assert intent["attempt"] == attempt["attempt"] and attempt["verification"]["status"] == "pass"
+    assert (resolved["outcome"], resolved["tier"], resolved["by"]) == ("healed", "L1", "agent")
 
 
 async def test_the_fresh_look_at_an_adopted_incident_is_evidence(make):
@@ -726,3 +728,62 @@ async def test_a_deciders_name_that_would_break_the_rule_file_is_refused_and_rul
     approved = h.ladder.learning.approve(c.id, "Dr. José Álvarez")
     assert approved.decided_by == "Dr. José Álvarez" and h.ladder.reload()
     assert not h.ladder.rule_errors
+
+
+# -- intent before action, and what a kill mid-heal leaves ------------------------------
+
+
+async def test_a_runbook_is_not_dispatched_unless_its_intent_is_durable_evidence(make):
+    h = make()
+    h.rule()
+
+    class FullDisk(EvidenceStage):
+        async def record(self, kind, payload, host=None):
+            if kind == "healing_intent":
+                raise OSError(28, "No space left on device")
+            await super().record(kind, payload, host)
+
+    h.ladder.evidence = ev = FullDisk()
+    h.ladder.start()
+    await h.sweep()
+    assert h.mod.STATE["runs"] == [], "a runbook reached the host with no signed record of it"
+    [attempt] = [(kind, p) for kind, p in ev.bundles if kind == "healing_attempt"]
+    assert attempt[1]["ok"] is False and "intent could not be recorded" in attempt[1]["detail"]
+
+
+async def test_an_attempt_a_killed_agent_left_unfinished_is_closed_as_interrupted_and_counted(make):
+    h = make(healing={"mode": "full", "flap_guard": {"max_heals": 1, "window": 3600}})
+    h.rule()
+    h.engine.downstream = None
+    await h.sweep()
+    [inc] = h.store.incidents("open")
+    # what a SIGKILL between dispatch and result leaves: a dispatched attempt
+    aid = h.store.begin_attempt(inc.id, "L1", "fix-setting", "test.fix", {}, dry_run=False)
+    ladder = _fresh_ladder(h)
+    ladder.evidence = ev = EvidenceStage()
+    ladder.start()
+    await ladder.drain()
+    first = h.store.attempts()[0]
+    assert (first["id"], first["ok"], first["interrupted"]) == (aid, 0, 1) and first["finished_at"]
+    interrupted = [p for kind, p in ev.bundles if kind == "healing_attempt" and p.get("interrupted")]
+    assert [(p["attempt"], p["runbook"], p["ok"]) for p in interrupted] == [(aid, "test.fix", False)]
+    [pattern] = [p for p in h.ladder.learning.patterns() if p["runbook"] == "test.fix"]
+    assert (pattern["attempts"], pattern["successes"]) == (1, 0), "the learning loop counts it as a failure"
+    # the flap guard counts it as a heal: with max_heals 1 the adopted
+    # incident is escalated instead of healed a second time
+    done = h.store.incident(inc.id)
+    assert (done.outcome, done.tier) == ("escalated", "L3") and "flap guard" in done.detail
+    assert h.mod.STATE["runs"] == []
+
+
+async def test_an_escalation_is_evidence_with_each_channel_and_its_result(make):
+    h = make()
+    h.mod.STATE["fix_works"] = False
+    h.ladder.evidence = ev = EvidenceStage()
+    h.ladder.start()
+    await h.sweep()
+    [esc] = [p for kind, p in ev.bundles if kind == "escalation"]
+    assert esc["channels"] == [{"channel": "test-channel", "ok": True, "detail": "delivered"}]
+    assert esc["outcome"] == "escalated" and esc["check"] == "test.setting"
+    [res] = [p for kind, p in ev.bundles if kind == "incident_resolved"]
+    assert (res["outcome"], res["tier"], res["by"]) == ("escalated", "L3", "agent")

@@ -9,6 +9,7 @@ is not this machine's), 3 a plugin that breaks the plugin API.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
@@ -23,6 +24,7 @@ from .app import Loaded, load, settings_sections
 from .config import ConfigError
 from .evidence.cli import evidence as evidence_group
 from .plugins import PluginError, PluginManager
+from .scrubbing import scrub_logs
 from .secrets import SecretError
 from .store import Store, StoreError
 
@@ -117,6 +119,8 @@ class State:
     def loaded(self) -> Loaded:
         if self._loaded is None:
             self._loaded = self.load(self.config_path)
+            # From here on every log line is scrubbed like the evidence.
+            scrub_logs(self._loaded.ctx.scrub)
         return self._loaded
 
     def store(self) -> Store:
@@ -205,7 +209,9 @@ def check(state: State, targets: tuple[str, ...], checks: tuple[str, ...], fmt: 
         finally:
             loaded.ctx.close()
 
-    observations = asyncio.run(go())
+    # What a person sees is scrubbed like what the evidence keeps.
+    observations = [dataclasses.replace(o, reason=loaded.ctx.scrub(o.reason), facts=loaded.ctx.scrub(dict(o.facts)))
+                    for o in asyncio.run(go())]
     if fmt == "json":
         click.echo(json.dumps([
             {"target": o.target, "check": o.check, "status": o.status.value, "reason": o.reason, "facts": o.facts}
@@ -346,14 +352,36 @@ def incidents(cctx: click.Context, show_all: bool, fmt: str) -> None:
 @click.option("--outcome", required=True, help="healed, recovered, escalated, failed, suppressed, dismissed...")
 @click.option("--tier", default="L3", show_default=True, help="L1, L2, L3 or none")
 @click.option("--detail", default="", help="Free text kept with the incident")
+@click.option("--by", required=True, help="Who resolves it (recorded as evidence).")
 @pass_state
-def incidents_resolve(state: State, incident_id: int, outcome: str, tier: str, detail: str) -> None:
-    """Resolve an open incident by hand with an outcome."""
+def incidents_resolve(state: State, incident_id: int, outcome: str, tier: str, detail: str, by: str) -> None:
+    """Resolve an open incident by hand with an outcome; who did it is evidence."""
+    from .healing.ladder import resolution
+    from .healing.learning import decider
+
     try:
+        by = decider(by, "resolving an incident")
         inc = state.store().resolve_incident(incident_id, outcome, tier, detail)
     except StoreError as exc:
         _fail(str(exc), EXIT_FAILED)
-    click.echo(f"incident {inc.id} resolved: {inc.outcome} ({inc.tier})")
+    _record(state, "incident_resolved", resolution(inc, by), host=inc.target)
+    click.echo(f"incident {inc.id} resolved: {inc.outcome} ({inc.tier}) by {by}")
+
+
+def _record(state: State, kind: str, payload: dict[str, Any], host: str | None = None) -> None:
+    """Record one bundle from a command (the agent may be running: the log
+    takes one writer at a time)."""
+    loaded = state.loaded()
+    if not loaded.config.evidence.enabled:
+        return
+    from .evidence.service import EvidenceService
+
+    service = EvidenceService.open(loaded.ctx, loaded.config.evidence,
+                                   plugins={n: i.version for n, i in loaded.pm.infos.items()})
+    try:
+        service.record_now(kind, payload, host=host)
+    finally:
+        service.log.close()
 
 
 def _ladder(state: State):
@@ -419,17 +447,7 @@ def _decide(state: State, decision: str, cid: int, by: str) -> None:
         c = (learning.approve if decision == "approve" else learning.reject)(cid, by)
     except StoreError as exc:
         _fail(str(exc), EXIT_FAILED)
-    loaded = state.loaded()
-    if loaded.config.evidence.enabled:
-        # Who decided, and when, is evidence too.
-        from .evidence.service import EvidenceService
-
-        service = EvidenceService.open(loaded.ctx, loaded.config.evidence,
-                                       plugins={n: i.version for n, i in loaded.pm.infos.items()})
-        try:
-            service.record_now("rule_decision", c.as_dict())
-        finally:
-            service.log.close()
+    _record(state, "rule_decision", c.as_dict())  # who decided, and when, is evidence too
     where = f"; rule written to {c.rule_file}" if c.rule_file else ""
     click.echo(f"candidate {c.id} {c.state} by {c.decided_by} at {c.decided_at}{where}")
 

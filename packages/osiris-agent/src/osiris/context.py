@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from .config import Config
 from .paths import DataPaths
 from .records import Target
+from .scrubbing import scrubber_for
 from .secrets import Secret, SecretStore
 
 T = TypeVar("T")
@@ -55,12 +56,19 @@ class AgentContext:
         self.plugin_settings = plugin_settings or {}
         self.agent_version = agent_version
         self.log = logging.getLogger("osiris")
+        self._scrub = scrubber_for(config.evidence.scrub)
         self._pool: ThreadPoolExecutor | None = None
         # Set by app.load once the registry exists (the evidence service reads it).
         self.registry: Any = None
         # The evidence log (osiris.evidence.service.EvidenceService), when enabled:
         # ``await ctx.evidence.record(kind, payload, host=..., policy=...)``.
         self.evidence: Any = None
+
+    def scrub(self, value: Any) -> Any:
+        """``value`` (a string or plain JSON) with PHI and secret-named values
+        replaced, exactly as the evidence log would: for anything a plugin
+        sends outside the appliance or shows a person."""
+        return self._scrub(value)
 
     def settings(self, name: str) -> BaseModel:
         """The validated settings of plugin section ``name``."""

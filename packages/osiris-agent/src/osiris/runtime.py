@@ -11,6 +11,7 @@ well; ``STATUS=`` lines that ``systemctl status`` shows.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import errno
 import logging
 import os
@@ -78,7 +79,7 @@ class Agent:
             )
         self.ctx.evidence = self.evidence
         self.ladder = Ladder(self.ctx, loaded.pm, loaded.registry, self.store, loaded.config.healing,
-                             loaded.targets, evidence=self.evidence)
+                             loaded.targets, evidence=self.evidence, scrub=self.ctx.scrub)
         self.engine = Engine(
             loaded.registry, self.store, loaded.targets, downstream=self.ladder,
             max_concurrent_targets=cfg.max_concurrent_targets, tick=cfg.tick,
@@ -101,6 +102,11 @@ class Agent:
         self.notify(f"STATUS={text}")
 
     def status(self) -> dict[str, Any]:
+        """What ``/status`` shows: scrubbed like everything that leaves the
+        evidence path (reasons and errors can quote facts)."""
+        return self.ctx.scrub(self._status_raw())
+
+    def _status_raw(self) -> dict[str, Any]:
         latest = self.store.latest()
         per_target: dict[str, dict[str, Any]] = {}
         for row in latest:
@@ -201,7 +207,12 @@ class Agent:
             if self.evidence is not None:
                 await self.evidence.start(self.sinks)
             self.ladder.channels = self.channels
+            if not self.channels:
+                log.warning("no escalation channel is configured: drift that no rule or planner heals is "
+                            "recorded and shown, but nobody is told")
             self.ladder.start()
+            if self.evidence is not None:
+                await self.evidence.record("agent_start", start_statement(self.loaded, self.ladder.rule_digests()))
             runner = await self._start_http()
             for source in self.sources:
                 tasks.append(self._background(source.run(self.engine.submit), f"source:{source.name}"))
@@ -241,3 +252,30 @@ class Agent:
                 finally:
                     self.ctx.close()
                     self.store.close()
+
+
+def start_statement(loaded: Loaded, rule_digests: Mapping[str, str | None]) -> dict[str, Any]:
+    """The ``agent_start`` bundle: what this run is, so an auditor can tell
+    which code, configuration, rules and checks produced what follows."""
+    from .evidence.canonical import canonical as canonical_json
+
+    def digest(value: Any) -> str:
+        return hashlib.sha256(canonical_json(value)).hexdigest()
+
+    catalogue = [
+        {"id": c.id, "plugin": contributed.plugin, "target_kind": c.target_kind, "hipaa": list(c.hipaa),
+         "interval": c.interval, "params": dict(c.params),
+         "script_sha256": hashlib.sha256(c.script.encode()).hexdigest() if c.script else None}
+        for cid, contributed in sorted(loaded.registry.checks.items()) for c in [contributed.spec]
+    ]
+    return {
+        "agent_version": loaded.ctx.agent_version,
+        "plugins": {n: i.version for n, i in sorted(loaded.pm.infos.items())},
+        "config_sha256": digest(loaded.config.model_dump(mode="json")),
+        "rules": dict(sorted(rule_digests.items())),
+        "rules_sha256": digest(dict(sorted(rule_digests.items()))),
+        "checks": len(catalogue),
+        "disabled_checks": sorted(loaded.registry.disabled),
+        "checks_sha256": digest(catalogue),
+        "targets": [{"name": t.name, "kind": t.kind, "role": t.role} for t in loaded.targets],
+    }

@@ -138,6 +138,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE pattern_stats ADD COLUMN param_sets INTEGER NOT NULL DEFAULT 1;
     """,
+    # 5: an attempt the agent died in the middle of is closed at the next
+    # start as interrupted; the flap guard counts it like a heal.
+    """
+    ALTER TABLE heal_attempts ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 OUTCOMES = ("healed", "recovered", "escalated", "failed", "suppressed", "dismissed", "dry-run", "held", "timeout", "error")
@@ -548,12 +553,31 @@ class Store:
     # -- healing -------------------------------------------------------------------
 
     def count_heals(self, target: str, check_id: str, since: datetime) -> int:
-        """Incidents of ``check_id`` on ``target`` healed since ``since`` (the flap guard)."""
+        """Incidents of ``check_id`` on ``target`` healed since ``since``,
+        plus attempts interrupted since then (their runbooks may have
+        changed the host): what the flap guard counts."""
+        at = _iso(since)
         row = self.db.execute(
-            """SELECT count(*) FROM incidents WHERE target = ? AND check_id = ? AND state = 'resolved'
-                   AND outcome = 'healed' AND resolved_at >= ?""",
-            (target, check_id, _iso(since))).fetchone()
+            """SELECT (SELECT count(*) FROM incidents WHERE target = ? AND check_id = ? AND state = 'resolved'
+                           AND outcome = 'healed' AND resolved_at >= ?)
+                    + (SELECT count(*) FROM heal_attempts a JOIN incidents i ON i.id = a.incident_id
+                       WHERE i.target = ? AND i.check_id = ? AND a.interrupted = 1 AND a.dispatched_at >= ?)""",
+            (target, check_id, at, target, check_id, at)).fetchone()
         return int(row[0])
+
+    def unfinished_attempts(self) -> list[dict[str, Any]]:
+        """Attempts dispatched and never finished (the agent died mid-heal)."""
+        rows = self.db.execute(
+            """SELECT a.id, a.incident_id, a.tier, a.rule_id, a.runbook, a.params, a.dry_run, a.dispatched_at,
+                      i.target, i.check_id
+               FROM heal_attempts a JOIN incidents i ON i.id = a.incident_id
+               WHERE a.finished_at IS NULL ORDER BY a.id""").fetchall()
+        return [{**dict(r), "params": json.loads(r["params"])} for r in rows]
+
+    def attempts(self) -> list[dict[str, Any]]:
+        """Every heal attempt, oldest first (tests, reports)."""
+        return [{**dict(r), "params": json.loads(r["params"])}
+                for r in self.db.execute("SELECT * FROM heal_attempts ORDER BY id")]
 
     def begin_attempt(self, incident_id: int, tier: str, rule_id: str | None, runbook: str,
                       params: dict[str, Any], dry_run: bool) -> int:
@@ -565,13 +589,14 @@ class Store:
                 (incident_id, tier, rule_id, runbook, json.dumps(params, sort_keys=True), int(dry_run), _now()))
             return int(cur.lastrowid)
 
-    def finish_attempt(self, attempt_id: int, ok: bool | None, detail: str, sample: PatternSample | None) -> None:
+    def finish_attempt(self, attempt_id: int, ok: bool | None, detail: str, sample: PatternSample | None,
+                       *, interrupted: bool = False) -> None:
         """Close an attempt and count it in its pattern's statistics, in one transaction."""
         with self.transaction() as db:
             if sample is not None:
                 self._count_pattern(db, sample)
-            db.execute("UPDATE heal_attempts SET ok = ?, detail = ?, finished_at = ? WHERE id = ?",
-                       (None if ok is None else int(ok), detail, _now(), attempt_id))
+            db.execute("UPDATE heal_attempts SET ok = ?, detail = ?, finished_at = ?, interrupted = ? WHERE id = ?",
+                       (None if ok is None else int(ok), detail, _now(), int(interrupted), attempt_id))
 
     def count_pattern(self, sample: PatternSample) -> None:
         """Count one attempt in its pattern's statistics."""

@@ -33,14 +33,20 @@ def test_run_once_records_and_the_cli_verifies_shows_and_exports(tmp_path, write
     status = r.invoke(cli, ["-c", str(cfg), "evidence", "status", "--format", "json"])
     assert status.exit_code == 0, status.output
     data = json.loads(status.output)
-    assert data["origin"] == "osiris.evidence/clinic/box" and data["entries"] == 1
-    assert data["checkpoint"]["size"] == 1  # --once checkpoints before it exits
+    # the start-up statement, the sweep, and for each failing check (this
+    # machine's own state) its escalation and resolution
+    n = data["entries"]
+    assert data["origin"] == "osiris.evidence/clinic/box" and n >= 2 and n % 2 == 0
+    assert data["checkpoint"]["size"] == n  # --once checkpoints before it exits
     ok = r.invoke(cli, ["-c", str(cfg), "evidence", "verify"])
-    assert ok.exit_code == 0 and ok.output.startswith("ok: 1 entries"), ok.output
-    shown = r.invoke(cli, ["-c", str(cfg), "evidence", "show", "0"])
+    assert ok.exit_code == 0 and ok.output.startswith(f"ok: {n} entries"), ok.output
+    started = r.invoke(cli, ["-c", str(cfg), "evidence", "show", "0"])
+    assert started.exit_code == 0 and '"kind": "agent_start"' in started.output, started.output
+    assert '"checks_sha256"' in started.output and '"config_sha256"' in started.output
+    shown = r.invoke(cli, ["-c", str(cfg), "evidence", "show", "1"])
     assert shown.exit_code == 0 and '"kind": "sweep"' in shown.output and "signature verifies" in shown.output
-    one = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "0"])
-    assert one.exit_code == 0 and "included in checkpoint 1" in one.output
+    one = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "1"])
+    assert one.exit_code == 0 and f"included in checkpoint {n}" in one.output
     out = tmp_path / "out.zip"
     exp = r.invoke(cli, ["-c", str(cfg), "evidence", "export", "--from", "2000-01-01", "--to", "0", str(out)])
     assert exp.exit_code == 0, exp.output

@@ -46,13 +46,19 @@ __all__ = ["BUNDLE_TYPE", "ENVELOPE_FORMAT", "Identity", "Statement", "build_sta
 BUNDLE_TYPE = "osiris.evidence.bundle"
 BUNDLE_VERSION = 1
 ENVELOPE_FORMAT = "osiris.signed-bundle/1"
-#: The kinds the agent records (docs/evidence.md, "Bundles"): ``sweep`` (the
-#: evidence service, one per target per sweep), ``observation`` (pushed by a
-#: source), ``healing_attempt`` (osiris.healing.ladder, every attempt, dry
-#: runs included), ``rule_decision`` (a healing rule approved or refused, from
-#: the API and the CLI), ``health_gate`` (a boot's health verdict,
-#: osiris.health). Later features add their own names here.
-KIND = frozenset({"sweep", "observation", "healing_attempt", "rule_decision", "health_gate"})
+#: The kinds the agent records (docs/evidence.md, "Bundles"): ``agent_start``
+#: (the runtime: version, plugins, digests of the effective config, the rules
+#: and the check catalogue), ``sweep`` (the evidence service, one per target
+#: per sweep, verification and re-check included), ``observation`` (pushed by
+#: a source), ``healing_intent`` (osiris.healing.ladder, before a runbook is
+#: dispatched), ``healing_attempt`` (every attempt, dry runs and interrupted
+#: ones included), ``escalation`` (who was told, through which channel, with
+#: what result), ``incident_resolved`` (outcome, tier, who), ``rule_decision``
+#: (a healing rule approved or refused, from the API and the CLI),
+#: ``health_gate`` (a boot's health verdict, osiris.health). Later features
+#: add their own names here.
+KIND = frozenset({"agent_start", "sweep", "observation", "healing_intent", "healing_attempt", "escalation",
+                  "incident_resolved", "rule_decision", "health_gate"})
 
 
 @dataclass(frozen=True)

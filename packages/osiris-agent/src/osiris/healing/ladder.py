@@ -71,6 +71,7 @@ class Ladder:
         channels: Sequence[EscalationChannel] = (),
         *,
         evidence: Any = None,
+        scrub: Callable[[Any], Any] | None = None,
         clock: Callable[[], datetime] = utcnow,
     ):
         self.ctx = ctx
@@ -80,6 +81,9 @@ class Ladder:
         self.targets = {t.name: t for t in targets}
         # The next stage (osiris.evidence.service.EvidenceService), or None.
         self.evidence = evidence
+        # PHI and secrets leave the appliance through planners and channels:
+        # what they are told passes the same scrubber as the evidence.
+        self.scrub: Callable[[Any], Any] = scrub or (lambda value: value)
         self.settings = settings
         self.channels = list(channels)
         self.clock = clock
@@ -95,6 +99,7 @@ class Ladder:
         self._host_locks: dict[str, asyncio.Lock] = {}
         self._loaded_from: dict[str, str | None] | None = None  # rule files' digests at the last load
         self.resolved: dict[str, int] = {}  # outcomes since start, for /metrics
+        self._background: set[asyncio.Task] = set()
 
     # -- the stage ------------------------------------------------------------------
 
@@ -118,6 +123,10 @@ class Ladder:
         elif r.observation.status is Status.PASS:
             await self.resolve(incident.id, "recovered", "none", f"check passed: {r.observation.reason}")
 
+    def rule_digests(self) -> dict[str, str | None]:
+        """SHA-256 of each rule file as last loaded (None: unreadable)."""
+        return dict(self._loaded_from or {})
+
     def active_incidents(self) -> list[int]:
         """Incidents whose healing path is running now."""
         return sorted(self._active)
@@ -132,16 +141,50 @@ class Ladder:
 
     async def drain(self) -> None:
         """Wait until no incident is being handled (tests, shutdown)."""
-        while self._active:
-            await asyncio.gather(*list(self._active.values()), return_exceptions=True)
+        while self._active or self._background:
+            await asyncio.gather(*list(self._active.values()), *list(self._background), return_exceptions=True)
 
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load rules and adopt incidents left open by a previous run."""
+        """Load rules, close heal attempts a previous run left unfinished,
+        and adopt incidents left open."""
         self.reload(force=True)
+        interrupted = self._close_interrupted()
+        if interrupted:
+            task = asyncio.get_running_loop().create_task(self._record_interrupted(interrupted),
+                                                          name="heal:interrupted")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         for incident in self.store.incidents("open"):
             self._start(incident)
+
+    def _close_interrupted(self) -> list[dict[str, Any]]:
+        """Attempts dispatched by a run that died before they finished (a
+        kill mid-heal): closed as interrupted, counted as failures by the
+        learning loop and as heals by the flap guard (the runbook may have
+        changed the host)."""
+        closed = []
+        for a in self.store.unfinished_attempts():
+            target = self.targets.get(a["target"])
+            detail = "interrupted: the agent stopped while the runbook was dispatched; its effect is unknown"
+            sample = None
+            if not a["dry_run"]:
+                sample = PatternSample(a["check_id"], target.role if target else "", a["runbook"], a["tier"], False,
+                                       0.0, a["params"])
+            self.store.finish_attempt(a["id"], False, detail, sample, interrupted=True)
+            log.warning("heal attempt %d (incident %d, %s on %s) closed as interrupted",
+                        a["id"], a["incident_id"], a["runbook"], a["target"])
+            closed.append({**a, "detail": detail})
+        return closed
+
+    async def _record_interrupted(self, closed: list[dict[str, Any]]) -> None:
+        for a in closed:
+            await self._evidence("healing_attempt", {
+                "attempt": a["id"], "incident": a["incident_id"], "target": a["target"], "check": a["check_id"],
+                "tier": a["tier"], "rule": a["rule_id"], "runbook": a["runbook"], "params": a["params"],
+                "dry_run": bool(a["dry_run"]), "ok": False, "interrupted": True, "detail": a["detail"],
+                "dispatched_at": a["dispatched_at"]}, a["target"])
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -337,8 +380,9 @@ class Ladder:
 
     def incident_view(self, incident: Incident, target: Target, spec: CheckSpec, facts: Mapping[str, Any],
                       history: list[dict[str, Any]], candidates: Mapping[str, RunbookSpec]) -> dict[str, Any]:
-        """What planners and escalation channels are told about an incident."""
-        return {
+        """What planners and escalation channels are told about an incident:
+        scrubbed, since both may send it outside the practice."""
+        return self.scrub({
             "id": incident.id,
             "site": self.ctx.site.id,
             "target": incident.target,
@@ -355,7 +399,7 @@ class Ladder:
                 {"id": rb.id, "title": rb.title, "risk": rb.risk.value, "params_schema": dict(rb.params_schema)}
                 for rb in candidates.values()
             ],
-        }
+        })
 
     async def _plan(self, incident, target, spec, facts, history, candidates) -> PlanProposal | None:
         view = self.incident_view(incident, target, spec, facts, history, candidates)
@@ -414,14 +458,17 @@ class Ladder:
                                    (utcnow() - opened).total_seconds(), dict(params))
         self.store.finish_attempt(attempt_id, ok, detail, sample)
 
-    async def _evidence(self, kind: str, payload: dict[str, Any], host: str | None = None) -> None:
-        """Every attempt, success or failure, dry-run or real, is evidence."""
+    async def _evidence(self, kind: str, payload: dict[str, Any], host: str | None = None) -> bool:
+        """Every attempt, escalation and resolution is evidence. Returns
+        whether it was recorded (or there is no evidence log)."""
         if self.evidence is None:
-            return
+            return True
         try:
             await self.evidence.record(kind, payload, host=host)
+            return True
         except Exception:  # noqa: BLE001 - the evidence log reports its own failures
             log.exception("could not record %s evidence", kind)
+            return False
 
     async def _dry_run(self, incident, target, runbook, params, tier, rule_id) -> None:
         detail = f"dry-run: would run {runbook.id} ({runbook.risk.value} risk) with {json.dumps(params, sort_keys=True)}"
@@ -437,9 +484,18 @@ class Ladder:
         ok, detail, verification = False, "", None
         async with self._lock(target.name):
             aid = self._begin_attempt(incident, tier, rule_id, runbook, params, dry_run=False)
+            # Intent before action: the attempt is signed evidence before
+            # anything reaches the host, so a kill mid-heal still leaves a
+            # signed record of what was sent (closed as interrupted at start).
+            intent = await self._evidence("healing_intent", {
+                "attempt": aid, "incident": incident.id, "target": target.name, "check": spec.id, "tier": tier,
+                "rule": rule_id, "runbook": runbook.id, "risk": runbook.risk.value, "params": dict(params)},
+                target.name)
             deadline = budget.for_runbook(runbook.timeout)
             allowed = budget.remaining(deadline)
             try:
+                if not intent:
+                    raise RuntimeError("not dispatched: its intent could not be recorded as evidence")
                 result = await budget.within(deadline, executor.run_runbook(target, runbook, params, deadline=deadline))
             except asyncio.TimeoutError:
                 result, detail = None, f"runbook gave no answer within {allowed:.0f} s (its {runbook.timeout:g} s and transport)"
@@ -458,7 +514,8 @@ class Ladder:
         self.learning.refresh(spec.id, target.role, runbook.id, tier)
         history.append({"tier": tier, "rule": rule_id, "runbook": runbook.id, "ok": ok, "detail": detail})
         await self._evidence("healing_attempt", {
-            "incident": incident.id, "target": target.name, "check": spec.id, "tier": tier, "rule": rule_id,
+            "attempt": aid, "incident": incident.id, "target": target.name, "check": spec.id, "tier": tier,
+            "rule": rule_id,
             "runbook": runbook.id, "params": dict(params), "dry_run": False, "ok": ok, "detail": detail,
             "verification": None if verification is None else {
                 "status": verification.status.value, "reason": verification.reason, "facts": dict(verification.facts)},
@@ -489,32 +546,42 @@ class Ladder:
 
     async def _escalate(self, incident, target, spec, facts, history, why: str) -> None:
         view = self.incident_view(incident, target, spec, facts, history, {})
-        view["escalation_reason"] = why
-        if not self.channels:
-            await self._resolve(incident, "failed", "L3", f"{why}; no escalation channel is configured")
-            return
-        reached, failures = [], []
+        view["escalation_reason"] = self.scrub(why)
+        reached, failures, told = [], [], []
         for channel in self.channels:
             try:
                 await asyncio.wait_for(channel.escalate(view), self.settings.escalation_timeout)
                 reached.append(channel.name)
+                told.append({"channel": channel.name, "ok": True, "detail": "delivered"})
             except asyncio.TimeoutError:
                 failures.append(f"{channel.name}: no answer within {self.settings.escalation_timeout:g} s")
+                told.append({"channel": channel.name, "ok": False, "detail": failures[-1]})
             except Exception as exc:  # noqa: BLE001
                 failures.append(f"{channel.name}: {type(exc).__name__}: {exc}")
+                told.append({"channel": channel.name, "ok": False, "detail": failures[-1]})
+        await self._evidence("escalation", {
+            "incident": incident.id, "target": target.name, "check": spec.id, "reason": why,
+            "tier_history": list(history), "channels": told,
+            "outcome": "escalated" if reached else "failed"}, target.name)
+        if not self.channels:
+            await self._resolve(incident, "failed", "L3", f"{why}; no escalation channel is configured")
+            return
         if reached:
             extra = f" ({'; '.join(failures)})" if failures else ""
             await self._resolve(incident, "escalated", "L3", f"{why}; told {', '.join(reached)}{extra}")
         else:
             await self._resolve(incident, "failed", "L3", f"{why}; every channel failed: {'; '.join(failures)}")
 
-    async def resolve(self, incident_id: int, outcome: str, tier: str = "none", detail: str = "") -> Incident:
+    async def resolve(self, incident_id: int, outcome: str, tier: str = "none", detail: str = "",
+                      by: str = "agent") -> Incident:
         """End an incident with its outcome (the only place incidents end in
-        the agent; ``osiris incidents resolve`` ends them by hand)."""
+        the agent; ``osiris incidents resolve`` ends them by hand), and
+        record that as evidence."""
         self._held.discard(incident_id)
         incident = self.store.resolve_incident(incident_id, outcome, tier, detail)
         self.resolved[outcome] = self.resolved.get(outcome, 0) + 1
         log.info("incident %d resolved: %s (%s) %s", incident.id, outcome, tier, detail)
+        await self._evidence("incident_resolved", resolution(incident, by), incident.target)
         return incident
 
     async def _resolve(self, incident: Incident, outcome: str, tier: str, detail: str) -> None:
@@ -523,3 +590,11 @@ class Ladder:
             await self.resolve(incident.id, outcome, tier, detail)
         except StoreError as exc:  # resolved meanwhile by hand (CLI) or by recovery
             log.info("incident %d: %s", incident.id, exc)
+
+
+def resolution(incident: Incident, by: str) -> dict[str, Any]:
+    """An ``incident_resolved`` bundle's payload (the agent's and the CLI's)."""
+    return {"incident": incident.id, "target": incident.target, "check": incident.check_id,
+            "outcome": incident.outcome, "tier": incident.tier, "detail": incident.detail, "by": by,
+            "opened_at": incident.opened_at, "resolved_at": incident.resolved_at,
+            "occurrences": incident.occurrences}
