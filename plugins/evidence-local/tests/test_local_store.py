@@ -35,10 +35,11 @@ def test_the_agent_writes_verifiable_read_only_files(tmp_path):
     [base] = (store / ORIGIN).iterdir()  # <origin>/<key id>
     log = EvidenceLog(tmp_path / "state/evidence/log.sqlite3", create=False)
     assert base.name == log.meta["key_id"]
+    n = log.size()  # the start-up statement, the sweep, and whatever this machine's own checks led to
     bundles = sorted((base / "bundles").glob("*.json"))
-    assert [b.name for b in bundles] == ["000000000000.json"]
-    assert sorted(p.name for p in (base / "checkpoints").iterdir()) == ["1.note"]
-    for p in [*bundles, base / "bundles/000000000000.sig", base / "checkpoints/1.note", base / "public-key.pem"]:
+    assert n >= 2 and [b.name for b in bundles] == [f"{i:012d}.json" for i in range(n)]
+    assert sorted(p.name for p in (base / "checkpoints").iterdir()) == [f"{n}.note"]
+    for p in [*bundles, base / "bundles/000000000000.sig", base / f"checkpoints/{n}.note", base / "public-key.pem"]:
         assert stat.S_IMODE(p.stat().st_mode) == 0o444, p
     assert not [p for p in base.rglob(".*")]  # no temporary files left behind
     run = subprocess.run(["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "public-key.pem", "-rawin",
@@ -46,7 +47,7 @@ def test_the_agent_writes_verifiable_read_only_files(tmp_path):
                          cwd=base, capture_output=True, text=True)
     assert run.returncode == 0 and "Signature Verified Successfully" in run.stdout
     assert (base / "bundles/000000000000.json").read_bytes() == log.entry(0).body
-    assert log.cursor("evidence-local", "bundle")["delivered"] == 1
+    assert log.cursor("evidence-local", "bundle")["delivered"] == n
 
 
 def test_no_path_means_no_sink_and_bad_settings_are_named(tmp_path):

@@ -105,6 +105,7 @@ class ScriptRunner:
                     probe: tuple[str, int] = ("", 0)) -> dict[str, Any]:
         started = time.perf_counter()
         result: dict[str, Any] = {"id": uid, "kind": kind, "ok": False}
+        journaled = False
         try:
             if not isinstance(spec, dict):
                 raise PSError(f"no parameters for {uid}")
@@ -115,6 +116,9 @@ class ScriptRunner:
             else:
                 emu = emulation.lookup(kind, uid, version)
                 missing = f"{kind} {uid}/v{version}"
+            if kind == "runbook":
+                self.host.runbooks_run.append(uid)
+                journaled = True
             if emu is None:
                 raise PSError(f"osiris-lab has no emulation of {missing}; the lab cannot run this "
                               "fragment", "Osiris.Lab.NotEmulated")
@@ -135,6 +139,9 @@ class ScriptRunner:
             result.update(error=exc.message, error_type=exc.error_type)
         except Exception as exc:  # noqa: BLE001 - a broken emulation is that unit's error, as in PowerShell
             result.update(error=f"{type(exc).__name__}: {exc}", error_type="Osiris.Lab.EmulationError")
+        finally:
+            if journaled:
+                self.host.runbooks_ended += 1
         result["ms"] = int((time.perf_counter() - started) * 1000)
         return result
 

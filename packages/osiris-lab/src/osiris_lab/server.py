@@ -145,6 +145,10 @@ class LabHost:
         self.requests = 0
         self.encrypted_requests = 0  # bodies that arrived as NTLM-sealed multipart/encrypted
         self.commands_run = 0
+        # Every runbook unit that reached this host, in order, as it started:
+        # what a test compares with the appliance's evidence.
+        self.runbooks_run: list[str] = []
+        self.runbooks_ended = 0  # of those, how many have finished (or failed)
         self._sites: list[web.TCPSite] = []
         # While the host refuses connections: its ports, bound but not
         # listening, so that nothing else can take them before it listens again.
