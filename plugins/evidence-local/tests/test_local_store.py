@@ -160,7 +160,7 @@ async def test_a_store_of_the_old_layout_keeps_being_used_for_its_key(tmp_path):
 
 
 def test_verify_fails_a_log_cut_short_below_the_store_or_a_kept_checkpoint(tmp_path):
-    """Two runs record two sweeps (checkpoints 1 and 2, both in the store);
+    """Two runs record two starts and sweeps (checkpoints n1 and n2, both in the store);
     an auditor exports and keeps checkpoint 2. Then the newest entry is
     deleted with its checkpoint and the outbox's cursors (triggers dropped):
     `osiris evidence verify --no-sinks` says ok, as every verify did before;
@@ -177,12 +177,19 @@ def test_verify_fails_a_log_cut_short_below_the_store_or_a_kept_checkpoint(tmp_p
     store.mkdir()
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(config(tmp_path, store)))
+    from osiris.evidence.log import EvidenceLog
+
+    sizes = []
     for _ in range(2):  # the appliance's checks and this sink only (other plugins may record bundles at start)
         asyncio.run(Agent(load(cfg, environ={"OSIRIS_PLUGINS": "appliance-selfcheck,evidence-local"})).run(once=True))
+        log = EvidenceLog(tmp_path / "state/evidence/log.sqlite3", create=False)
+        sizes.append(log.size())  # the start-up statement, the sweep, and this machine's own failures
+        log.close()
+    n1, n2 = sizes
     r = CliRunner()
     assert r.invoke(cli, ["-c", str(cfg), "evidence", "export", str(tmp_path / "audit.zip")]).exit_code == 0
     kept = tmp_path / "kept.note"
-    kept.write_bytes(zipfile.ZipFile(tmp_path / "audit.zip").read("checkpoints/2.note"))
+    kept.write_bytes(zipfile.ZipFile(tmp_path / "audit.zip").read(f"checkpoints/{n2}.note"))
     ok = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "--checkpoint", str(kept)])
     assert ok.exit_code == 0 and "4 checkpoint(s) held outside the log compared" in ok.output, ok.output
     (store).rename(tmp_path / "unmounted")  # a store that is away is a warning, the rest is verified
@@ -194,17 +201,17 @@ def test_verify_fails_a_log_cut_short_below_the_store_or_a_kept_checkpoint(tmp_p
     db = sqlite3.connect(tmp_path / "state/evidence/log.sqlite3", isolation_level=None)
     for t in ("entries_no_delete", "checkpoints_no_delete"):
         db.execute(f"DROP TRIGGER {t}")
-    db.execute("DELETE FROM entries WHERE idx >= 1")
-    db.execute("DELETE FROM checkpoints WHERE size > 1")
+    db.execute("DELETE FROM entries WHERE idx >= ?", (n1,))
+    db.execute("DELETE FROM checkpoints WHERE size > ?", (n1,))
     db.execute("DELETE FROM sink_cursors")
     db.close()
     alone = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "--no-sinks"])
-    assert alone.exit_code == 0 and alone.output.startswith("ok: 1 entries"), alone.output
+    assert alone.exit_code == 0 and alone.output.startswith(f"ok: {n1} entries"), alone.output
     sinks = r.invoke(cli, ["-c", str(cfg), "evidence", "verify"])
     assert sinks.exit_code == 1 and sinks.output.startswith(
-        "FAILED: index 1: sink evidence-local (its own copy) holds checkpoint 2, but the log holds 1 entries: "
+        f"FAILED: index {n1}: sink evidence-local (its own copy) holds checkpoint {n2}, but the log holds {n1} entries: "
         "the newest entries were removed (the log was truncated)"), sinks.output
     pinned = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "--no-sinks", "--checkpoint", str(kept)])
-    assert pinned.exit_code == 1 and f"checkpoint file {kept} holds checkpoint 2, but the log holds 1" in pinned.output
+    assert pinned.exit_code == 1 and f"checkpoint file {kept} holds checkpoint {n2}, but the log holds {n1}" in pinned.output
     missing = r.invoke(cli, ["-c", str(cfg), "evidence", "verify", "--checkpoint", str(tmp_path / "nope.note")])
     assert missing.exit_code == 2 and "nope.note: cannot read the checkpoint" in missing.output
