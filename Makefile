@@ -10,7 +10,7 @@ UV := $(TOOLS)/bin/uv
 PY := $(VENV)/bin/python
 MEMBERS := $(shell sed -n 's/^-e \(.*\)/\1/p' requirements.txt)
 
-.PHONY: demo test venv lock system-tools nix-check boot-lab hipaa-mapping clean
+.PHONY: demo test lint venv lock system-tools nix-check boot-lab hipaa-mapping clean
 
 $(UV): tools/uv.txt
 	$(PYTHON) -m venv $(TOOLS)
@@ -45,7 +45,12 @@ boot-lab: system-tools
 
 test: venv system-tools
 	bash tools/check-nix.sh
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
+
+# The linter alone (make test runs it first); configured in pyproject.toml.
+lint: venv
+	$(VENV)/bin/ruff check .
 
 # The committed control mapping (tests/test_hipaa_mapping.py checks it).
 hipaa-mapping: venv

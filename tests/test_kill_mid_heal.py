@@ -92,7 +92,8 @@ def test_every_runbook_that_reached_a_host_has_its_signed_attempt_after_60_kills
         try:
             if round_ % 2 == 0 and any(not lab.host(n).state["firewall.domain.enabled"] for n, _ in HOSTS):
                 # Kill while a runbook is running on a host (it takes 1.5 s there).
-                wait_for(lambda: runs() > before or proc.poll() is not None, "a runbook to reach a host")
+                wait_for(lambda before=before, proc=proc: runs() > before or proc.poll() is not None,
+                         "a runbook to reach a host")
                 time.sleep(rng.uniform(0.0, 0.5))
                 mid_heal += 1
             else:

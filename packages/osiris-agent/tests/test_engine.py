@@ -160,7 +160,7 @@ async def test_slow_target_does_not_stall_heartbeat_or_others(plugin_module, wri
         # before the probe was let go.
         for _ in range(3):
             beat = engine.heartbeat
-            await until(lambda: engine.heartbeat != beat, "the next heartbeat")
+            await until(lambda beat=beat: engine.heartbeat != beat, "the next heartbeat")
             assert not returned.is_set() and engine.alive()
         await until(lambda: "test.slow" in {r["check_id"] for r in store.latest()}, "the slow check's result")
         states = {r["check_id"]: r for r in store.latest()}

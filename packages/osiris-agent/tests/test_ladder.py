@@ -3,7 +3,6 @@ safety rails, rule reloading and promotion. Chaos tests against the lab
 live in tests/ (cross-package)."""
 
 import importlib
-import json
 import textwrap
 from datetime import datetime, timezone
 

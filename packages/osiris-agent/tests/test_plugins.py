@@ -99,7 +99,9 @@ def test_separate_distribution_contributes_a_check_that_osiris_check_runs(outsid
 
 def test_environment_selects_and_disables_outside_plugins(outside_plugin):
     base = {"PYTHONPATH": str(outside_plugin)}
-    names = lambda env: {p["name"] for p in json.loads(run_cli("plugins", "--format", "json", env={**base, **env}).stdout)}
+    def names(env):
+        return {p["name"] for p in json.loads(run_cli("plugins", "--format", "json", env={**base, **env}).stdout)}
+
     assert {"demo", "appliance-selfcheck", "local"} <= names({})
     assert names({"OSIRIS_PLUGINS": "none"}) == {"local"}, "built-ins load whatever the selection"
     assert names({"OSIRIS_PLUGINS": "demo"}) == {"local", "demo"}

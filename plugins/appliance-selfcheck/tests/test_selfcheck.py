@@ -1,7 +1,6 @@
 import os
 import shutil
 
-import pytest
 
 from osiris.app import load
 from osiris.engine import Engine

@@ -4,7 +4,6 @@ CA: it fails, times out and recovers, and keeps every item exactly once."""
 import asyncio
 import datetime as dt
 import ipaddress
-import json
 import logging
 import ssl
 import time

@@ -396,7 +396,7 @@ def validate_plugins(config: Config, source: str, sections: Mapping[str, Any]) -
     """
     errors: list[str] = []
     out: dict[str, BaseModel] = {}
-    for name, raw in config.plugins.items():
+    for name in config.plugins:
         if name not in sections:
             known = ", ".join(sorted(sections)) or "none"
             errors.append(

@@ -159,7 +159,7 @@ class Engine:
             return
         try:
             await self.downstream.accept(Batch(origin, target, tuple(checks), recorded))
-        except Exception as exc:  # noqa: BLE001 - a downstream bug must not stop the sweep; it is stored
+        except Exception as exc:  # a downstream bug must not stop the sweep; it is stored
             self.last_error = f"downstream failed: {type(exc).__name__}: {exc}"
             log.exception("downstream stage failed on %s", target.name if target else "a pushed observation")
 

@@ -128,7 +128,7 @@ async def observe(registry: Any, target: Target, checks: Sequence[CheckSpec], de
         return error_observations(target, checks, f"no answer within {allowed:.0f} s")
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - one host's failure never stops the sweep
+    except Exception as exc:  # one host's failure never stops the sweep
         log.exception("executor %s failed on %s", target.kind, target.name)
         return error_observations(target, checks, f"executor failed: {type(exc).__name__}: {exc}")
     return complete(target, checks, observations)

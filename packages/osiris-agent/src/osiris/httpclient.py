@@ -28,7 +28,7 @@ def require_https(url: str, *, allow_http: bool, flag: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("an absolute https:// URL")
     try:
-        parts.port
+        _ = parts.port  # urllib checks the port only when it is read
     except ValueError:
         raise ValueError("an absolute https:// URL with a port from 1 to 65535") from None
     if parts.scheme == "http" and not allow_http:

@@ -107,7 +107,7 @@ class PluginManager:
                 )
             try:
                 module = ep.load()
-            except Exception as exc:  # noqa: BLE001 - report which plugin broke
+            except Exception as exc:  # report which plugin broke
                 raise PluginError(f"plugin {ep.name!r} ({dist}): cannot import {ep.value}: {exc}") from exc
             version = ep.dist.version if ep.dist else "0"
             self.register(module, ep.name, version=version, distribution=dist, builtin=builtin)
@@ -124,7 +124,7 @@ class PluginManager:
                 continue
             try:
                 module = importlib.import_module(modname)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise PluginError(f"plugin module {modname!r} (from config plugin_modules): {exc}") from exc
             version = str(getattr(module, "__version__", "0"))
             self.register(module, name, version=version, distribution=None, builtin=False)
@@ -196,7 +196,7 @@ class PluginManager:
                 result = impl.function(**args)
             except ConfigError:
                 raise  # a plugin rejecting the site's config: exit 2, message as the plugin wrote it
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise PluginError(f"plugin {impl.plugin_name!r}: {hook_name} failed: {exc}") from exc
             if result is None:
                 continue
@@ -219,7 +219,7 @@ class PluginManager:
             if inspect.isawaitable(result):
                 try:
                     await result
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     raise PluginError(f"plugin {name!r}: {hook_name} failed: {exc}") from exc
 
     @property

@@ -59,7 +59,7 @@ async def test_a_sink_down_for_three_days_gets_everything_once_in_order(tmp_path
         waits.append(cur["next_attempt_at"] - now)
         if not restarted and now > end - 86400:
             # The agent restarts: a new outbox on the same log keeps position and backoff.
-            outbox = Outbox(log, [sink], backoff_initial=2, backoff_max=900, clock=lambda: now)
+            outbox = Outbox(log, [sink], backoff_initial=2, backoff_max=900, clock=lambda: now)  # noqa: B023 - follows the simulated time
             restarted = True
             assert log.cursor("central", "bundle")["attempts"] == cur["attempts"]
         fill(log, key, 1)  # evidence keeps arriving while the sink is down

@@ -6,7 +6,6 @@ kept; exports carry the newest checkpoint and its anchoring, and pins."""
 
 import json
 import sqlite3
-import subprocess
 import zipfile
 
 import pytest

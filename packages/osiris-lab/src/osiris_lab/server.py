@@ -762,7 +762,7 @@ class Lab:
                 outcome = await processes.run(line, skip, ctx)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a lab bug shows as a failed process, not a hung one
+            except Exception as exc:  # a lab bug shows as a failed process, not a hung one
                 log.exception("lab process failed on %s", host.name)
                 outcome = processes.Outcome(stderr=f"osiris-lab: {type(exc).__name__}: {exc}\r\n".encode(),
                                             exit_code=1)

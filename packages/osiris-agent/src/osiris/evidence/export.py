@@ -225,7 +225,7 @@ def _verify_md(origin: str, key: VerifyKey, first: int, end: int, anchor: int, s
     n = _name(example)
     key_id = key.key_id(origin).hex()
     if manifest_signed:
-        manifest_check = f"""```sh
+        manifest_check = """```sh
 openssl pkeyutl -verify -pubin -inkey public-key.pem -rawin -in manifest.json -sigfile manifest.json.sig
 python3 verify.py manifest
 ```

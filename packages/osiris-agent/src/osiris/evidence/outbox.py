@@ -236,7 +236,7 @@ class Outbox:
                 wait = await self._call(self.next_due, sink_name) or idle
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the loop must survive a log error
+            except Exception:  # the loop must survive a log error
                 log.exception("evidence sink %s: delivery loop error", sink_name)
                 wait = idle
             try:

@@ -131,7 +131,7 @@ class Export:
                     self._tmp = tempfile.TemporaryDirectory(prefix="osiris-export-")
                     z.extractall(self._tmp.name)
             except (OSError, zipfile.BadZipFile) as exc:
-                raise SystemExit("verify.py: %s: not a zip file nor a directory: %s" % (path, exc))
+                raise SystemExit("verify.py: %s: not a zip file nor a directory: %s" % (path, exc)) from None
             path = self._tmp.name
         self.root = path
         if not os.path.isfile(self.path("manifest.json")):
@@ -526,7 +526,7 @@ class Verifier:
                 if "missing" in str(exc):
                     raise Bad("%s: this export has no consistency/%d-%d.json, so it cannot show that its log extends "
                               "the checkpoint you kept (have the export made with `osiris evidence export --pin %s`)"
-                              % (kept_file, size, anchor, os.path.basename(kept_file)))
+                              % (kept_file, size, anchor, os.path.basename(kept_file))) from None
                 raise
         self.ok("%s: the log extends the checkpoint you kept (size %d)" % (kept_file, size))
 

@@ -194,7 +194,7 @@ class Ladder:
                 pass
             try:
                 self.tick()
-            except Exception as exc:  # noqa: BLE001 - the loop that reloads rules must not die
+            except Exception as exc:  # the loop that reloads rules must not die
                 self.last_error = f"ladder tick failed: {type(exc).__name__}: {exc}"
                 log.exception("ladder tick failed; keeping the last good state")
 
@@ -279,7 +279,7 @@ class Ladder:
             await self._walk(incident, observation)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every path ends in resolve
+        except Exception as exc:  # every path ends in resolve
             log.exception("healing incident %d failed", incident.id)
             why = f"ladder error: {type(exc).__name__}: {exc}"
             try:  # a human should hear of drift the ladder could not handle
@@ -287,7 +287,7 @@ class Ladder:
                 spec = self.registry.checks[incident.check_id].spec
                 facts = self.store.last_observation_of(incident.id)
                 await self._escalate(incident, target, spec, facts, [], why)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("could not escalate incident %d either", incident.id)
                 await self._resolve(incident, "error", "none", why)
         finally:
@@ -466,7 +466,7 @@ class Ladder:
         try:
             await self.evidence.record(kind, payload, host=host)
             return True
-        except Exception:  # noqa: BLE001 - the evidence log reports its own failures
+        except Exception:  # the evidence log reports its own failures
             log.exception("could not record %s evidence", kind)
             return False
 
