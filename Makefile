@@ -17,7 +17,7 @@ $(UV): tools/uv.txt
 	$(TOOLS)/bin/pip install --quiet --require-hashes -r tools/uv.txt
 	@touch $(UV)
 
-$(VENV)/.installed: requirements.txt $(UV) $(wildcard packages/*/pyproject.toml plugins/*/pyproject.toml)
+$(VENV)/.installed: requirements.txt $(UV) $(wildcard packages/*/pyproject.toml plugins/*/pyproject.toml packages/*/src/*/*.proto)
 	test -x $(PY) || $(UV) venv --quiet --python $(PYTHON) $(VENV)
 	grep -v '^-e ' requirements.txt > $(VENV)/third-party.txt
 	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet --require-hashes -r $(VENV)/third-party.txt

@@ -173,3 +173,34 @@ async def test_slow_target_does_not_stall_heartbeat_or_others(plugin_module, wri
         stop.set()
         await task
         loaded.ctx.close()
+
+
+async def test_a_pushed_batch_is_stored_once_per_report_id_and_handed_on_per_target(setup):
+    """A source that delivers again (an endpoint replaying what it was not
+    sure of) is stored once: the store knows each report_id."""
+    from osiris.records import Observation, Status, utcnow
+
+    module, loaded, store, engine = setup
+    engine.downstream = down = Downstream()
+
+    def report(target, n, value="bad"):
+        return Observation(target, "test.value", Status.FAIL, f"value={value}", {"value": value}, utcnow(),
+                           report_id=f"endpoint/{target}/q/{n}")
+
+    await engine.submit([report("ws07", 1), report("ws08", 1), report("ws07", 2)])
+    assert sorted((b.recorded[0].observation.target, len(b.recorded)) for b in down.batches) == [("ws07", 2), ("ws08", 1)]
+    await engine.submit([report("ws07", 2), report("ws07", 3), report("ws07", 3)])
+    assert [len(b.recorded) for b in down.batches[2:]] == [1]
+    rows = [r for r in (store.observation(i) for i in range(1, 10) if _exists(store, i))]
+    assert sorted(r["report_id"] for r in rows) == ["endpoint/ws07/q/1", "endpoint/ws07/q/2", "endpoint/ws07/q/3",
+                                                    "endpoint/ws08/q/1"]
+    assert store.has_report("endpoint/ws07/q/3") and not store.has_report("endpoint/ws07/q/4")
+
+
+def _exists(store, oid):
+    from osiris.store import StoreError
+    try:
+        store.observation(oid)
+        return True
+    except StoreError:
+        return False

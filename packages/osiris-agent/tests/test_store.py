@@ -120,3 +120,30 @@ def test_state_files_are_not_world_readable(tmp_path):
     record(store, obs())
     for p in (tmp_path / "s").iterdir():
         assert p.stat().st_mode & 0o007 == 0, p
+
+
+def test_keyed_state_is_durable_namespaced_and_changes_atomically(tmp_path):
+    from osiris.store import KeyedState
+
+    store = Store(tmp_path / "state")
+    mine, other = KeyedState(store, "endpoints"), KeyedState(store, "other")
+    mine.put("endpoint/ws01", {"serial": 7})
+    mine.put("token/abc", {"uses": 1})
+    other.put("endpoint/ws01", "not mine")
+    assert mine.get("endpoint/ws01") == {"serial": 7} and other.get("endpoint/ws01") == "not mine"
+    assert mine.items("endpoint/") == [("endpoint/ws01", {"serial": 7})]
+
+    def take(token):
+        if token is None or token["uses"] < 1:
+            raise ValueError("used up")
+        return {"uses": token["uses"] - 1}
+
+    assert mine.update("token/abc", take) == {"uses": 0}
+    with pytest.raises(ValueError, match="used up"):
+        mine.update("token/abc", take)
+    assert mine.get("token/abc") == {"uses": 0}  # the failed change left it as it was
+    mine.delete("token/abc")
+    store.close()
+    again = KeyedState(Store(tmp_path / "state"), "endpoints")
+    assert again.get("token/abc") is None and again.get("endpoint/ws01") == {"serial": 7}
+    again.store.close()

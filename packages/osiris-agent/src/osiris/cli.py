@@ -123,6 +123,11 @@ class State:
             scrub_logs(self._loaded.ctx.scrub)
         return self._loaded
 
+    def context(self):
+        """The agent's ctx for this command line's config (plugins' commands
+        reach it through :func:`osiris.commands.agent_context`)."""
+        return self.loaded().ctx
+
     def store(self) -> Store:
         try:
             return Store(self.loaded().ctx.state_dir)

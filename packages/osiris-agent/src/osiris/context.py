@@ -1,6 +1,7 @@
 """What plugins get handed (``ctx``): their settings, secrets, the site,
-the configured targets, the appliance's data paths, the evidence log and a
-bounded thread pool for blocking clients.
+the configured targets, the check catalogue, the appliance's data paths,
+small durable state, the evidence log and a bounded thread pool for
+blocking clients.
 
 Everything here is plugin API, documented in docs/plugins.md; a plugin
 needs nothing else of the core (tests/test_plugin_boundary.py holds every
@@ -21,9 +22,10 @@ from pydantic import BaseModel
 
 from .config import Config
 from .paths import DataPaths
-from .records import Target
+from .records import CheckSpec, Target
 from .scrubbing import scrubber_for
 from .secrets import Secret, SecretStore
+from .store import KeyedState, Store
 
 T = TypeVar("T")
 
@@ -58,6 +60,8 @@ class AgentContext:
         self.log = logging.getLogger("osiris")
         self._scrub = scrubber_for(config.evidence.scrub)
         self._pool: ThreadPoolExecutor | None = None
+        self._store: Store | None = None
+        self._own_store = False
         # Set by app.load once the registry exists (the evidence service reads it).
         self.registry: Any = None
         # The evidence log (osiris.evidence.service.EvidenceService), when enabled:
@@ -81,6 +85,26 @@ class AgentContext:
         return self.secrets.get(name)
 
     @property
+    def checks(self) -> dict[str, CheckSpec]:
+        """The check catalogue: every enabled check by id, with the site's
+        overrides (interval, params) applied."""
+        if self.registry is None:
+            return {}
+        return {spec.id: spec for spec in self.registry.check_specs()}
+
+    def use_store(self, store: Store) -> None:
+        """The agent hands its store over, so ``state`` shares its connection."""
+        self._store, self._own_store = store, False
+
+    def state(self, namespace: str) -> KeyedState:
+        """Durable JSON values by key for one plugin (``namespace``: its
+        name), in the state database: shared by the running agent and the
+        plugin's commands, each change one transaction."""
+        if self._store is None:
+            self._store, self._own_store = Store(self.state_dir), True
+        return KeyedState(self._store, namespace)
+
+    @property
     def pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
@@ -95,6 +119,9 @@ class AgentContext:
         return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
+        if self._own_store and self._store is not None:
+            self._store.close()
+            self._store, self._own_store = None, False
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -24,7 +24,7 @@ from typing import Any
 from datetime import datetime, timedelta
 
 from . import budget
-from .flow import Batch, Stage, observe, record
+from .flow import Batch, Recorded, Stage, observe, record
 from .records import CheckSpec, Observation, Status, Target, utcnow
 from .store import Store
 
@@ -135,16 +135,30 @@ class Engine:
         await self._record("sweep", target, checks, observations)
         return observations
 
-    async def submit(self, obs: Observation) -> None:
-        """What sources push (an endpoint agent's report): recorded and
-        handed downstream like a sweep's results."""
-        target = self.targets.get(obs.target)
-        contributed = self.registry.checks.get(obs.check)
-        checks = [contributed.spec] if contributed is not None else []
-        await self._record("push", target, checks, [obs])
+    async def submit(self, observations: Observation | Sequence[Observation]) -> None:
+        """What sources push (an endpoint agent's reports): one observation
+        or several, recorded in one transaction and handed downstream like
+        a sweep's results, one batch per target. When it returns they are
+        stored (a source may acknowledge them then)."""
+        if isinstance(observations, Observation):
+            observations = [observations]
+        observations = list(observations)
+        if not observations:
+            return
+        recorded = self._store_all(observations)
+        by_target: dict[str, list[Recorded]] = {}
+        for r in recorded:
+            by_target.setdefault(r.observation.target, []).append(r)
+        for name, rs in by_target.items():
+            ids = dict.fromkeys(r.observation.check for r in rs)
+            checks = [c.spec for c in (self.registry.checks.get(i) for i in ids) if c is not None]
+            await self._downstream("push", self.targets.get(name), checks, tuple(rs))
 
     async def _record(self, origin: str, target: Target | None, checks: Sequence[CheckSpec],
                       observations: Sequence[Observation]) -> None:
+        await self._downstream(origin, target, checks, self._store_all(observations))
+
+    def _store_all(self, observations: Sequence[Observation]) -> tuple[Recorded, ...]:
         recorded = record(self.store, observations)
         for r in recorded:
             obs = r.observation
@@ -155,7 +169,11 @@ class Engine:
             if r.new:
                 self.incidents_opened += 1
                 log.warning("incident %d opened: %s on %s: %s", r.incident.id, obs.check, obs.target, obs.reason)
-        if self.downstream is None:
+        return recorded
+
+    async def _downstream(self, origin: str, target: Target | None, checks: Sequence[CheckSpec],
+                          recorded: tuple[Recorded, ...]) -> None:
+        if self.downstream is None or not recorded:
             return
         try:
             await self.downstream.accept(Batch(origin, target, tuple(checks), recorded))

@@ -135,6 +135,8 @@ async def observe(registry: Any, target: Target, checks: Sequence[CheckSpec], de
 
 
 def record(store: Store, observations: Sequence[Observation]) -> tuple[Recorded, ...]:
-    """Store observations in one transaction; each with its open incident."""
-    return tuple(Recorded(obs, incident, new)
-                 for obs, (_oid, incident, new) in zip(observations, store.record_many(observations)))
+    """Store observations in one transaction; each with its open incident.
+    One whose ``report_id`` was stored before is left out: it travels no
+    further (a source's redelivery)."""
+    return tuple(Recorded(obs, r[1], r[2])
+                 for obs, r in zip(observations, store.record_many(observations)) if r is not None)

@@ -214,6 +214,11 @@ class Target:
 
 @dataclass(frozen=True)
 class Observation:
+    """One check's result on one target. ``report_id``: a source's unique
+    name for this report (e.g. ``endpoint/<name>/<queue>/<seq>``); the store
+    records a given id once, in the same transaction as the observation, so
+    a source that delivers at least once is stored exactly once."""
+
     target: str
     check: str
     status: Status
@@ -221,6 +226,7 @@ class Observation:
     facts: Mapping[str, Any] = field(default_factory=dict)
     observed_at: datetime = field(default_factory=utcnow)
     duration_ms: float = 0.0
+    report_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))
@@ -263,11 +269,13 @@ class Executor(Protocol):
 @runtime_checkable
 class Source(Protocol):
     """Pushes observations into the engine (e.g. a gRPC server for endpoint
-    agents). ``run`` is started as a task and cancelled at shutdown."""
+    agents). ``run`` is started as a task and cancelled at shutdown.
+    ``await emit(obs)`` takes one observation or a sequence of them (stored
+    in one transaction); when it returns, they are in the store."""
 
     name: str
 
-    async def run(self, emit: Callable[[Observation], Awaitable[None]]) -> None: ...
+    async def run(self, emit: Callable[[Observation | Sequence[Observation]], Awaitable[None]]) -> None: ...
 
 
 @runtime_checkable

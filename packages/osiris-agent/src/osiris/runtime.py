@@ -66,6 +66,7 @@ class Agent:
         self.ctx = loaded.ctx
         kept = loaded.config.store
         self.store = Store(self.ctx.state_dir, retention=Retention(kept.retention_days, kept.prune_interval))
+        self.ctx.use_store(self.store)
         cfg = loaded.config.agent
         # The one-way flow (osiris.flow), built from its end:
         # sources/executors -> engine -> ladder -> evidence -> sinks.

@@ -143,6 +143,20 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE heal_attempts ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
     """,
+    # 6: sources that deliver at least once (endpoint agents) name each
+    # report; a name is recorded once. Plugins keep small durable state
+    # (enrolled endpoints, token digests) by namespace and key (ctx.state).
+    """
+    ALTER TABLE observations ADD COLUMN report_id TEXT;
+    CREATE UNIQUE INDEX observations_report_id ON observations (report_id) WHERE report_id IS NOT NULL;
+    CREATE TABLE plugin_state (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (namespace, key)
+    );
+    """,
 ]
 
 OUTCOMES = ("healed", "recovered", "escalated", "failed", "suppressed", "dismissed", "dry-run", "held", "timeout", "error")
@@ -404,7 +418,7 @@ class Store:
 
     # -- observations ------------------------------------------------------------
 
-    def record_many(self, observations: Sequence[Observation]) -> list[tuple[int, Incident | None, bool]]:
+    def record_many(self, observations: Sequence[Observation]) -> list[tuple[int, Incident | None, bool] | None]:
         """Record observations (one target's sweep) and apply each to
         incidents, in order, in one transaction: a commit per observation
         was most of the store's cost, and this is the sweep's hot path.
@@ -412,11 +426,30 @@ class Store:
         Returns ``(observation id, incident, new)`` per observation: for a
         failure, the incident opened (``new``) or counted again, or ``None``
         when the drift episode is parked; for a pass or an error, the open
-        incident if any.
+        incident if any. An observation whose ``report_id`` is already
+        stored (a source delivering again) is not recorded: ``None`` in its
+        place.
         """
         now = _now()
         with self.transaction() as db:
-            return [self._record(db, obs, now) for obs in observations]
+            out: list[tuple[int, Incident | None, bool] | None] = []
+            seen: set[str] = set()
+            for obs in observations:
+                rid = obs.report_id
+                if rid is not None and (rid in seen or db.execute(
+                        "SELECT 1 FROM observations WHERE report_id = ?", (rid,)).fetchone() is not None):
+                    out.append(None)
+                    continue
+                if rid is not None:
+                    seen.add(rid)
+                out.append(self._record(db, obs, now))
+            return out
+
+    def has_report(self, report_id: str) -> bool:
+        """Whether an observation with this ``report_id`` is stored."""
+        with self._lock:
+            return self.db.execute("SELECT 1 FROM observations WHERE report_id = ?",
+                                   (report_id,)).fetchone() is not None
 
     def _record(self, db: sqlite3.Connection, obs: Observation, now: str) -> tuple[int, Incident | None, bool]:
         oid = self._insert_observation(db, obs)
@@ -449,8 +482,8 @@ class Store:
     @staticmethod
     def _insert_observation(db: sqlite3.Connection, obs: Observation) -> int:
         cur = db.execute(
-            """INSERT INTO observations (target, check_id, status, reason, facts, observed_at, duration_ms)
-               VALUES (?, ?, ?, ?, ?, ?, ?)""",
+            """INSERT INTO observations (target, check_id, status, reason, facts, observed_at, duration_ms,
+                   report_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
             (
                 obs.target,
                 obs.check,
@@ -459,6 +492,7 @@ class Store:
                 json.dumps(obs.facts, sort_keys=True, default=str),
                 _iso(obs.observed_at),
                 obs.duration_ms,
+                obs.report_id,
             ),
         )
         oid = int(cur.lastrowid)
@@ -689,3 +723,65 @@ class Store:
                 raise StoreError(f"rule candidate {cid}: already {row['state']}")
             if then is not None:
                 then(when)
+
+    # -- plugin state ----------------------------------------------------------------
+    # Small durable values by (namespace, key), JSON: what a plugin must keep
+    # across restarts and share with its commands (ctx.state, KeyedState).
+
+    def state_get(self, namespace: str, key: str) -> Any:
+        with self._lock:
+            row = self.db.execute("SELECT value FROM plugin_state WHERE namespace = ? AND key = ?",
+                                  (namespace, key)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def state_items(self, namespace: str, prefix: str = "") -> list[tuple[str, Any]]:
+        """Every (key, value) of ``namespace`` whose key starts with ``prefix``, by key."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT key, value FROM plugin_state WHERE namespace = ? AND substr(key, 1, ?) = ? ORDER BY key",
+                (namespace, len(prefix), prefix)).fetchall()
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    def state_update(self, namespace: str, key: str, change: Callable[[Any], Any]) -> Any:
+        """Read, change and write one value in one transaction (another
+        process's change waits): ``change(old)`` gets the value or None and
+        returns the new one (None deletes it); an exception it raises
+        leaves the value as it was. Returns the new value."""
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM plugin_state WHERE namespace = ? AND key = ?",
+                             (namespace, key)).fetchone()
+            new = change(None if row is None else json.loads(row[0]))
+            if new is None:
+                db.execute("DELETE FROM plugin_state WHERE namespace = ? AND key = ?", (namespace, key))
+            else:
+                db.execute(
+                    """INSERT INTO plugin_state (namespace, key, value, updated_at) VALUES (?, ?, ?, ?)
+                       ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,
+                           updated_at = excluded.updated_at""",
+                    (namespace, key, json.dumps(new, sort_keys=True, allow_nan=False), _now()))
+        return new
+
+
+class KeyedState:
+    """One plugin's durable values (``ctx.state(namespace)``): JSON values
+    by key in the state database, shared by the running agent and the
+    plugin's commands. Meant for small records (enrolled endpoints,
+    digests of one-time tokens), not for streams of data."""
+
+    def __init__(self, store: Store, namespace: str):
+        self.store, self.namespace = store, namespace
+
+    def get(self, key: str) -> Any:
+        return self.store.state_get(self.namespace, key)
+
+    def items(self, prefix: str = "") -> list[tuple[str, Any]]:
+        return self.store.state_items(self.namespace, prefix)
+
+    def put(self, key: str, value: Any) -> None:
+        self.store.state_update(self.namespace, key, lambda _old: value)
+
+    def delete(self, key: str) -> None:
+        self.store.state_update(self.namespace, key, lambda _old: None)
+
+    def update(self, key: str, change: Callable[[Any], Any]) -> Any:
+        return self.store.state_update(self.namespace, key, change)

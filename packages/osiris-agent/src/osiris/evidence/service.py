@@ -157,11 +157,11 @@ class EvidenceService:
                 return
 
     async def accept(self, batch: Any) -> None:
-        """The flow's last stage: a pushed observation is an ``observation``
-        bundle each; any other batch one ``sweep`` bundle."""
+        """The flow's last stage: a pushed batch (one target's reports from
+        a source) is one ``observation`` bundle; any other batch one
+        ``sweep`` bundle."""
         if batch.origin == "push" or batch.target is None:
-            for obs in batch.observations:
-                await self._pushed(obs)
+            await self._pushed(batch.observations)
         else:
             await self._sweep(batch.target, batch.checks, batch.observations, batch.origin)
 
@@ -177,19 +177,20 @@ class EvidenceService:
             self.last_error = f"sweep of {target.name} not recorded: {exc}"
             log.error("evidence: sweep of %s not recorded: %s", target.name, exc)
 
-    async def _pushed(self, obs: Any) -> None:
-        """An observation a source pushed (e.g. an endpoint agent's drift
-        report): one ``observation`` bundle, with the check's policy."""
-        spec = None
-        if self.registry is not None and obs.check in getattr(self.registry, "checks", {}):
-            spec = self.registry.checks[obs.check].spec
-        payload = {"observations": [self._observation(obs)]}
+    async def _pushed(self, observations: Sequence[Any]) -> None:
+        """Observations a source pushed about one host (e.g. an endpoint
+        agent's batch): one ``observation`` bundle, with the checks' policy."""
+        if not observations:
+            return
+        host = observations[0].target
+        checks = getattr(self.registry, "checks", {}) if self.registry is not None else {}
+        specs = [checks[c].spec for c in dict.fromkeys(o.check for o in observations) if c in checks]
+        payload = {"observations": [self._observation(o) for o in observations]}
         try:
-            await self.record("observation", payload, host=obs.target,
-                              policy=self.policy([spec]) if spec is not None else None)
+            await self.record("observation", payload, host=host, policy=self.policy(specs) if specs else None)
         except Exception as exc:  # noqa: BLE001 - the observation is stored; say so loudly
-            self.last_error = f"pushed observation from {obs.target} not recorded: {exc}"
-            log.error("evidence: pushed observation from %s not recorded: %s", obs.target, exc)
+            self.last_error = f"pushed observations from {host} not recorded: {exc}"
+            log.error("evidence: pushed observations from %s not recorded: %s", host, exc)
 
     @staticmethod
     def _observation(o: Any) -> dict[str, Any]:
