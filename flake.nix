@@ -17,6 +17,7 @@
       # Adding one is one line here: name = directory with a default.nix.
       plugins = {
         appliance-selfcheck = ./plugins/appliance-selfcheck;
+        endpoints = ./plugins/endpoints;
         evidence-ots = ./plugins/evidence-ots;
         evidence-http = ./plugins/evidence-http;
         evidence-local = ./plugins/evidence-local;
@@ -51,6 +52,9 @@
             pyFinal: _pyPrev:
             {
               osiris-agent = pyFinal.callPackage ./packages/osiris-agent/default.nix { };
+              # The endpoint protocol and agent: the endpoints plugin needs the first.
+              osiris-endpoint-proto = pyFinal.callPackage ./packages/osiris-endpoint-proto/default.nix { };
+              osiris-endpoint = pyFinal.callPackage ./packages/osiris-endpoint/default.nix { };
             }
             // lib.mapAttrs' (
               name: dir:

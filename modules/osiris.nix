@@ -207,6 +207,17 @@ in
         needs that plugin in {option}`services.osiris.plugins`.
       '';
     };
+
+    endpoints.openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Open the endpoint agents' ports in the firewall: the mutual-TLS stream
+        port and the enrolment port of the endpoints plugin
+        (`settings.plugins.endpoints.port` and `.enrol_port`, 50051 and 50052
+        by default; see docs/endpoints.md).
+      '';
+    };
   };
 
   config = mkIf cfg.enable {
@@ -246,10 +257,15 @@ in
         message = "services.osiris.plugins: ${p.name} is not built for ${cfg.package.pythonModule.name}.";
       }) cfg.plugins;
 
-    warnings = lib.optional (cfg.openFirewall && lib.hasPrefix "127." cfg.settings.agent.http.listen) ''
-      services.osiris.openFirewall is set but the HTTP API listens on
-      ${cfg.settings.agent.http.listen}; set settings.agent.http.listen too.
-    '';
+    warnings =
+      lib.optional (cfg.openFirewall && lib.hasPrefix "127." cfg.settings.agent.http.listen) ''
+        services.osiris.openFirewall is set but the HTTP API listens on
+        ${cfg.settings.agent.http.listen}; set settings.agent.http.listen too.
+      ''
+      ++ lib.optional (cfg.endpoints.openFirewall && setting [ "plugins" "endpoints" "enabled" ] false != true) ''
+        services.osiris.endpoints.openFirewall is set but the endpoints plugin is not
+        enabled; set settings.plugins.endpoints.enabled = true (and add the plugin).
+      '';
 
     # "${p}" copies a path literal into the store; a string path stays as given.
     services.osiris.settings.plugins.windows-baseline.packs = mkIf (cfg.checkPacks != [ ]) (
@@ -272,7 +288,12 @@ in
     environment.systemPackages = [ env ];
     environment.variables.OSIRIS_CONFIG = configPath;
 
-    networking.firewall.allowedTCPPorts = lib.optional cfg.openFirewall cfg.settings.agent.http.port;
+    networking.firewall.allowedTCPPorts =
+      lib.optional cfg.openFirewall cfg.settings.agent.http.port
+      ++ lib.optionals cfg.endpoints.openFirewall [
+        (setting [ "plugins" "endpoints" "port" ] 50051)
+        (setting [ "plugins" "endpoints" "enrol_port" ] 50052)
+      ];
 
     systemd.tmpfiles.rules = map (w: "d ${w.path} ${w.mode} osiris osiris - -") (
       lib.filter (w: w.own) writablePaths

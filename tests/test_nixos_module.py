@@ -71,6 +71,17 @@ def test_every_path_the_settings_name_for_writing_is_writable(tmp_path):
     assert created["tmpfiles"] == ["d /data/evidence 0750 osiris osiris - -"]
 
 
+def test_the_endpoint_ports_open_only_when_asked(tmp_path):
+    assert evaluate(tmp_path, "")["firewall"] == []
+    opened = evaluate(tmp_path, "endpoints.openFirewall = true; settings.plugins.endpoints.enabled = true;")
+    assert opened["firewall"] == [50051, 50052] and opened["warnings"] == []
+    moved = evaluate(tmp_path, "endpoints.openFirewall = true; "
+                               "settings.plugins.endpoints = { enabled = true; port = 6000; enrol_port = 6001; };")
+    assert moved["firewall"] == [6000, 6001]
+    forgot = evaluate(tmp_path, "endpoints.openFirewall = true;")
+    assert any("the endpoints plugin is not" in w for w in forgot["warnings"])
+
+
 def test_a_host_can_tune_restart_watchdog_and_open_files(tmp_path):
     default = evaluate(tmp_path, "")["unit"]
     assert [directive(default, k) for k in ("Restart", "RestartSec", "WatchdogSec", "LimitNOFILE")] == [

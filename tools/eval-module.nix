@@ -116,6 +116,7 @@ else
   inherit (config) warnings;
   inherit (config.services.osiris) settings;
   tmpfiles = config.systemd.tmpfiles.rules;
+  firewall = lib.attrByPath [ "networking" "firewall" "allowedTCPPorts" ] [ ] config;
   inherit (unit) serviceConfig unitConfig;
   unit = ''
     [Unit]

@@ -8,6 +8,7 @@
   aiohttp,
   cryptography,
   pyspnego,
+  osiris-endpoint,
 }:
 
 buildPythonPackage {
@@ -29,6 +30,8 @@ buildPythonPackage {
     aiohttp
     cryptography
     pyspnego
+    # Simulated endpoint agents are the real endpoint agent.
+    osiris-endpoint
   ];
 
   pythonImportsCheck = [ "osiris_lab" ];

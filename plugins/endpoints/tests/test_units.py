@@ -1,0 +1,60 @@
+"""Small parts of the appliance side: acknowledged ranges, the TLS 1.3
+rule, token encoding, rate buckets."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from osiris_endpoints import tokens
+from osiris_endpoints.limits import Bucket
+from osiris_endpoints.server import Refused, Service, _advance
+
+
+def test_acks_advance_only_over_contiguous_sequences():
+    pending: list[tuple[int, int]] = [(3, 3), (5, 9)]
+    assert _advance(0, pending) == 0 and pending == [(3, 3), (5, 9)]
+    pending.append((1, 2))
+    assert _advance(0, pending) == 3 and pending == [(5, 9)]
+    pending.append((4, 4))
+    assert _advance(3, pending) == 9 and pending == []
+    pending.extend([(2, 2), (10, 12)])  # a replay below the mark, then a gap range
+    assert _advance(9, pending) == 12 and pending == []
+
+
+class FakeContext:
+    def __init__(self, auth):
+        self.auth = auth
+
+    def auth_context(self):
+        return self.auth
+
+
+def test_anything_but_tls_1_3_is_refused_by_name():
+    service = Service.__new__(Service)
+    service.stream_port = 50051
+    with pytest.raises(Refused) as refused:
+        service._peer(FakeContext({"ssl_tls_version": [b"TLSv1.2"], "x509_pem_cert": [b"..."]}))
+    assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.details == "TLS 1.3 is required; this connection uses TLSv1.2"
+    with pytest.raises(Refused, match="a client certificate is required"):
+        service._peer(FakeContext({"ssl_tls_version": [b"TLSv1.3"]}))
+
+
+def test_a_token_round_trips_and_damage_is_named_without_echoing_it():
+    t = tokens.Token("clinic", "appliance.lan:50052", "ab" * 32, "s3cret")
+    assert tokens.decode(t.encode()) == t
+    for bad in ("osiris-enrol-1.!!!", "osiris-enrol-1." + t.encode()[20:], "nonsense"):
+        with pytest.raises(tokens.TokenError) as err:
+            tokens.decode(bad)
+        assert "s3cret" not in str(err.value)
+
+
+def test_buckets_refill_at_their_rate():
+    now = [0.0]
+    b = Bucket(rate=10, burst=5, clock=lambda: now[0])
+    assert [b.take() for _ in range(5)] == [0.0] * 5
+    assert b.take() == pytest.approx(0.1)
+    now[0] = 0.5
+    assert b.take() == 0.0
+    assert b.debt(10) == pytest.approx(0.6)
