@@ -80,6 +80,17 @@
       # The module refers to pkgs only; hosts add overlays.default.
       nixosModules.osiris = ./modules/osiris.nix;
       nixosModules.default = self.nixosModules.osiris;
+      # The appliance image (docs/image.md): A/B slots from iso/layout.json,
+      # systemd-boot with boot counting, the post-boot health gate.
+      nixosModules.image = ./modules/osiris-image.nix;
+      nixosModules.health-gate = ./modules/osiris-health-gate.nix;
+      nixosModules.appliance = {
+        imports = [
+          self.nixosModules.osiris
+          self.nixosModules.image
+          self.nixosModules.health-gate
+        ];
+      };
 
       # runNixOSTest sets the nodes' pkgs to the (overlaid) pkgs it is called on.
       checks = forAllSystems (pkgs: {

@@ -188,6 +188,17 @@ in
       '';
     };
 
+    finalPackage = mkOption {
+      type = types.package;
+      readOnly = true;
+      internal = true;
+      description = ''
+        The Python environment with the agent and every plugin: what
+        `osiris-agent.service` runs, and what other units that run `osiris`
+        (the health gate, modules/osiris-health-gate.nix) must run too.
+      '';
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
@@ -285,6 +296,7 @@ in
 
     # The same environment as the service, so `osiris plugins`, `osiris
     # report`... see the same plugins. OSIRIS_CONFIG points them at the file.
+    services.osiris.finalPackage = env;
     environment.systemPackages = [ env ];
     environment.variables.OSIRIS_CONFIG = configPath;
 

@@ -26,6 +26,9 @@ def test_the_lab_reads_its_layout_from_iso_layout_json():
     layout = load()
     assert [p.id for p in layout.lab_partitions()] == ["esp", "slot-a", "slot-b"]
     assert layout.slot_label("1.2.3") == "osiris_1.2.3"
+    # ... and so does the image module (tests/test_nixos_module.py evaluates it against the same file).
+    assert "builtins.fromJSON (builtins.readFile ../iso/layout.json)" in (
+        REPO / "modules" / "osiris-image.nix").read_text()
 
 
 def test_every_install_point_has_a_power_cut_scenario():

@@ -1,6 +1,8 @@
-"""modules/osiris.nix evaluated with nixpkgs' real lib (tools/eval-module.nix):
-what a host's settings make writable in the sandbox, what a host may tune,
-and the score of the unit it renders. Needs NIXPKGS_LIB, a checkout of
+"""modules/osiris.nix, the health gate and the image module evaluated with
+nixpkgs' real lib (tools/eval-module.nix): what a host's settings make
+writable in the sandbox, what a host may tune, the score of the units they
+render, the image's partitions (from iso/layout.json), its UKI, data
+partition and assertions. Needs NIXPKGS_LIB, a checkout of
 nix-community/nixpkgs.lib that is never committed: skipped without it, like
 stage (e) of tools/check-nix.sh."""
 
@@ -135,3 +137,127 @@ def test_check_packs_become_the_baselines_setting_and_need_its_plugin(tmp_path):
     missing = with_plugins("")
     assert missing["failedAssertions"] == [
         "services.osiris.checkPacks: the windows-baseline plugin, which loads them, is not in services.osiris.plugins."]
+
+
+# -- the image and the health gate (modules/osiris-image.nix, modules/osiris-health-gate.nix) ---------
+
+
+def image(tmp_path: Path, options: str = "", extra: str = "") -> dict:
+    return evaluate(tmp_path, "", extra=f'osiris.image = {{ enable = true; version = "1.4.2"; {options} }}; {extra}')
+
+
+def test_the_image_declares_the_partitions_of_iso_layout_json(tmp_path):
+    layout = json.loads((REPO / "iso" / "layout.json").read_text())
+    out = image(tmp_path)
+    assert out["failedAssertions"] == []
+    parts = out["image"]["repart"]["partitions"]
+    # The same partitions as the boot lab builds, in GPT order (names sort as the table does).
+    lab = [p for p in layout["partitions"] if not p.get("when")]
+    assert [k.split("-", 1)[1] for k in sorted(parts)] == [p["id"] for p in lab]
+    got = {k.split("-", 1)[1]: v["repartConfig"] for k, v in parts.items()}
+    assert got["slot-a"]["Label"] == "osiris_1.4.2" and got["slot-b"]["Label"] == layout["emptyLabel"]
+    assert got["slot-a"]["Type"] == got["slot-b"]["Type"] == "usr-x86-64"
+    assert got["slot-a"]["SizeMinBytes"] == got["slot-b"]["SizeMaxBytes"] == f"{layout['partitions'][1]['sizeMiB']}M"
+    assert got["slot-a"]["Format"] == "erofs" and "Format" not in got["slot-b"]
+    assert got["esp"]["Type"] == "esp" and got["esp"]["Format"] == "vfat"
+    esp = parts[min(parts)]["contents"]
+    assert "/EFI/BOOT/BOOTX64.EFI" in esp and "/EFI/Linux/osiris_1.4.2+3.efi" in esp
+    # The UKI is named as the lab's entries: entryPrefix, version, +tries.
+    assert out["image"]["uki"]["file"] == f"{layout['entryPrefix']}1.4.2+{layout['tries']}.efi"
+    assert out["image"]["osRelease"] == {"id": "osiris", "version": "1.4.2"}
+    # Its own slot, read-only, on /usr; the store bound from it; / a tmpfs.
+    assert "mount.usr=PARTLABEL=osiris_1.4.2" in out["image"]["kernelParams"]
+    fs = out["image"]["fileSystems"]
+    assert fs["/"]["fsType"] == "tmpfs" and fs["/nix/store"]["device"] == "/usr/nix/store"
+
+
+def test_the_data_partition_is_created_at_first_boot_encrypted_for_the_tpm(tmp_path):
+    out = image(tmp_path)
+    [data] = out["image"]["dataPartitions"].values()
+    assert data == {"Type": "linux-generic", "Label": "osiris-data", "Format": "ext4", "Encrypt": "tpm2",
+                    "SizeMinBytes": "4096M"}
+    assert out["image"]["initrdRepart"]["enable"] is True
+    assert out["image"]["luks"]["osiris-data"] == {"device": "/dev/disk/by-partlabel/osiris-data",
+                                                   "crypttabExtraOpts": ["tpm2-device=auto"]}
+    assert out["image"]["fileSystems"]["/var"]["device"] == "/dev/mapper/osiris-data"
+    clear = image(tmp_path, "encryptData = false;")
+    [data] = clear["image"]["dataPartitions"].values()
+    assert "Encrypt" not in data and clear["image"]["luks"] in (None, {})
+    assert clear["image"]["fileSystems"]["/var"]["device"] == "/dev/disk/by-partlabel/osiris-data"
+
+
+def test_verity_adds_hash_partitions_and_hands_the_store_to_nixpkgs_verity_store(tmp_path):
+    out = image(tmp_path, "verity.enable = true;")
+    parts = out["image"]["repart"]["partitions"]
+    ids = [k.split("-", 1)[1] for k in sorted(parts)]
+    assert ids == ["esp", "slot-a", "slot-a-verity", "slot-b", "slot-b-verity"]
+    assert parts["20-slot-a-verity"]["repartConfig"]["Label"] == "osiris_1.4.2_verity"
+    assert out["image"]["repart"]["verityStore"]["partitionIds"] == {
+        "esp": "00-esp", "store": "10-slot-a", "store-verity": "20-slot-a-verity"}
+    # The UKI names the store by its root hash (usrhash=), not by label.
+    assert out["image"]["kernelParams"] == []
+
+
+@pytest.mark.parametrize("options, option, expectation", [
+    # osiris_ + 30 characters is 37; with dm-verity, osiris_ + 23 + _verity is 37 too.
+    ('version = "1.4.2-aaaaaaaaaaaaaaaaaaaaaaaa";', 'osiris.image.version = "1.4.2-aaaaaaaaaaaaaaaaaaaaaaaa"',
+     "has 37 characters, expected at most 36"),
+    ('version = "1.4.2-bbbbbbbbbbbbbbbbb"; verity.enable = true;',
+     "'osiris_1.4.2-bbbbbbbbbbbbbbbbb_verity' of partition slot-a-verity", "expected at most 36"),
+    ('version = "1"; tries = 0;', "osiris.image.tries = 0", "expected at least 1"),
+    ('version = "1"; slotSize = 256;', "osiris.image.slotSize = 256", "expected at least 1024 MiB"),
+    ('version = "1"; dataLabel = "osiris-data-partition-of-the-appliance";', "osiris.image.dataLabel",
+     "expected at most 36 characters"),
+])
+def test_image_assertions_name_the_option_and_the_expectation(tmp_path, options, option, expectation):
+    out = evaluate(tmp_path, "", extra=f"osiris.image = {{ enable = true; {options} }};")
+    assert len(out["failedAssertions"]) == 1, out
+    message = " ".join(out["failedAssertions"][0].split())
+    assert option in message and expectation in message, message
+
+
+def test_the_gate_runs_after_the_agent_in_its_sandbox_before_boot_complete(tmp_path):
+    out = image(tmp_path)
+    gate, agent = out["units"]["osiris-health-gate"], out["unit"]
+    assert directive(gate, "After") == ["osiris-agent.service"]
+    assert directive(gate, "Before") == ["boot-complete.target"]
+    assert directive(gate, "RequiredBy") == ["boot-complete.target"]
+    assert directive(gate, "Type") == ["oneshot"] and directive(gate, "User") == ["osiris"]
+    [start] = directive(gate, "ExecStart")
+    assert start.endswith("/bin/osiris --config /etc/osiris/config.json health-gate --timeout 30 --boot-id %b")
+    assert start.split()[0].rsplit("/bin/", 1)[0] == directive(agent, "ExecStart")[0].split()[0].rsplit("/bin/", 1)[0]
+    # The agent's sandbox, directive for directive.
+    for key in ("ProtectSystem", "PrivateUsers", "CapabilityBoundingSet", "SystemCallFilter", "RestrictAddressFamilies",
+                "ReadWritePaths", "ProcSubset", "MemoryDenyWriteExecute"):
+        assert directive(gate, key) == directive(agent, key), key
+    # A failure reboots through a unit that checks the boot is still a trial.
+    assert directive(gate, "OnFailure") == ["osiris-health-gate-failed.service"]
+    failed = out["units"]["osiris-health-gate-failed"]
+    assert directive(failed, "SuccessAction") == ["reboot"] and directive(failed, "PrivateNetwork") == ["true"]
+    off = image(tmp_path, extra="osiris.healthGate.rebootOnFailure = false;")
+    assert "osiris-health-gate-failed" not in off["units"]
+    assert directive(off["units"]["osiris-health-gate"], "OnFailure") == []
+
+
+def test_the_gate_needs_the_agent(tmp_path):
+    host = tmp_path / "host.nix"
+    host.write_text('{ osiris.healthGate.enable = true; }\n')
+    out = subprocess.run(
+        ["nix-instantiate", "--store", "dummy://", "--eval", "--strict", "--json", str(REPO / "tools/eval-module.nix"),
+         "--argstr", "nixpkgsLib", str(Path(LIB).resolve()), "--arg", "host", str(host)],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["failedAssertions"] == [
+        "osiris.healthGate.enable: expected services.osiris.enable = true (the gate asks the agent whether it runs)."]
+
+
+@pytest.mark.parametrize("name", ["osiris-health-gate", "osiris-health-gate-failed"])
+def test_the_gate_units_score_like_the_agent(tmp_path, name):
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze not found: `make test` installs it (tools/ensure-system-tools.sh)"
+    unit = tmp_path / f"{name}.service"
+    unit.write_text(image(tmp_path)["units"][name])
+    result = subprocess.run([analyze, "security", "--offline=true", str(unit)], capture_output=True, text=True)
+    score = re.search(rf"Overall exposure level for {name}\.service: ([0-9.]+)", result.stdout)
+    assert score, result.stdout + result.stderr
+    assert float(score.group(1)) <= MAX_SCORE

@@ -6,9 +6,12 @@
 #   (d) a unit file rendered from that sandbox scores at most MAX_EXPOSURE
 #       with `systemd-analyze security --offline=true`;
 #   (e) with NIXPKGS_LIB (a checkout of nix-community/nixpkgs.lib, never
-#       committed), modules/osiris.nix evaluates with the real lib
-#       (tools/eval-module.nix), passes its assertions, and the unit it
-#       renders scores at most MAX_EXPOSURE too. Skipped when unset (CI).
+#       committed), the modules (agent, health gate, image; the image with
+#       and without dm-verity) evaluate with the real lib
+#       (tools/eval-module.nix) and pass their assertions, and every unit
+#       they render (osiris-agent, osiris-health-gate,
+#       osiris-health-gate-failed) scores at most MAX_EXPOSURE and passes
+#       `systemd-analyze verify` without a word. Skipped when unset (CI).
 # Needs nix-instantiate (Debian: nix-bin), python3 and systemd-analyze.
 set -euo pipefail
 
@@ -124,31 +127,67 @@ score=$(sed -n 's/.*Overall exposure level for osiris-agent.service: \([0-9.]*\)
 echo "  exposure score: $score (threshold $(python3 -c "print($MAX_EXPOSURE/10)"))"
 [ "$rc" = 0 ] || fail "osiris-agent.service exposure $score is above the threshold"
 
-echo "== (e) evaluate the module with nixpkgs' lib and score the unit it renders"
+echo "== (e) evaluate the modules with nixpkgs' lib; score and verify the units they render"
 if [ -z "${NIXPKGS_LIB:-}" ]; then
-    echo "  skip  NIXPKGS_LIB is not set (a checkout of nix-community/nixpkgs.lib)"
+    echo "  skip  NIXPKGS_LIB is not set (a checkout of nix-community/nixpkgs.lib): the agent, health gate"
+    echo "        and image modules were not evaluated, and their units not scored or verified"
 else
     lib_dir=$(cd "$NIXPKGS_LIB" && pwd) || fail "NIXPKGS_LIB=$NIXPKGS_LIB is not a directory"
     [ -f "$lib_dir/lib/default.nix" ] || fail "NIXPKGS_LIB=$NIXPKGS_LIB has no lib/default.nix"
-    nixi --eval --strict --json tools/eval-module.nix --argstr nixpkgsLib "$lib_dir" \
-        --arg host '{ services.osiris = { enable = true; settings.site.id = "check-nix"; }; }' \
-        >"$tmp/module.json" 2>"$tmp/err" || { cat "$tmp/err" >&2; fail "$module does not evaluate"; }
-    mkdir -p "$tmp/module"
-    python3 - "$tmp/module.json" "$tmp/module/osiris-agent.service" <<'EOF' || fail "$module fails its assertions"
-import json, sys
-out = json.load(open(sys.argv[1]))
-if out["failedAssertions"]:
-    sys.exit("\n".join(out["failedAssertions"]))
-open(sys.argv[2], "w").write(out["unit"])
-EOF
-    set +e
-    systemd-analyze security --offline=true --threshold="$MAX_EXPOSURE" "$tmp/module/osiris-agent.service" >"$tmp/score" 2>&1
-    rc=$?
-    set -e
-    score=$(sed -n 's/.*Overall exposure level for osiris-agent.service: \([0-9.]*\).*/\1/p' "$tmp/score")
-    [ -n "$score" ] || { cat "$tmp/score" >&2; fail "systemd-analyze gave no score for the module's unit"; }
-    echo "  ok    $module evaluates with nixpkgs' lib; the unit it renders scores $score"
-    [ "$rc" = 0 ] || fail "the module's osiris-agent.service exposure $score is above the threshold"
+    command -v systemd-analyze >/dev/null || fail "systemd-analyze not found (apt-get install systemd)"
+    # An appliance: the agent, the image (with and without dm-verity) and its health gate.
+    for verity in false true; do
+        host="{ services.osiris = { enable = true; settings.site.id = \"check-nix\"; };
+                osiris.image = { enable = true; version = \"1.0.0\"; verity.enable = $verity; }; }"
+        nixi --eval --strict --json tools/eval-module.nix --argstr nixpkgsLib "$lib_dir" --arg host "$host" \
+            >"$tmp/module-$verity.json" 2>"$tmp/err" ||
+            { cat "$tmp/err" >&2; fail "the modules do not evaluate (osiris.image.verity.enable = $verity)"; }
+    done
+    mkdir -p "$tmp/module" "$tmp/verify/units"
+    python3 - "$tmp/module-false.json" "$tmp/module-true.json" "$tmp/module" "$tmp/verify" <<'EOF2' || fail "the modules fail their assertions"
+import json, os, sys
+from pathlib import Path
+outs = [json.load(open(p)) for p in sys.argv[1:3]]
+for out in outs:
+    if out["failedAssertions"]:
+        sys.exit("\n".join(out["failedAssertions"]))
+units, verify = Path(sys.argv[3]), Path(sys.argv[4])
+need = {"osiris-agent", "osiris-health-gate", "osiris-health-gate-failed"}
+missing = need - set(outs[0]["units"])
+if missing:
+    sys.exit(f"the modules render no {', '.join(sorted(missing))}.service")
+store = "/nix/store/"
+for name, text in outs[0]["units"].items():
+    (units / f"{name}.service").write_text(text)
+    # systemd-analyze verify checks that each command exists: stand-ins
+    # for the store paths the stand-in packages name.
+    (verify / "units" / f"{name}.service").write_text(text.replace(store, f"{verify}/store/"))
+    for line in text.splitlines():
+        if line.startswith("ExecStart="):
+            exe = verify / "store" / line.split("=", 1)[1].split()[0][len(store):]
+            exe.parent.mkdir(parents=True, exist_ok=True)
+            exe.write_text("#!/bin/sh\n")
+            exe.chmod(0o755)
+print(f"  ok    the modules evaluate (image with and without dm-verity); units: {', '.join(sorted(outs[0]['units']))}")
+print(f"  ok    the image's UKI is {outs[0]['image']['uki']['file']}; its slot {outs[0]['image']['repart']['partitions']['10-slot-a']['repartConfig']['Label']}")
+EOF2
+    for unit in "$tmp"/module/*.service; do
+        name=$(basename "$unit")
+        set +e
+        systemd-analyze security --offline=true --threshold="$MAX_EXPOSURE" "$unit" >"$tmp/score" 2>&1
+        rc=$?
+        set -e
+        score=$(sed -n "s/.*Overall exposure level for $name: \([0-9.]*\).*/\1/p" "$tmp/score")
+        [ -n "$score" ] || { cat "$tmp/score" >&2; fail "systemd-analyze gave no score for $name"; }
+        echo "  ok    $name scores $score"
+        [ "$rc" = 0 ] || fail "$name exposure $score is above the threshold"
+    done
+    # verify prints a warning for an unknown key or a value it cannot parse and still exits 0: any output fails.
+    if ! systemd-analyze verify --man=no "$tmp"/verify/units/*.service >"$tmp/verify.out" 2>&1 || [ -s "$tmp/verify.out" ]; then
+        sed 's/^/        /' "$tmp/verify.out" >&2
+        fail "systemd-analyze verify found problems in the rendered units"
+    fi
+    echo "  ok    systemd-analyze verify: $(cd "$tmp/module" && echo *.service)"
 fi
 
 echo "check-nix: all checks passed"
