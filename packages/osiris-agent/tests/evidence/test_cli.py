@@ -67,9 +67,8 @@ def test_verify_exits_1_and_names_the_first_bad_index(tmp_path, write_config):
     cfg = write_config({})
     assert run_once_here(cfg).exit_code in (0, 1)
     db = sqlite3.connect(tmp_path / "state" / "evidence" / "log.sqlite3", isolation_level=None)
-    for t in ("entries_no_update", "entries_retention"):
-        db.execute(f"DROP TRIGGER {t}")
-    db.execute("UPDATE entries SET body = CAST(replace(CAST(body AS TEXT), 'appliance', 'Appliance') AS BLOB)")
+    db.execute("DROP TRIGGER tail_no_change")
+    db.execute("UPDATE tail SET data = CAST(replace(CAST(data AS TEXT), 'appliance', 'Appliance') AS BLOB)")
     db.close()
     bad = CliRunner().invoke(cli, ["-c", str(cfg), "evidence", "verify", "--fast"])
     assert bad.exit_code == 1 and bad.output.startswith("FAILED: index 0:"), bad.output

@@ -109,9 +109,19 @@ def _tampered_log(tmp_path, key, n=40, checkpoint_every=10):
 
 def _raw(path):
     db = sqlite3.connect(path, isolation_level=None)
-    for trigger in ("entries_no_delete", "entries_no_update", "entries_retention"):
+    for trigger in ("entries_no_delete", "entries_no_update", "entries_retention", "tail_no_change", "tail_no_delete"):
         db.execute(f"DROP TRIGGER {trigger}")
     return db
+
+
+def _body(db, idx):
+    """An entry's signed bytes as stored (the tail holds signature + body)."""
+    return bytes(db.execute("SELECT data FROM tail WHERE idx = ?", (idx,)).fetchone()[0])[64:]
+
+
+def _put_body(db, idx, body):
+    sig = bytes(db.execute("SELECT data FROM tail WHERE idx = ?", (idx,)).fetchone()[0])[:64]
+    db.execute("UPDATE tail SET data = ? WHERE idx = ?", (sig + body, idx))
 
 
 @pytest.mark.parametrize("signatures", [True, False], ids=["full", "fast"])
@@ -134,9 +144,10 @@ def test_a_flipped_byte_with_a_matching_leaf_is_still_found(tmp_path, key, signa
     the signature and the checkpoint roots."""
     path = _tampered_log(tmp_path, key)
     db = _raw(path)
-    body = bytearray(db.execute("SELECT body FROM entries WHERE idx = 23").fetchone()[0])
+    body = bytearray(_body(db, 23))
     body[body.find(b"three")] ^= 0x20
-    db.execute("UPDATE entries SET body = ?, leaf = ? WHERE idx = 23", (bytes(body), merkle.leaf_hash(bytes(body))))
+    _put_body(db, 23, bytes(body))
+    db.execute("UPDATE entries SET leaf = ? WHERE idx = 23", (merkle.leaf_hash(bytes(body)),))
     db.close()
     report = verify_log(EvidenceLog(path, create=False), signatures=signatures)
     assert report.first_bad_index == 23, report.summary()
@@ -164,12 +175,15 @@ def test_a_deleted_entry_is_found_at_its_index(tmp_path, key, signatures):
 def test_two_swapped_entries_are_found_at_the_first(tmp_path, key, signatures):
     path = _tampered_log(tmp_path, key)
     db = _raw(path)
-    a = db.execute("SELECT bundle_id, kind, recorded_at, body, sig, leaf FROM entries WHERE idx = 5").fetchone()
-    b = db.execute("SELECT bundle_id, kind, recorded_at, body, sig, leaf FROM entries WHERE idx = 31").fetchone()
+    a = db.execute("SELECT bundle_id, kind, recorded_at, leaf, (SELECT data FROM tail WHERE idx = 5) "
+                   "FROM entries WHERE idx = 5").fetchone()
+    b = db.execute("SELECT bundle_id, kind, recorded_at, leaf, (SELECT data FROM tail WHERE idx = 31) "
+                   "FROM entries WHERE idx = 31").fetchone()
     db.execute("UPDATE entries SET bundle_id = 'tmp' WHERE idx = 5")
     for idx, row in ((31, a), (5, b)):
-        db.execute("UPDATE entries SET bundle_id = ?, kind = ?, recorded_at = ?, body = ?, sig = ?, leaf = ? "
-                   "WHERE idx = ?", (*row, idx))
+        db.execute("UPDATE entries SET bundle_id = ?, kind = ?, recorded_at = ?, leaf = ? WHERE idx = ?",
+                   (*row[:4], idx))
+        db.execute("UPDATE tail SET data = ? WHERE idx = ?", (row[4], idx))
     db.close()
     report = verify_log(EvidenceLog(path, create=False), signatures=signatures)
     assert report.first_bad_index == 5, report.summary()
@@ -209,7 +223,7 @@ def test_nothing_younger_than_the_retention_can_be_pruned(tmp_path, key):
         lg.prune(datetime.now(timezone.utc) - timedelta(days=100))
     # Even around our own check, the database refuses to clear a young body.
     with pytest.raises(sqlite3.DatabaseError, match="retention"):
-        lg._db.execute("UPDATE entries SET body = NULL, sig = NULL WHERE idx = 12")
+        lg._db.execute("UPDATE entries SET body = NULL, sig = NULL, seg = NULL WHERE idx = 12")
     assert lg.prune(datetime.now(timezone.utc) - timedelta(days=2192)) == 10
     assert lg.entry(3).pruned and not lg.entry(12).pruned
     report = verify_log(lg)
@@ -262,9 +276,9 @@ def test_hashing_in_worker_processes_finds_the_same(tmp_path, key, monkeypatch):
     good = verify_log(EvidenceLog(path, create=False), signatures=False, jobs=2)
     assert good.ok and good.entries == 40 and good.roots == len(EvidenceLog(path, create=False).checkpoints())
     db = _raw(path)
-    body = bytearray(db.execute("SELECT body FROM entries WHERE idx = 19").fetchone()[0])
+    body = bytearray(_body(db, 19))
     body[body.find(b"three")] ^= 1
-    db.execute("UPDATE entries SET body = ? WHERE idx = 19", (bytes(body),))
+    _put_body(db, 19, bytes(body))
     db.execute("DELETE FROM entries WHERE idx IN (26, 27)")
     db.close()
     one = verify_log(EvidenceLog(path, create=False), signatures=False, jobs=1)
@@ -310,7 +324,7 @@ def test_reopening_with_a_shorter_retention_still_cannot_prune(tmp_path, key):
     with pytest.raises(EvidenceError, match="younger than 2192 days"):
         lg.prune(datetime.now(timezone.utc) - timedelta(days=2))
     with pytest.raises(sqlite3.DatabaseError, match="retention"):  # nor around our own check
-        lg._db.execute("UPDATE entries SET body = NULL, sig = NULL WHERE idx = 3")
+        lg._db.execute("UPDATE entries SET body = NULL, sig = NULL, seg = NULL WHERE idx = 3")
     assert not any(e.pruned for e in lg.iter_entries())
     lg.close()
     lg = new_log(tmp_path, key, retention_days=3000)  # longer is kept

@@ -201,7 +201,7 @@ async def test_an_entry_pruned_by_hand_before_delivery_is_reported_and_holds_the
     outbox = Outbox(log, [sink], backoff_max=60.0)
     assert log.cursor("central", "bundle")["delivered"] == 0
     with log._db:
-        log._db.execute("UPDATE entries SET body = NULL, sig = NULL WHERE idx = 0")
+        log._db.execute("UPDATE entries SET body = NULL, sig = NULL, seg = NULL WHERE idx = 0")
     d = await outbox.deliver_one("central", "bundle", now=1000.0)
     assert not d.ok and d.position == 0 and d.error == "entry 0 was pruned before delivery"
     cur = log.cursor("central", "bundle")

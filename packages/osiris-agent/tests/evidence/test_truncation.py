@@ -48,9 +48,10 @@ def truncate(path, keep, *, cursors=False):
     with their tree nodes, checkpoints and attestations (and, thoroughly,
     the outbox's cursors)."""
     db = sqlite3.connect(path, isolation_level=None)
-    for t in ("entries_no_delete", "nodes_no_delete", "checkpoints_no_delete"):
+    for t in ("entries_no_delete", "nodes_no_delete", "checkpoints_no_delete", "tail_no_delete"):
         db.execute(f"DROP TRIGGER IF EXISTS {t}")
     db.execute("DELETE FROM entries WHERE idx >= ?", (keep,))
+    db.execute("DELETE FROM tail WHERE idx >= ?", (keep,))
     db.execute("DELETE FROM nodes WHERE (idx + 1) << level > ?", (keep,))
     db.execute("DELETE FROM attestations WHERE size > ?", (keep,))
     db.execute("DELETE FROM checkpoints WHERE size > ?", (keep,))

@@ -1,4 +1,4 @@
-"""``osiris evidence``: verify, export, show, checkpoint, status, key, prune.
+"""``osiris evidence``: verify, export, show, checkpoint, status, key, prune, compact.
 
 Exit statuses as the rest of the CLI: 0 fine, 1 verification failed or the
 operation was refused (the message names the first bad index or the file),
@@ -344,6 +344,7 @@ def status(cctx: click.Context, fmt: str) -> None:
             {**c, "pending": (size - c["delivered"]) if c["kind"] == "bundle" else None} for c in log.cursors()
         ],
         "attestations": {"complete": sum(a["complete"] for a in att), "pending": sum(not a["complete"] for a in att)},
+        "storage": log.storage(),
     }
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
@@ -355,6 +356,10 @@ def status(cctx: click.Context, fmt: str) -> None:
         err = f"; failing ({c['attempts']} attempts): {c['last_error']}" if c["last_error"] else ""
         click.echo(f"  sink {c['sink']} ({c['kind']}): delivered up to {c['delivered']}{extra}{err}")
     click.echo(f"  attestations: {data['attestations']['complete']} complete, {data['attestations']['pending']} pending")
+    st = data["storage"]
+    click.echo(f"  storage: {st['file_bytes']:,} bytes on disk; {st['packed_entries']:,} entries in {st['segments']:,} "
+               f"segments ({st['segment_raw_bytes']:,} -> {st['segment_bytes']:,} bytes), {st['inline_entries']:,} "
+               "not packed yet")
 
 
 @evidence.command()
@@ -376,19 +381,58 @@ def key(cctx: click.Context) -> None:
 @evidence.command()
 @click.option("--before", required=True, help="Prune bundles recorded before this date or ISO time.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--archive", "archive", type=click.Path(file_okay=False, exists=True),
+              help="First write the range as an export (with VERIFY.md and verify.py) into this directory "
+                   "(a NAS, removable media).")
 @click.pass_context
-def prune(cctx: click.Context, before: str, yes: bool) -> None:
+def prune(cctx: click.Context, before: str, yes: bool, archive: str | None) -> None:
     """Drop the bodies of bundles older than the retention period (their
-    hashes stay, so the log still verifies)."""
+    hashes stay, so the log and every proof still verify). Only bundles
+    every sink received are pruned; with no sink, only after --archive."""
+    import hashlib
+
+    from .export import export
+
     bound = _bound(before, end=False)
     if bound is None or bound[0] != "time":
         raise click.BadParameter("expected a date or ISO time", param_hint="--before")
     cutoff = datetime.fromisoformat(bound[1].replace("Z", "+00:00"))
     log = _open_log(cctx)
+    first, end, delivered = log.prunable(cutoff)
+    if end > first and not delivered and archive is None:
+        _fail(f"bundles [{first}, {end}) would be pruned, but no sink has received these bundles and no --archive "
+              "DIR was given: nothing would hold them any more")
     if not yes:
-        click.confirm(f"Prune bodies of bundles recorded before {bound[1]}?", abort=True)
+        click.confirm(f"Prune bodies of bundles recorded before {bound[1]} ([{first}, {end}))?", abort=True)
+    if archive is not None and end > first:
+        out = Path(archive) / f"evidence-{first}-{end}.zip"
+        try:
+            export(log, out, first, end, signing_key=_signing_key(cctx))
+            digest = hashlib.sha256(out.read_bytes()).hexdigest()
+            log.note_archive(first, end, f"{out} sha256={digest}")
+        except EvidenceError as exc:
+            _fail(f"not pruned: the archive could not be written: {exc}")
+        click.echo(f"archived bundles [{first}, {end}) to {out} (sha256 {digest})")
     try:
         n = log.prune(cutoff)
     except EvidenceError as exc:
         _fail(str(exc))
     click.echo(f"pruned {n} bundle bodies")
+
+
+@evidence.command()
+@click.option("--no-vacuum", is_flag=True, help="Pack only; do not give freed space back to the file system.")
+@click.pass_context
+def compact(cctx: click.Context, no_vacuum: bool) -> None:
+    """Pack every body still stored a row at a time (a log from before
+    segments) into compressed segments, then VACUUM (which needs free
+    space about the size of the packed log). The agent packs new bundles
+    as it goes; this is for migrating an existing log at once."""
+    log = _open_log(cctx)
+    before = log.storage()
+    try:
+        made = log.compact(vacuum=not no_vacuum)
+    except EvidenceError as exc:
+        _fail(str(exc))
+    after = log.storage()
+    click.echo(f"{made} segment(s) made; {before['file_bytes']:,} -> {after['file_bytes']:,} bytes on disk")

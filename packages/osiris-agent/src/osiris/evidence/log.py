@@ -44,6 +44,7 @@ import logging
 import os
 import sqlite3
 import threading
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -139,7 +140,73 @@ _MIGRATIONS = [
     """
     DROP INDEX IF EXISTS entries_recorded_at;
     """,
+    # 3: bodies are packed into compressed segments (docs/evidence.md,
+    # "Storage"): an entry's signature and signed bytes are appended to
+    # ``tail`` (seg 0) and move, unchanged, into a segment (seg, seg_off,
+    # seg_len say where) once a segment's worth has gathered, so entry rows
+    # stay small. Existing logs keep their inline bodies until they are
+    # packed (a few segments with every append, or all at once with
+    # `osiris evidence compact`).
+    """
+    ALTER TABLE entries ADD COLUMN seg INTEGER;
+    ALTER TABLE entries ADD COLUMN seg_off INTEGER;
+    ALTER TABLE entries ADD COLUMN seg_len INTEGER;
+    CREATE TABLE tail (
+        idx INTEGER PRIMARY KEY,
+        data BLOB NOT NULL
+    );
+    CREATE TRIGGER tail_no_change BEFORE UPDATE ON tail
+    BEGIN SELECT RAISE(ABORT, 'the evidence log is append-only'); END;
+    CREATE TRIGGER tail_no_delete BEFORE DELETE ON tail
+    WHEN (SELECT seg FROM entries WHERE idx = OLD.idx) = 0
+    BEGIN SELECT RAISE(ABORT, 'a body leaves the tail only into a segment'); END;
+    CREATE TABLE segments (
+        id INTEGER PRIMARY KEY CHECK (id > 0),
+        first INTEGER NOT NULL,
+        count INTEGER NOT NULL CHECK (count > 0),
+        raw INTEGER NOT NULL,
+        codec TEXT NOT NULL,
+        data BLOB NOT NULL
+    );
+    DROP TRIGGER entries_no_update;
+    CREATE TRIGGER entries_no_update BEFORE UPDATE ON entries
+    WHEN NEW.idx IS NOT OLD.idx OR NEW.bundle_id IS NOT OLD.bundle_id OR NEW.kind IS NOT OLD.kind
+         OR NEW.recorded_at IS NOT OLD.recorded_at OR NEW.leaf IS NOT OLD.leaf
+         OR NEW.body IS NOT NULL OR NEW.sig IS NOT NULL
+         OR (NEW.seg IS NOT NULL AND OLD.seg IS NULL AND OLD.body IS NULL)
+         OR (NEW.seg IS NOT NULL AND OLD.seg IS NOT NULL AND OLD.seg != 0 AND (NEW.seg IS NOT OLD.seg
+             OR NEW.seg_off IS NOT OLD.seg_off OR NEW.seg_len IS NOT OLD.seg_len))
+         OR NEW.seg = 0 AND OLD.seg IS NOT 0
+         OR (NEW.seg IS NULL AND (NEW.seg_off IS NOT NULL OR NEW.seg_len IS NOT NULL))
+    BEGIN SELECT RAISE(ABORT, 'the evidence log is append-only (packing may move a body into a segment, pruning may clear it)'); END;
+    DROP TRIGGER entries_retention;
+    CREATE TRIGGER entries_retention BEFORE UPDATE ON entries
+    WHEN NEW.body IS NULL AND NEW.seg IS NULL AND (OLD.body IS NOT NULL OR OLD.seg IS NOT NULL) AND OLD.recorded_at >
+         strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || (SELECT value FROM meta WHERE key = 'retention_days') || ' days')
+    BEGIN SELECT RAISE(ABORT, 'retention: entries younger than the retention period cannot be pruned'); END;
+    CREATE TRIGGER segments_no_change BEFORE UPDATE ON segments
+    BEGIN SELECT RAISE(ABORT, 'segments are append-only'); END;
+    CREATE TRIGGER segments_no_delete BEFORE DELETE ON segments
+    WHEN EXISTS (SELECT 1 FROM entries WHERE idx >= OLD.first AND idx < OLD.first + OLD.count AND seg = OLD.id)
+    BEGIN SELECT RAISE(ABORT, 'a segment still holds bodies (prune them first)'); END;
+    """,
 ]
+
+#: A segment holds the signatures and bodies of consecutive entries, up to
+#: this many raw bytes or entries, compressed as one zlib stream: bundles of
+#: neighbouring sweeps repeat each other's policy and facts, which one
+#: stream compresses away and a row per bundle cannot.
+SEGMENT_BYTES = 1 << 20
+SEGMENT_ENTRIES = 512
+#: Segments packed at most per append: a log written before segments
+#: existed is packed a little with every group commit (``compact`` packs it
+#: all at once).
+PACK_PER_APPEND = 4
+_CODEC = "zlib"
+#: What a body and signature read back as when their segment is missing or
+#: damaged: empty, so the leaf and signature checks fail at that entry
+#: (None would mean "pruned", which verification must not be fooled into).
+DAMAGED = b""
 
 
 @dataclass(frozen=True)
@@ -173,8 +240,12 @@ class EvidenceLog:
     lock); the agent calls them from a single writer thread."""
 
     def __init__(self, path: Path | str, *, origin: str | None = None, verify_key: VerifyKey | None = None,
-                 retention_days: int | None = None, create: bool = True):
+                 retention_days: int | None = None, create: bool = True, pack: bool = True):
         self.path = Path(path)
+        #: Pack bodies into segments as the log grows (False: the layout of
+        #: a log before segments, one row per body: what bench/evidence-growth
+        #: compares with).
+        self.pack = pack
         if not self.path.exists():
             if not create:
                 raise EvidenceError(f"{self.path}: no evidence log here (has the agent recorded anything yet?)")
@@ -189,6 +260,7 @@ class EvidenceLog:
             # FULL: the WAL is fsynced at every commit, so an appended batch
             # survives power loss; one commit per batch is the group commit.
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA journal_size_limit=8388608")  # the WAL does not keep its largest size
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA cache_size=-32768")  # 32 MiB: B-tree pages stay hot while appending
             self._db.execute("PRAGMA mmap_size=4294967296")  # reads (verification) without copying pages
@@ -197,6 +269,7 @@ class EvidenceLog:
         finally:
             os.umask(old)
         self._lock = threading.RLock()
+        self._seg_cache: tuple[int | None, bytes | None] = (None, None)
         self._migrate()
         self.meta = self._init_meta(origin, verify_key, retention_days)
         self.origin: str = self.meta["origin"]
@@ -271,11 +344,27 @@ class EvidenceLog:
         return 0 if row[0] is None else int(row[0]) + 1
 
     def _entry(self, row: Sequence[Any]) -> Entry:
-        idx, bundle_id, kind, recorded_at, body, sig, leaf = row
+        idx, bundle_id, kind, recorded_at, body, sig, leaf = self._resolve([row])[0]
         return Entry(int(idx), bundle_id, kind, recorded_at, None if body is None else bytes(body),
                      None if sig is None else bytes(sig), bytes(leaf))
 
-    _COLS = "idx, bundle_id, kind, recorded_at, body, sig, leaf"
+    _COLS = "idx, bundle_id, kind, recorded_at, body, sig, leaf, seg, seg_off, seg_len"  # _ROW
+
+    def _resolve(self, rows: list[tuple]) -> list[tuple]:
+        """(idx, bundle_id, kind, recorded_at, body, sig, leaf) rows, packed
+        bodies and signatures read from their segments."""
+        return _resolve(rows, self._segment, self._tail)
+
+    def _tail(self, first: int, last: int) -> dict[int, bytes]:
+        with self._lock:
+            return _load_tail(self._db, first, last)
+
+    def _segment(self, seg: int) -> bytes | None:
+        """A segment's decompressed bytes (the last one read is kept)."""
+        with self._lock:
+            if self._seg_cache[0] != seg:
+                self._seg_cache = (seg, _load_segment(self._db, seg))
+            return self._seg_cache[1]
 
     def entry(self, index: int) -> Entry:
         with self._lock:
@@ -306,38 +395,30 @@ class EvidenceLog:
 
     def iter_entries(self, start: int = 0, end: int | None = None, *, batch: int = 4096) -> Iterator[Entry]:
         """Entries in index order, read in batches (what verification streams)."""
-        for row in self.iter_rows(start, end, batch=batch):
-            yield self._entry(row)
-
-    def iter_rows(self, start: int = 0, end: int | None = None, *, batch: int = 4096,
-                  cols: str | None = None) -> Iterator[tuple]:
-        cols = cols or self._COLS
-        end = self.size() if end is None else end
-        pos = start
-        while pos < end:
-            with self._lock:
-                rows = self._db.execute(
-                    f"SELECT {cols} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx LIMIT ?",
-                    (pos, end, batch),
-                ).fetchall()
-            if not rows:
-                return
-            yield from rows
-            pos = int(rows[-1][0]) + 1
+        for rows in self.chunks(start, self.size() if end is None else end, _FULL, size=batch):
+            for idx, bundle_id, kind, recorded_at, body, sig, leaf in rows:
+                yield Entry(int(idx), bundle_id, kind, recorded_at, None if body is None else bytes(body),
+                            None if sig is None else bytes(sig), bytes(leaf))
 
     def chunks(self, start: int, end: int, cols: str, size: int = 16384) -> Iterator[list[tuple]]:
         """Rows [start, end) in index order, a chunk at a time, from one
         cursor (verification reads a million entries this way: one query,
-        not one per batch)."""
+        not one per batch). ``cols``: ``"idx, bundle_id, kind, recorded_at,
+        body, sig, leaf"`` or ``"idx, body, leaf"``; bodies and signatures
+        come from their segments where they were packed."""
+        if cols not in _PROJECTIONS:
+            raise ValueError(f"chunks: columns {cols!r}, expected one of {sorted(_PROJECTIONS)}")
+        pick = _PROJECTIONS[cols]
         with self._lock:
             cur = self._db.execute(
-                f"SELECT {cols} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end))
+                f"SELECT {self._COLS} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end))
         while True:
             with self._lock:
                 rows = cur.fetchmany(size)
             if not rows:
                 return
-            yield rows
+            full = self._resolve(rows)
+            yield full if pick is None else [tuple(r[i] for i in pick) for r in full]
 
     def checkpoint_notes(self) -> list[tuple[int, bytes]]:
         """Every stored checkpoint as (size, signed note), unparsed: what
@@ -419,7 +500,7 @@ class EvidenceLog:
             if row is not None and row[2] > stamp:
                 stamp = row[2]  # the clock went back: keep recorded_at monotonic
             stack = self._frontier(size)
-            rows, node_rows, out = [], [], []
+            rows, node_rows, out, tail = [], [], [], []
             stamp_part, origin_part = canonical(stamp), canonical(self.origin)
             for st in statements:
                 bundle_id, kind = st.get("id"), st.get("kind")
@@ -432,7 +513,10 @@ class EvidenceLog:
                     body = canonical({**st, "recorded_at": stamp, "seq": size, "prev": prev.hex(), "log": self.origin})
                 sig = key.sign(body)
                 leaf = sha256(b"\x00" + body).digest()
-                rows.append((size, bundle_id, kind, stamp, body, sig, leaf))
+                rows.append((size, bundle_id, kind, stamp, body, sig, leaf) if not self.pack else
+                            (size, bundle_id, kind, stamp, leaf))
+                if self.pack:
+                    tail.append((size, sig + body))
                 out.append(Appended(size, bundle_id, leaf))
                 size += 1
                 stack.append((0, leaf))
@@ -446,11 +530,16 @@ class EvidenceLog:
                     node_rows.append((level, (size >> level) - 1, h))
                     n >>= 1
                 prev = leaf
-            db.executemany(
-                "INSERT INTO entries (idx, bundle_id, kind, recorded_at, body, sig, leaf) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            if self.pack:
+                db.executemany("INSERT INTO entries (idx, bundle_id, kind, recorded_at, leaf, seg) "
+                               "VALUES (?, ?, ?, ?, ?, 0)", rows)
+                db.executemany("INSERT INTO tail (idx, data) VALUES (?, ?)", tail)
+            else:
+                db.executemany("INSERT INTO entries (idx, bundle_id, kind, recorded_at, body, sig, leaf) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)", node_rows)
+            if self.pack:
+                self._pack(db, limit=PACK_PER_APPEND)
         return out
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -562,7 +651,8 @@ class EvidenceLog:
             new = db.execute("INSERT OR IGNORE INTO sink_cursors (sink, kind) VALUES (?, ?)",
                              (sink, kind)).rowcount
             if new and kind == "bundle":
-                first = db.execute("SELECT min(idx) FROM entries WHERE body IS NOT NULL").fetchone()[0]
+                first = db.execute(
+                    "SELECT min(idx) FROM entries WHERE body IS NOT NULL OR seg IS NOT NULL").fetchone()[0]
                 if first is None:
                     first = db.execute("SELECT coalesce(max(idx) + 1, 0) FROM entries").fetchone()[0]
                 if first:
@@ -606,6 +696,24 @@ class EvidenceLog:
 
     # -- retention -------------------------------------------------------------------------------
 
+    def prunable(self, before: datetime) -> tuple[int, int, bool]:
+        """(first, end, delivered): the entries [first, end) that
+        :meth:`prune` would clear now (first: the oldest that still has its
+        body), and whether any sink has a bundle cursor (so they were
+        delivered somewhere)."""
+        with self._lock:
+            last = self._latest_checkpoint()
+            limit = last.size if last else 0
+            row = self._db.execute("SELECT min(delivered) FROM sink_cursors WHERE kind = 'bundle'").fetchone()
+            delivered = row[0] is not None
+            if delivered:
+                limit = min(limit, int(row[0]))
+            first = self._db.execute("SELECT min(idx) FROM entries WHERE body IS NOT NULL OR seg IS NOT NULL"
+                                     ).fetchone()[0]
+        end = min(limit, self.index_range(None, utc_text(before))[1])
+        first = end if first is None else min(int(first), end)
+        return first, end, delivered
+
     def prune(self, before: datetime, now: datetime | None = None) -> int:
         """Clear the bodies of entries recorded before ``before``: only those
         older than the retention period, covered by a checkpoint and
@@ -625,10 +733,148 @@ class EvidenceLog:
             if row[0] is not None:
                 limit = min(limit, int(row[0]))
             cur = db.execute(
-                "UPDATE entries SET body = NULL, sig = NULL WHERE idx < ? AND recorded_at < ? AND body IS NOT NULL",
+                "UPDATE entries SET body = NULL, sig = NULL, seg = NULL, seg_off = NULL, seg_len = NULL "
+                "WHERE idx < ? AND recorded_at < ? AND (body IS NOT NULL OR seg IS NOT NULL)",
                 (limit, utc_text(before)),
             )
-            return cur.rowcount
+            n = cur.rowcount
+            db.execute("DELETE FROM tail WHERE idx < ? AND idx IN (SELECT idx FROM entries WHERE idx < ? "
+                       "AND seg IS NULL)", (limit, limit))
+            db.execute("""DELETE FROM segments WHERE first < ? AND NOT EXISTS (
+                              SELECT 1 FROM entries WHERE idx >= segments.first
+                              AND idx < segments.first + segments.count AND seg = segments.id)""", (limit,))
+            self._seg_cache = (None, None)
+            return n
+
+    # -- storage ----------------------------------------------------------------------------------
+
+    def _pack(self, db: sqlite3.Connection, *, limit: int | None, final: bool = False) -> int:
+        """Move the bodies and signatures of the oldest inline entries into
+        compressed segments, inside the caller's transaction: full segments
+        only unless ``final``, at most ``limit`` of them. Returns how many."""
+        start = int(db.execute("SELECT coalesce((SELECT value FROM meta WHERE key = 'packed_to'), 0)").fetchone()[0])
+        made = 0
+        while limit is None or made < limit:
+            rows, raw = [], 0
+            for idx, body, sig, data in db.execute(
+                    "SELECT e.idx, e.body, e.sig, t.data FROM entries e LEFT JOIN tail t ON t.idx = e.idx "
+                    "WHERE e.idx >= ? ORDER BY e.idx LIMIT ?", (start, SEGMENT_ENTRIES)):
+                if data is not None:
+                    sig, body = data[:64], data[64:]
+                if raw and raw + len(body or b"") + 64 > SEGMENT_BYTES:
+                    break
+                rows.append((idx, body, sig))
+                raw += len(body or b"") + 64
+            full = len(rows) == SEGMENT_ENTRIES or raw >= SEGMENT_BYTES // 2 and rows and (
+                db.execute("SELECT 1 FROM entries WHERE idx > ?", (rows[-1][0],)).fetchone() is not None)
+            if not rows or not (full or final):
+                break
+            parts, where, off = [], [], 0
+            for idx, body, sig in rows:
+                if body is None:  # pruned before it was packed
+                    continue
+                parts.append(bytes(sig) + bytes(body))
+                where.append((off, 64 + len(body), idx))
+                off += 64 + len(body)
+            end = rows[-1][0] + 1
+            if parts:
+                seg = db.execute("INSERT INTO segments (first, count, raw, codec, data) VALUES (?, ?, ?, ?, ?)",
+                                 (rows[0][0], end - rows[0][0], off, _CODEC, zlib.compress(b"".join(parts), 6))
+                                 ).lastrowid
+                db.executemany("UPDATE entries SET body = NULL, sig = NULL, seg = ?, seg_off = ?, seg_len = ? "
+                               "WHERE idx = ?", [(seg, o, n, idx) for o, n, idx in where])
+                db.execute("DELETE FROM tail WHERE idx >= ? AND idx < ?", (rows[0][0], end))
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('packed_to', ?)", (str(end),))
+            start = end
+            made += 1
+        return made
+
+    def note_archive(self, first: int, end: int, where: str) -> None:
+        """Remember where entries [first, end) were archived before pruning."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"archive/{first}-{end}", where))
+
+    def compact(self, *, vacuum: bool = True) -> int:
+        """Pack every inline body (a log from before segments, or the tail),
+        then give the freed pages back to the file system (VACUUM, which
+        needs as much free space as the packed log takes). Returns the
+        number of segments made."""
+        made = 0
+        while True:
+            with self._tx() as db:
+                n = self._pack(db, limit=64, final=True)
+            made += n
+            if n == 0:
+                break
+        if vacuum:
+            with self._lock:
+                self._db.execute("VACUUM")
+        return made
+
+    def storage(self) -> dict[str, int]:
+        """Bytes on disk (the file, after a WAL checkpoint, and what is left
+        of the WAL), of them free pages (reused by later appends), entries
+        inline and packed, segments and their raw and compressed bytes."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0] * self._db.execute(
+                "PRAGMA page_size").fetchone()[0]
+            inline, inline_bytes = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(body)), 0) FROM entries WHERE body IS NOT NULL").fetchone()
+            tail, tail_bytes = self._db.execute(
+                "SELECT count(*), coalesce(sum(length(data)) - 64 * count(*), 0) FROM tail").fetchone()
+            inline, inline_bytes = inline + tail, inline_bytes + tail_bytes
+            packed = self._db.execute("SELECT count(*) FROM entries WHERE seg > 0").fetchone()[0]
+            segs, raw, stored = self._db.execute(
+                "SELECT count(*), coalesce(sum(raw), 0), coalesce(sum(length(data)), 0) FROM segments").fetchone()
+        wal = self.path.with_name(self.path.name + "-wal")
+        return {"file_bytes": self.path.stat().st_size + (wal.stat().st_size if wal.exists() else 0),
+                "free_bytes": free, "inline_entries": inline, "inline_bytes": inline_bytes, "packed_entries": packed,
+                "segments": segs, "segment_raw_bytes": raw, "segment_bytes": stored}
+
+
+_FULL = "idx, bundle_id, kind, recorded_at, body, sig, leaf"
+_ROW = EvidenceLog._COLS  # noqa: SLF001 - the same columns, for span_chunks' own connection
+_PROJECTIONS: dict[str, tuple[int, ...] | None] = {_FULL: None, "idx, body, leaf": (0, 4, 6)}
+
+
+def _load_segment(db: sqlite3.Connection, seg: int) -> bytes | None:
+    """A segment's bytes, or None if it is missing or does not decompress."""
+    row = db.execute("SELECT codec, data FROM segments WHERE id = ?", (seg,)).fetchone()
+    if row is None or row[0] != _CODEC:
+        return None
+    try:
+        return zlib.decompress(row[1])
+    except zlib.error:
+        return None
+
+
+def _load_tail(db: sqlite3.Connection, first: int, last: int) -> dict[int, bytes]:
+    return {int(i): bytes(d) for i, d in db.execute("SELECT idx, data FROM tail WHERE idx >= ? AND idx <= ?",
+                                                     (first, last))}
+
+
+def _resolve(rows: list[tuple], segment: Any, tail: Any) -> list[tuple]:
+    """Rows of :attr:`EvidenceLog._COLS` as (idx, bundle_id, kind,
+    recorded_at, body, sig, leaf), bodies and signatures of packed entries
+    read through ``segment(id)``, of entries in the tail through
+    ``tail(first, last)`` ({idx: sig + body}); :data:`DAMAGED` where it
+    cannot be."""
+    out = []
+    waiting = [r[0] for r in rows if r[7] == 0]
+    tails = tail(waiting[0], waiting[-1]) if waiting else {}
+    for idx, bundle_id, kind, recorded_at, body, sig, leaf, seg, off, n in rows:
+        if seg == 0:
+            data = tails.get(idx)
+            sig, body = (data[:64], data[64:]) if data is not None and len(data) >= 64 else (DAMAGED, DAMAGED)
+        elif seg is not None:
+            data = segment(seg)
+            if data is None or off is None or n is None or n < 64 or off + n > len(data):
+                sig = body = DAMAGED
+            else:
+                sig, body = data[off:off + 64], data[off + 64:off + n]
+        out.append((idx, bundle_id, kind, recorded_at, body, sig, leaf))
+    return out
 
 
 def span_chunks(path: str | Path, start: int, end: int, size: int = 16384) -> Iterator[list[tuple]]:
@@ -636,10 +882,19 @@ def span_chunks(path: str | Path, start: int, end: int, size: int = 16384) -> It
     chunk at a time, on a connection of their own: verification's worker
     processes read spans of the log in parallel this way."""
     db = sqlite3.connect(str(path), timeout=30)
+    cache: dict[int, bytes | None] = {}
+
+    def segment(seg: int) -> bytes | None:
+        if seg not in cache:
+            cache.clear()
+            cache[seg] = _load_segment(db, seg)
+        return cache[seg]
+
     try:
         db.execute("PRAGMA mmap_size=4294967296")
-        cur = db.execute("SELECT idx, body, leaf FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end))
+        cur = db.execute(f"SELECT {_ROW} FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx",
+                         (start, end))
         while rows := cur.fetchmany(size):
-            yield rows
+            yield [(r[0], r[4], r[6]) for r in _resolve(rows, segment, lambda a, b: _load_tail(db, a, b))]
     finally:
         db.close()

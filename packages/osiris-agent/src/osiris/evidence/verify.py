@@ -349,7 +349,7 @@ def verify_log(log: EvidenceLog, key: VerifyKey | None = None, *, signatures: bo
             if body is not None:
                 leaf = sha256(b"\x00" + body).digest()
                 if leaf != stored:
-                    problem(Problem("content does not match its stored leaf hash (entry altered)", index=idx))
+                    problem(Problem(_altered(body), index=idx))
                 try:
                     check_statement(body, sig, key, index=idx, prev=prev, origin=log.origin, bundle_id=bundle_id,
                                     kind=kind, recorded_at=recorded_at)
@@ -398,6 +398,12 @@ _SPAN = 65536
 _GAP = "entry missing"
 
 
+def _altered(body: bytes) -> str:
+    if not body:  # log.DAMAGED: no real bundle is empty
+        return "content unreadable: the segment (or tail row) holding it is missing or damaged"
+    return "content does not match its stored leaf hash (entry altered)"
+
+
 def _hash_rows(rows: list[tuple], expected: int, problems: list[tuple[int, str]]) -> tuple[list[bytes], int]:
     """Leaves of (idx, body, leaf) rows from index ``expected`` on, one per
     index (:data:`_MISSING` for a gap); records gaps and altered entries."""
@@ -411,15 +417,15 @@ def _hash_rows(rows: list[tuple], expected: int, problems: list[tuple[int, str]]
                     leaves.append(_MISSING)
             leaves.append(sha256(b"\x00" + body).digest() if body is not None else bytes(stored))
             if body is not None and leaves[-1] != stored:
-                problems.append((idx, "content does not match its stored leaf hash (entry altered)"))
+                problems.append((idx, _altered(body)))
             expected = idx + 1
         return leaves, expected
     leaves = [sha256(b"\x00" + b).digest() if b is not None else bytes(s) for _, b, s in rows]
     stored = [s for _, _, s in rows]
     if leaves != stored:
-        for (idx, _, _), a, b in zip(rows, leaves, stored):
+        for (idx, body, _), a, b in zip(rows, leaves, stored):
             if a != b:
-                problems.append((idx, "content does not match its stored leaf hash (entry altered)"))
+                problems.append((idx, _altered(body)))
     return leaves, rows[-1][0] + 1
 
 
