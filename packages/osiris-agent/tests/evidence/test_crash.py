@@ -5,7 +5,11 @@ and verifies.
 Each round forks one real child process that opens the log (recovering
 whatever the previous child left) and appends random-sized batches, now and
 then a checkpoint, in a tight loop; the parent kills it with SIGKILL and
-checks what is on disk. The new entries of each round are checked fully
+checks what is on disk. The children are forked by a small single-threaded
+process started once for the test (the "forker"), not by pytest's own
+process: a fork copies whatever locks other threads hold at that moment
+(earlier tests leave threads behind), and a child that inherits a held
+lock never writes; the forker has no other threads. The new entries of each round are checked fully
 (signature, seq, prev, leaf) and every new checkpoint's root against a tree
 kept across rounds; the whole log is verified at the end.
 
@@ -26,6 +30,8 @@ import os
 import random
 import select
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -40,36 +46,77 @@ from .helpers import ORIGIN, new_log, statement
 ROUNDS = 200
 
 
-def _report(fd, what):
-    """Tell the parent about a commit; never block the writer on the pipe."""
+# The forker: reads "go ROUND FIFO" lines, forks a writer for each and
+# answers "pid PID"; "reap PID" waits for that child and answers its status.
+FORKER = r"""
+import json, os, random, sys, traceback
+from pathlib import Path
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from osiris.evidence.keys import SigningKey
+from osiris.evidence.log import EvidenceLog
+
+path, key_hex, template = Path(sys.argv[1]), sys.argv[2], json.loads(Path(sys.argv[3]).read_text())
+key = SigningKey(Ed25519PrivateKey.from_private_bytes(bytes.fromhex(key_hex)))
+
+
+def report(fd, what):
     try:
-        os.write(fd, what)
+        os.write(fd, what)  # tell the parent about a commit; never block the writer
     except BlockingIOError:
         pass  # the parent stopped reading: it has what it waited for
 
 
-def _writer(path, key, seed, report):  # runs in the child; never returns
+def writer(seed, fifo):
     try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         rnd = random.Random(seed)
         log = EvidenceLog(path, create=False)
-        base = statement(seed)
         n = 0
         while True:
             batch = []
             for _ in range(rnd.randint(1, 64)):
                 n += 1
-                batch.append({**base, "id": f"{seed}-{n}"})
+                batch.append({**template, "id": f"{seed}-{n}"})
             log.append(batch, key)
-            _report(report, b"a")  # committed: this batch must survive the kill
+            report(fd, b"a")  # committed: this batch must survive the kill
             if rnd.random() < 0.15:
                 log.checkpoint(key)
-                _report(report, b"c")
-    except BaseException:  # noqa: BLE001 - tell the parent why, then die
-        import traceback
-
+                report(fd, b"c")
+    except BaseException:
         (path.parent / "child-error.txt").write_text(traceback.format_exc())
     finally:
         os._exit(3)
+
+
+for line in sys.stdin:
+    cmd, *args = line.split()
+    if cmd == "go":
+        pid = os.fork()
+        if pid == 0:
+            writer(int(args[0]), args[1])
+        print("pid", pid, flush=True)
+    elif cmd == "reap":
+        _, status = os.waitpid(int(args[0]), 0)
+        print("status", status, flush=True)
+"""
+
+
+class Forker:
+    def __init__(self, path, key, template_file):
+        raw = key.private.private_bytes_raw().hex()
+        self.proc = subprocess.Popen([sys.executable, "-c", FORKER, str(path), raw, str(template_file)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def ask(self, line, answer):
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        got = self.proc.stdout.readline().split()
+        assert got and got[0] == answer, f"forker: {line!r} answered {got!r}"
+        return int(got[1])
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(60)
 
 
 def _wait_for_commits(fd, appends, checkpoint, round_, limit=60.0):
@@ -95,6 +142,9 @@ def _wait_for_commits(fd, appends, checkpoint, round_, limit=60.0):
 def test_sigkill_at_random_points_never_leaves_a_partial_entry(tmp_path):
     key = SigningKey.generate()
     path = new_log(tmp_path, key).path
+    template = tmp_path / "statement.json"
+    template.write_text(json.dumps(dict(statement(0))))
+    forker = Forker(path, key, template)
     rnd = random.Random(20240501)
     tree = RootBuilder()
     prev = ZERO_HASH
@@ -110,13 +160,10 @@ def test_sigkill_at_random_points_never_leaves_a_partial_entry(tmp_path):
         want_appends = rnd.randint(1, 2)
         want_checkpoint = rnd.random() < 0.12
         later_delay = rnd.uniform(0.0, 0.010)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            os.set_blocking(write_fd, False)
-            _writer(path, key, round_, write_fd)
-        os.close(write_fd)
+        fifo = tmp_path / f"round-{round_}.fifo"
+        os.mkfifo(fifo)
+        read_fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # our own writer end: no EOF before the child opens it
+        pid = forker.ask(f"go {round_} {fifo}", "pid")
         try:
             if blind:
                 time.sleep(blind_delay)
@@ -126,8 +173,9 @@ def test_sigkill_at_random_points_never_leaves_a_partial_entry(tmp_path):
                 time.sleep(later_delay)
         finally:
             os.kill(pid, signal.SIGKILL)
-            _, status = os.waitpid(pid, 0)
+            status = forker.ask(f"reap {pid}", "status")
             os.close(read_fd)
+            fifo.unlink()
         err = path.parent / "child-error.txt"
         assert not err.exists(), f"round {round_}: the writer failed:\n{err.read_text()}"
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, f"round {round_}: child exited"
@@ -157,6 +205,7 @@ def test_sigkill_at_random_points_never_leaves_a_partial_entry(tmp_path):
             seen_size = size
         finally:
             log.close()
+    forker.close()
     assert grew >= waited_rounds > ROUNDS // 2, f"the writer made progress in only {grew} of {ROUNDS} rounds"
     assert len(seen_cps) > 10
     final = verify_log(EvidenceLog(path, create=False))
