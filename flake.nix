@@ -75,6 +75,12 @@
           default = pkgs.osiris-agent;
         }
         // lib.mapAttrs' (name: drv: lib.nameValuePair (pluginAttr name) drv) pkgs.osirisPlugins
+        # The appliance (hosts/appliance, docs/image.md): its raw disk image
+        # and the installer ISO that writes it to the internal disk.
+        // lib.optionalAttrs (pkgs.stdenv.hostPlatform.system == "x86_64-linux") {
+          appliance-image = self.nixosConfigurations.appliance.config.system.build.image;
+          installer-iso = self.nixosConfigurations.installer.config.system.build.isoImage;
+        }
       );
 
       # The module refers to pkgs only; hosts add overlays.default.
@@ -93,9 +99,50 @@
       };
 
       # runNixOSTest sets the nodes' pkgs to the (overlaid) pkgs it is called on.
-      checks = forAllSystems (pkgs: {
-        nixos-osiris = pkgs.testers.runNixOSTest ./tests/nixos/osiris.nix;
-      });
+      # The image tests boot UEFI disk images: x86_64 only, as the appliance.
+      checks = forAllSystems (
+        pkgs:
+        {
+          nixos-osiris = pkgs.testers.runNixOSTest ./tests/nixos/osiris.nix;
+        }
+        // lib.optionalAttrs (pkgs.stdenv.hostPlatform.system == "x86_64-linux") {
+          image = pkgs.testers.runNixOSTest ./tests/nixos/image.nix;
+          image-rollback = pkgs.testers.runNixOSTest ./tests/nixos/rollback.nix;
+          installer = pkgs.testers.runNixOSTest ./tests/nixos/installer.nix;
+        }
+      );
+
+      # The physical appliance (HP t640 class): `nix build .#appliance-image`.
+      nixosConfigurations.appliance = lib.nixosSystem {
+        modules = [
+          {
+            nixpkgs.hostPlatform = "x86_64-linux";
+            nixpkgs.overlays = [ self.overlays.default ];
+          }
+          self.nixosModules.appliance
+          ./hosts/appliance/configuration.nix
+        ];
+      };
+
+      # The installer ISO carrying that image: `nix build .#installer-iso`.
+      nixosConfigurations.installer = lib.nixosSystem {
+        modules = [
+          { nixpkgs.hostPlatform = "x86_64-linux"; }
+          "${nixpkgs}/nixos/modules/installer/cd-dvd/installation-cd-minimal.nix"
+          ./iso/installer.nix
+          (
+            let
+              appliance = self.nixosConfigurations.appliance.config;
+            in
+            {
+              osiris.installer = {
+                image = appliance.system.build.image;
+                imageFile = appliance.image.repart.imageFile;
+              };
+            }
+          )
+        ];
+      };
 
       nixosConfigurations.appliance-vm = lib.nixosSystem {
         modules = [

@@ -92,6 +92,8 @@ in
         # %b: this boot's id, recorded with the verdict.
         ExecStart = "${osiris.finalPackage}/bin/osiris --config ${configPath} health-gate --timeout ${toString cfg.timeout} --boot-id %b";
         TimeoutStartSec = cfg.timeout + 30;
+        # The verdict on the console too: one line per check, then PASSED/FAILED.
+        StandardOutput = "journal+console";
         User = "osiris";
         Group = "osiris";
         DynamicUser = false;

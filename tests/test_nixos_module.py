@@ -261,3 +261,17 @@ def test_the_gate_units_score_like_the_agent(tmp_path, name):
     score = re.search(rf"Overall exposure level for {name}\.service: ([0-9.]+)", result.stdout)
     assert score, result.stdout + result.stderr
     assert float(score.group(1)) <= MAX_SCORE
+
+
+def test_the_physical_appliance_host_is_an_image_with_the_gate(tmp_path):
+    out = subprocess.run(
+        ["nix-instantiate", "--store", "dummy://", "--eval", "--strict", "--json", str(REPO / "tools/eval-module.nix"),
+         "--argstr", "nixpkgsLib", str(Path(LIB).resolve()),
+         "--arg", "host", str(REPO / "hosts" / "appliance" / "configuration.nix")],
+        capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    host = json.loads(out.stdout)
+    assert host["failedAssertions"] == []
+    assert host["image"]["uki"]["file"] == "osiris_0.1.0+3.efi"
+    assert {"osiris-agent", "osiris-health-gate", "osiris-health-gate-failed"} <= set(host["units"])
+    assert host["image"]["luks"]["osiris-data"]["crypttabExtraOpts"] == ["tpm2-device=auto"]

@@ -188,6 +188,28 @@ EOF2
         fail "systemd-analyze verify found problems in the rendered units"
     fi
     echo "  ok    systemd-analyze verify: $(cd "$tmp/module" && echo *.service)"
+    # The physical appliance's host config and the installer ISO's module, as the flake uses them.
+    nixi --eval --strict --json tools/eval-module.nix --argstr nixpkgsLib "$lib_dir" \
+        --arg host ./hosts/appliance/configuration.nix >"$tmp/host.json" 2>"$tmp/err" ||
+        { cat "$tmp/err" >&2; fail "hosts/appliance/configuration.nix does not evaluate"; }
+    installer='{ imports = [ ./iso/installer.nix ]; osiris.installer = { image = { type = "derivation";
+        name = "image"; outPath = "/nix/store/00000000000000000000000000000000-image"; };
+        imageFile = "osiris_1.0.0.raw"; auto = true; }; }'
+    nixi --eval --strict --json tools/eval-module.nix --argstr nixpkgsLib "$lib_dir" \
+        --arg host "$installer" >"$tmp/installer.json" 2>"$tmp/err" ||
+        { cat "$tmp/err" >&2; fail "iso/installer.nix does not evaluate"; }
+    python3 - "$tmp/host.json" "$tmp/installer.json" <<'EOF2' || fail "the appliance or installer configuration is wrong"
+import json, sys
+host, installer = (json.load(open(p)) for p in sys.argv[1:3])
+for name, out in (("hosts/appliance", host), ("iso/installer.nix", installer)):
+    if out["failedAssertions"]:
+        sys.exit(f"{name}: " + "\n".join(out["failedAssertions"]))
+if "osiris-health-gate" not in host["units"]:
+    sys.exit("hosts/appliance: no osiris-health-gate.service")
+[content] = installer["installer"]["isoContents"]
+print(f"  ok    hosts/appliance evaluates (UKI {host['image']['uki']['file']}); "
+      f"iso/installer.nix puts the image at {content['target']} on the ISO")
+EOF2
 fi
 
 echo "check-nix: all checks passed"

@@ -164,6 +164,25 @@ let
       generate = name: _: "${builtins.storeDir}/00000000000000000000000000000000-${name}";
     };
     osiris-agent = fakeDrv "osiris-agent" { pythonModule = python; };
+    # Every plugin of the flake, as overlays.default adds them (hosts/ use them).
+    osirisPlugins = lib.genAttrs [
+      "appliance-selfcheck"
+      "windows"
+      "windows-baseline"
+      "endpoints"
+      "evidence-local"
+      "evidence-http"
+      "evidence-ots"
+      "escalate-webhook"
+      "escalate-email"
+      "l2-llm"
+    ] (name: fakeDrv "osiris-${name}" {
+      pythonModule = python;
+      passthru = {
+        osirisPlugin = true;
+        osirisPluginName = name;
+      };
+    });
     stdenv.hostPlatform = {
       linuxArch = "x86_64";
       efiArch = "x64";
@@ -171,6 +190,12 @@ let
     writeText = name: _: "${builtins.storeDir}/00000000000000000000000000000000-${name}";
     writeShellScript = name: _: "${builtins.storeDir}/00000000000000000000000000000000-${name}";
     writeShellScriptBin = name: _: fakeDrv name { };
+    writeShellApplication = { name, ... }: fakeDrv name { };
+    coreutils = fakeDrv "coreutils" { };
+    diffutils = fakeDrv "diffutils" { };
+    gawk = fakeDrv "gawk" { };
+    util-linux = fakeDrv "util-linux" { };
+    systemd = fakeDrv "systemd" { };
   };
 
   eval = lib.evalModules {
@@ -184,7 +209,7 @@ let
     ];
   };
   inherit (eval) config;
-  agent = config.systemd.services.osiris-agent;
+  agent = config.systemd.services.osiris-agent or { };
 
   # As NixOS writes a section: one line per list element, booleans as
   # true/false, names in attribute order.
@@ -233,7 +258,11 @@ else
     inherit (config) warnings;
     settings = if config.services.osiris.enable then config.services.osiris.settings else null;
     tmpfiles = config.systemd.tmpfiles.rules;
-    firewall = if config ? networking then lib.attrByPath [ "networking" "firewall" "allowedTCPPorts" ] [ ] config else [ ];
+    firewall =
+      if config.services.osiris.enable then
+        lib.attrByPath [ "networking" "firewall" "allowedTCPPorts" ] [ ] config
+      else
+        [ ];
     serviceConfig = agent.serviceConfig or null;
     unitConfig = agent.unitConfig or null;
     unit = if config.systemd.services ? osiris-agent then render agent else null;
@@ -251,4 +280,9 @@ else
       kernelParams = attr [ "boot" "kernelParams" ];
       osRelease = config.system.image;
     };
+    # iso/installer.nix, when the host imports it.
+    installer = if config ? osiris && config.osiris ? installer then {
+      isoContents = attr [ "isoImage" "contents" ];
+      services = lib.attrNames config.systemd.services;
+    } else null;
   }
