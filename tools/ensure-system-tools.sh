@@ -17,6 +17,10 @@ command -v mksquashfs >/dev/null || need+=(squashfs-tools)
 command -v sfdisk >/dev/null || need+=(fdisk)
 command -v systemd-repart >/dev/null || need+=(systemd)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
+# The status page's browser tests (Playwright drives Debian's Chromium, no
+# browser download) and the report's PDF checks (pdftotext, pdftoppm).
+command -v chromium >/dev/null || need+=(chromium)
+command -v pdftotext >/dev/null || need+=(poppler-utils)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "missing tools: ${need[*]}; install them with your package manager (Debian: apt-get install ${need[*]})" >&2

@@ -14,6 +14,9 @@
   cryptography,
   rfc8785,
   jsonschema,
+  jinja2,
+  argon2-cffi,
+  weasyprint,
 }:
 
 buildPythonPackage {
@@ -46,6 +49,11 @@ buildPythonPackage {
     rfc8785
     # Healing: runbook parameters are checked against their JSON Schema.
     jsonschema
+    # The status page and the compliance report (HTML and, through
+    # WeasyPrint with nixpkgs' Pango, PDF); argon2id for the page's accounts.
+    jinja2
+    argon2-cffi
+    weasyprint
   ];
 
   # The unit tests need the lab and run in the uv workspace (CI); here we

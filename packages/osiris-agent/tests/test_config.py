@@ -11,8 +11,8 @@ from osiris.config import ConfigError
 from .conftest import OSIRIS
 
 
-def run_cli(*args, env=None):
-    return subprocess.run([str(OSIRIS), *args], capture_output=True, text=True, env=env, timeout=60)
+def run_cli(*args, env=None, input=None):
+    return subprocess.run([str(OSIRIS), *args], capture_output=True, text=True, env=env, timeout=60, input=input)
 
 
 def test_wrong_type_in_plugin_section_exits_2_naming_everything(write_config):
@@ -193,8 +193,21 @@ def test_a_busy_port_stops_run_with_a_clear_error_and_no_traceback(write_config)
     assert "another process holds it" in res.stderr
 
 
-def test_an_address_of_another_machine_stops_run_as_a_config_error(write_config):
+def test_an_address_of_another_machine_stops_run_as_a_config_error(write_config, tmp_path):
+    from osiris_lab import pki
+
     path = write_config({"agent": {"http": {"listen": "192.0.2.1", "port": 0}}})  # TEST-NET-1, never local
     res = run_cli("--config", str(path), "run", "--once")
     assert res.returncode == 2, res.stderr
-    assert "Traceback" not in res.stderr and "cannot listen on 192.0.2.1" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert "192.0.2.1 is not a loopback address: the status page and API would be open to the network" in res.stderr
+    # with TLS and an account, the address itself is what is wrong
+    files = pki.create(tmp_path / "pki")
+    path = write_config({"agent": {"http": {"listen": "192.0.2.1", "port": 0, "tls": {
+        "cert": str(files.cert_file), "key": str(files.key_file)}}}})
+    res = run_cli("--config", str(path), "users", "add", "ops", "--role", "operator", "--password-stdin",
+                  input="correct horse battery staple\n")
+    assert res.returncode == 0, res.stderr
+    res = run_cli("--config", str(path), "run", "--once")
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and "cannot listen on 192.0.2.1" in res.stderr, res.stderr

@@ -1,7 +1,9 @@
 """The local HTTP API: ``/health``, ``/metrics`` (Prometheus text format),
-``/status``, rule candidates. Bound to loopback by default; it exposes no
-secrets and no facts, only states and counts. What a request that changes
-something must look like is :mod:`osiris.api_guard`."""
+``/status``, rule candidates, ``/sweep``; and the status page (HTML,
+:mod:`osiris.web`) on the same app. Bound to loopback by default; it
+exposes no secrets and no facts, only states and counts. What a request
+that changes something must look like is :mod:`osiris.api_guard`; who may
+see and act off loopback, :mod:`osiris.web.auth`."""
 
 from __future__ import annotations
 
@@ -127,7 +129,11 @@ def make_app(agent: Any) -> web.Application:
         fn = learning.approve if request.match_info["decision"] == "approve" else learning.reject
         return await _candidate_response(fn, cid, by)
 
-    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    from .web import install
+
+    app = web.Application(client_max_size=64 * 1024)
+    page = install(app, agent)
+    app.middlewares.extend([page.access, guard])
     app.router.add_get("/rules/candidates", candidates)
     app.router.add_post("/rules/candidates/{id}/{decision:approve|reject}", decide)
     app.router.add_get("/health", health)

@@ -32,6 +32,10 @@ from yarl import URL
 MAX_BODY = 4096  # bytes; a decision is {"by": "<name>"}
 MAX_DEPTH = 8
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The status page's form posts (osiris.web) come from people's browsers,
+# possibly off the appliance: they are checked there (login, role, CSRF
+# token, same origin), not here.
+FORM_PATHS = ("/actions/", "/login", "/logout")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -86,7 +90,7 @@ def refusal(request: web.Request) -> str | None:
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse requests that change something unless they pass :func:`refusal`
     and carry JSON."""
-    if request.method not in SAFE_METHODS:
+    if request.method not in SAFE_METHODS and not request.path.startswith(FORM_PATHS):
         why = refusal(request)
         if why is not None:
             return web.json_response({"error": why}, status=403)

@@ -9,6 +9,7 @@ is not this machine's), 3 a plugin that breaks the plugin API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -387,6 +388,188 @@ def _record(state: State, kind: str, payload: dict[str, Any], host: str | None =
         service.record_now(kind, payload, host=host)
     finally:
         service.log.close()
+
+
+@contextlib.contextmanager
+def _recorder(state: State):
+    """``evidence`` for :mod:`osiris.actions` from a command: bundles
+    appended at once (None when the site keeps no evidence log)."""
+    loaded = state.loaded()
+    if not loaded.config.evidence.enabled:
+        yield None
+        return
+    from .actions import NowRecorder
+    from .evidence.errors import EvidenceError
+    from .evidence.service import EvidenceService
+
+    try:
+        service = EvidenceService.open(loaded.ctx, loaded.config.evidence,
+                                       plugins={n: i.version for n, i in loaded.pm.infos.items()})
+    except EvidenceError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    try:
+        yield NowRecorder(service)
+    finally:
+        service.log.close()
+
+
+def _listing(fmt: str, rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    """One listing, as a table (COLUMN headers from ``columns``) or JSON (every field)."""
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    click.echo(table([[("" if r.get(k) is None else r.get(k)) for k, _ in columns] for r in rows],
+                     [h for _, h in columns]))
+
+
+@cli.group()
+def exceptions() -> None:
+    """Accepted risks: drift they cover is reported as such, not healed or escalated, until they end."""
+
+
+@exceptions.command("add")
+@click.argument("check")
+@click.option("--host", default=None, help="Only this target (default: every host).")
+@click.option("--reason", required=True, help="Why the risk is accepted (kept as evidence).")
+@click.option("--approved-by", required=True, help="Who at the practice approved it.")
+@click.option("--expires", required=True, help="YYYY-MM-DD (holds through that day, UTC) or an ISO time with zone; "
+                                               "at most a year ahead.")
+@click.option("--by", default=None, help="Who enters it (default: the approver).")
+@pass_state
+def exceptions_add(state: State, check: str, host: str | None, reason: str, approved_by: str, expires: str,
+                   by: str | None) -> None:
+    """Accept the risk of CHECK failing (on --host, or everywhere) until --expires."""
+    from datetime import datetime, timezone
+
+    from .actions import ActionError, accept_risk
+
+    loaded = state.loaded()
+    store = state.store()
+    with _recorder(state) as rec:
+        try:
+            exc = asyncio.run(accept_risk(
+                store, rec, check=check, host=host, reason=reason, approved_by=approved_by, expires=expires,
+                by=by or approved_by, via="cli", checks=loaded.registry.checks,
+                targets=[t.name for t in loaded.targets], now=datetime.now(timezone.utc)))
+        except ActionError as e:
+            _fail(str(e), EXIT_CONFIG)
+    click.echo(f"exception {exc['id']}: {exc['check_id']} on {exc['target'] or 'every host'} accepted until "
+               f"{exc['expires_at'][:16]}Z (approved by {exc['approved_by']})")
+
+
+@exceptions.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Expired and removed ones too.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_state
+def exceptions_list(state: State, show_all: bool, fmt: str) -> None:
+    """Exceptions in force (all of them with --all)."""
+    from datetime import datetime, timezone
+
+    from .store import iso
+
+    store = state.store()
+    rows = store.exceptions(None if show_all else iso(datetime.now(timezone.utc)))
+    rows = [{**r, "target": r["target"] or "*", "reason": state.loaded().ctx.scrub(r["reason"])} for r in rows]
+    _listing(fmt, rows, [("id", "ID"), ("check_id", "CHECK"), ("target", "HOST"), ("expires_at", "EXPIRES"),
+                         ("approved_by", "APPROVED BY"), ("removed_at", "REMOVED"), ("reason", "REASON")])
+
+
+@exceptions.command("remove")
+@click.argument("exception_id", type=int)
+@click.option("--reason", required=True, help="Why it ends early (kept as evidence).")
+@click.option("--by", required=True, help="Who removes it.")
+@pass_state
+def exceptions_remove(state: State, exception_id: int, reason: str, by: str) -> None:
+    """End an exception now: the drift it covered is drift again."""
+    from .actions import ActionError, remove_exception
+
+    store = state.store()
+    with _recorder(state) as rec:
+        try:
+            asyncio.run(remove_exception(store, rec, exception_id, by=by, reason=reason, via="cli"))
+        except ActionError as e:
+            _fail(str(e), EXIT_FAILED)
+    click.echo(f"exception {exception_id} removed by {by}")
+
+
+@cli.group()
+def users() -> None:
+    """Status page accounts (needed when it listens off loopback): viewer or operator."""
+
+
+def _password(stdin: bool) -> str:
+    if stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator"]), required=True,
+              help="viewer: sees the page; operator: also acts on it.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option("--by", default="cli", show_default=True, help="Who adds the account (kept as evidence).")
+@pass_state
+def users_add(state: State, name: str, role: str, password_stdin: bool, by: str) -> None:
+    """Add an account (argon2id password hash in the state database)."""
+    from .actions import account_changed
+    from .web.auth import AuthError, add_user
+
+    store = state.store()
+    try:
+        add_user(store, name, role, _password(password_stdin))
+    except AuthError as exc:
+        _fail(str(exc), EXIT_CONFIG)
+    with _recorder(state) as rec:
+        asyncio.run(account_changed(rec, user=name, change="added", role=role, by=by, via="cli"))
+    click.echo(f"user {name} added ({role})")
+
+
+@users.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_state
+def users_list(state: State, fmt: str) -> None:
+    """Accounts, their roles and lockouts (never their hashes)."""
+    _listing(fmt, state.store().users(), [("name", "NAME"), ("role", "ROLE"), ("created_at", "CREATED"),
+                                          ("failures", "FAILED LOGINS"), ("locked_until", "LOCKED UNTIL")])
+
+
+@users.command("remove")
+@click.argument("name")
+@click.option("--by", default="cli", show_default=True, help="Who removes the account (kept as evidence).")
+@pass_state
+def users_remove(state: State, name: str, by: str) -> None:
+    """Remove an account and end its sessions."""
+    from .actions import account_changed
+
+    store = state.store()
+    try:
+        store.remove_user(name)
+    except StoreError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    with _recorder(state) as rec:
+        asyncio.run(account_changed(rec, user=name, change="removed", role=None, by=by, via="cli"))
+    click.echo(f"user {name} removed")
+
+
+@users.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option("--by", default="cli", show_default=True, help="Who changes it (kept as evidence).")
+@pass_state
+def users_passwd(state: State, name: str, password_stdin: bool, by: str) -> None:
+    """Set a new password: lockout cleared, the account's sessions ended."""
+    from .actions import account_changed
+    from .web.auth import AuthError, set_password
+
+    store = state.store()
+    try:
+        set_password(store, name, _password(password_stdin))
+    except AuthError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    with _recorder(state) as rec:
+        asyncio.run(account_changed(rec, user=name, change="password", role=None, by=by, via="cli"))
+    click.echo(f"user {name}: password changed")
 
 
 def _ladder(state: State):

@@ -105,11 +105,22 @@ class SiteSettings(_Model):
     appliance: str = Field(default="appliance", pattern=_NAME, description="This appliance's target name")
 
 
+class TlsSettings(_Model):
+    """The status page's certificate: required when ``listen`` is not loopback."""
+
+    cert: Path = Field(description="PEM certificate chain file the agent serves")
+    key: Path = Field(description="PEM private key file of that certificate (readable by the agent only)")
+
+
 class HttpSettings(_Model):
     enabled: bool = True
     listen: str = Field(default="127.0.0.1", description=(
         "IP address the local HTTP API binds (IPv4 or IPv6 literal, or localhost); default loopback only"))
     port: int = Field(default=8780, ge=0, le=65535, description="TCP port; 0 lets the kernel choose (tests)")
+    tls: TlsSettings | None = Field(default=None, description=(
+        "Serve HTTPS with this certificate. Required, with at least one account (`osiris users add`), "
+        "when listen is not a loopback address: the status page then asks for a login"))
+    session_hours: float = Field(default=12, gt=0, le=168, description="How long a status page login lasts")
 
     @field_validator("listen")
     @classmethod

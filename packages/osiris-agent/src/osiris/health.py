@@ -173,14 +173,26 @@ def _loopback(listen: str) -> str:
     return f"[{listen}]" if ":" in listen else listen
 
 
-def agent_answers(listen: str, port: int, *, enabled: bool = True) -> HealthCheck:
+def agent_answers(listen: str, port: int, *, enabled: bool = True, cert: Path | None = None) -> HealthCheck:
+    """``cert``: the agent serves HTTPS with this certificate (agent.http.tls):
+    the gate trusts exactly it, reached on loopback whatever names it carries."""
     async def run() -> HealthResult:
         if not enabled:
             return HealthResult(False, "agent.http.enabled is false: the gate cannot ask the agent whether it "
                                        "runs (enable the local HTTP API)")
-        url = f"http://{_loopback(listen)}:{port}/health"
+        tls: Any = True
+        if cert is not None:
+            import ssl
+
+            try:
+                tls = ssl.create_default_context(cafile=str(cert))
+            except (OSError, ssl.SSLError) as exc:
+                return HealthResult(False, f"agent.http.tls.cert {cert}: cannot read it: {exc}")
+            tls.check_hostname = False
+            tls.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the served certificate itself is the anchor
+        url = f"{'https' if cert else 'http'}://{_loopback(listen)}:{port}/health"
         try:
-            async with aiohttp.ClientSession() as session, session.get(url) as resp:
+            async with aiohttp.ClientSession() as session, session.get(url, ssl=tls) as resp:
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return HealthResult(False, f"{url}: {type(exc).__name__}: {exc}")
@@ -316,7 +328,8 @@ def builtin_checks(loaded: Any, *, agent_port: int | None = None) -> list[Health
     if cfg.evidence.enabled:
         dirs["evidence directory"] = paths.evidence_dir
     return [
-        agent_answers(http.listen, http.port if agent_port is None else agent_port, enabled=http.enabled),
+        agent_answers(http.listen, http.port if agent_port is None else agent_port, enabled=http.enabled,
+                      cert=http.tls.cert if http.tls else None),
         state_database(paths.state_dir),
         evidence_log(paths.evidence_log, paths.key_dir, enabled=cfg.evidence.enabled),
         writable(dirs),

@@ -153,9 +153,13 @@ class Agent:
         http = self.loaded.config.agent.http
         if not http.enabled:
             return None
+        from .web.auth import require_access
+
+        # Off loopback: TLS and accounts, or no start (ConfigError, exit 2).
+        tls = require_access(http, self.store, self.loaded.source)
         runner = web.AppRunner(make_app(self), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, http.listen, http.port)
+        site = web.TCPSite(runner, http.listen, http.port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
@@ -169,7 +173,7 @@ class Agent:
                               "(expected an address of this machine and a port the agent may bind)", False) from None
         sock = site._server.sockets[0] if site._server and site._server.sockets else None  # noqa: SLF001
         self.http_port = sock.getsockname()[1] if sock else http.port
-        log.info("HTTP API on http://%s:%s/", http.listen, self.http_port)
+        log.info("status page and HTTP API on %s://%s:%s/", "https" if tls else "http", http.listen, self.http_port)
         return runner
 
     def _background(self, coro: Any, name: str) -> asyncio.Task:

@@ -157,9 +157,67 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (namespace, key)
     );
     """,
+    # 7: what people see. check_history keeps one row per change of a
+    # check's status on a target (observations are pruned after weeks; the
+    # changes are few and are what the status page's history and the
+    # report's time-compliant figures need). coverage counts each target's
+    # results per hour (evidence gaps: a host or the agent not reporting).
+    # exceptions: accepted risks. users and sessions: the status page's
+    # local accounts (argon2 hashes; a session is kept by its token's hash).
+    """
+    CREATE TABLE check_history (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        check_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        since TEXT NOT NULL
+    );
+    CREATE INDEX check_history_target ON check_history (target, check_id, since);
+    CREATE INDEX check_history_since ON check_history (since);
+    INSERT INTO check_history (target, check_id, status, reason, since)
+        SELECT target, check_id, status, reason, observed_at FROM check_state;
+    CREATE TABLE coverage (
+        target TEXT NOT NULL,
+        hour TEXT NOT NULL,
+        observations INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        PRIMARY KEY (target, hour)
+    ) WITHOUT ROWID;
+    CREATE INDEX coverage_hour ON coverage (hour);
+    CREATE TABLE exceptions (
+        id INTEGER PRIMARY KEY,
+        check_id TEXT NOT NULL,
+        target TEXT,
+        reason TEXT NOT NULL,
+        approved_by TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        removed_at TEXT,
+        removed_by TEXT,
+        removed_reason TEXT
+    );
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL CHECK (role IN ('viewer', 'operator')),
+        password_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        locked_until TEXT
+    );
+    CREATE TABLE sessions (
+        token_hash TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """,
 ]
 
-OUTCOMES = ("healed", "recovered", "escalated", "failed", "suppressed", "dismissed", "dry-run", "held", "timeout", "error")
+OUTCOMES = ("healed", "recovered", "escalated", "failed", "suppressed", "dismissed", "dry-run", "held", "timeout", "error",
+            "accepted")
 # Outcomes that end a drift episode: the check was seen passing.
 EPISODE_ENDS = ("healed", "recovered")
 # Outcomes after which the same drift is tried again at the next failing
@@ -174,6 +232,12 @@ class StoreError(Exception):
 
 def _iso(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def iso(dt: datetime) -> str:
+    """A time as the store writes it (UTC, microseconds): compare times with
+    the store's only in this form."""
+    return _iso(dt)
 
 
 def _now() -> str:
@@ -431,6 +495,7 @@ class Store:
         place.
         """
         now = _now()
+        hours: dict[tuple[str, str], list[int]] = {}  # (target, hour): results, errors
         with self.transaction() as db:
             out: list[tuple[int, Incident | None, bool] | None] = []
             seen: set[str] = set()
@@ -443,6 +508,14 @@ class Store:
                 if rid is not None:
                     seen.add(rid)
                 out.append(self._record(db, obs, now))
+                counts = hours.setdefault((obs.target, _iso(obs.observed_at)[:13]), [0, 0])
+                counts[0] += 1
+                counts[1] += obs.status is Status.ERROR
+            db.executemany(
+                """INSERT INTO coverage (target, hour, observations, errors) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (target, hour) DO UPDATE SET observations = observations + excluded.observations,
+                       errors = errors + excluded.errors""",
+                [(t, h, n, e) for (t, h), (n, e) in hours.items()])
             return out
 
     def has_report(self, report_id: str) -> bool:
@@ -496,6 +569,14 @@ class Store:
             ),
         )
         oid = int(cur.lastrowid)
+        # A change of status (or a first result) starts a new stretch of history.
+        db.execute(
+            """INSERT INTO check_history (target, check_id, status, reason, since)
+               SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (
+                   SELECT 1 FROM check_state WHERE target = ? AND check_id = ? AND status = ?)""",
+            (obs.target, obs.check, obs.status.value, obs.reason, _iso(obs.observed_at),
+             obs.target, obs.check, obs.status.value),
+        )
         db.execute(
             """INSERT INTO check_state (target, check_id, status, reason, observation_id, observed_at)
                VALUES (?, ?, ?, ?, ?, ?)
@@ -785,3 +866,165 @@ class KeyedState:
 
     def update(self, key: str, change: Callable[[Any], Any]) -> Any:
         return self.store.state_update(self.namespace, key, change)
+
+    # -- what people see: history, coverage, drift ------------------------------------
+
+    def history(self, target: str, check_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The latest changes of status on ``target`` (one check, or all), newest first."""
+        sql, args = "SELECT * FROM check_history WHERE target = ?", [target]
+        if check_id is not None:
+            sql, args = sql + " AND check_id = ?", [*args, check_id]
+        return [dict(r) for r in self.db.execute(sql + " ORDER BY since DESC, id DESC LIMIT ?", [*args, limit])]
+
+    def history_until(self, until: str) -> list[dict[str, Any]]:
+        """Every change of status before ``until`` (ISO time), by target,
+        check and time: what the report turns into time compliant."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT target, check_id, status, reason, since FROM check_history WHERE since < ? "
+            "ORDER BY target, check_id, since, id", (until,))]
+
+    def coverage(self, since: str, until: str) -> list[dict[str, Any]]:
+        """Hours (``YYYY-MM-DDTHH``) in [since, until) with each target's
+        number of results and errors."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT target, hour, observations, errors FROM coverage WHERE hour >= ? AND hour < ? ORDER BY hour",
+            (since[:13], until[:13]))]
+
+    def drift(self) -> list[dict[str, Any]]:
+        """Every check failing now, with when it started failing and the
+        incident that drift belongs to (open, or ended without a fix and
+        parked): drift stays here until the check passes."""
+        rows = self.db.execute(
+            """SELECT s.target, s.check_id, s.reason, s.observed_at,
+                      (SELECT since FROM check_history h WHERE h.target = s.target AND h.check_id = s.check_id
+                       ORDER BY since DESC, id DESC LIMIT 1) AS since,
+                      i.id AS incident_id, i.state AS incident_state, i.outcome, i.tier, i.detail
+               FROM check_state s
+               LEFT JOIN incidents i ON i.id = COALESCE(s.parked_incident,
+                   (SELECT o.id FROM incidents o WHERE o.target = s.target AND o.check_id = s.check_id
+                    AND o.state = 'open'))
+               WHERE s.status = 'fail' ORDER BY since, s.target, s.check_id""")
+        return [dict(r) for r in rows]
+
+    def incidents_between(self, since: str, until: str) -> list[Incident]:
+        """Incidents open at any time in [since, until), oldest first."""
+        return [Incident(**dict(r)) for r in self.db.execute(
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE opened_at < ? AND (resolved_at IS NULL OR resolved_at >= ?) "
+            "ORDER BY opened_at, id", (until, since))]
+
+    # -- exceptions (accepted risks) ---------------------------------------------------
+
+    def add_exception(self, check_id: str, target: str | None, reason: str, approved_by: str, created_by: str,
+                      expires_at: str) -> dict[str, Any]:
+        with self.transaction() as db:
+            cur = db.execute(
+                """INSERT INTO exceptions (check_id, target, reason, approved_by, created_by, created_at, expires_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                (check_id, target, reason, approved_by, created_by, _now(), expires_at))
+            eid = int(cur.lastrowid)
+        return self.exception(eid)
+
+    def exception(self, eid: int) -> dict[str, Any]:
+        row = self.db.execute("SELECT * FROM exceptions WHERE id = ?", (eid,)).fetchone()
+        if row is None:
+            raise StoreError(f"exception {eid}: no such exception")
+        return dict(row)
+
+    def exceptions(self, active_at: str | None = None) -> list[dict[str, Any]]:
+        """Every exception ever made, or those in force at ``active_at``."""
+        if active_at is None:
+            rows = self.db.execute("SELECT * FROM exceptions ORDER BY id")
+        else:
+            rows = self.db.execute(
+                "SELECT * FROM exceptions WHERE created_at <= ? AND expires_at > ? "
+                "AND (removed_at IS NULL OR removed_at > ?) ORDER BY id", (active_at, active_at, active_at))
+        return [dict(r) for r in rows]
+
+    def remove_exception(self, eid: int, by: str, reason: str) -> dict[str, Any]:
+        with self.transaction() as db:
+            cur = db.execute("UPDATE exceptions SET removed_at = ?, removed_by = ?, removed_reason = ? "
+                             "WHERE id = ? AND removed_at IS NULL", (_now(), by, reason, eid))
+            if cur.rowcount != 1:
+                if db.execute("SELECT 1 FROM exceptions WHERE id = ?", (eid,)).fetchone() is None:
+                    raise StoreError(f"exception {eid}: no such exception")
+                raise StoreError(f"exception {eid}: already removed")
+        return self.exception(eid)
+
+    def unpark_uncovered(self, accepted_outcome: str, active_at: str) -> list[tuple[str, str]]:
+        """Drift set aside as an accepted risk whose exception has ended
+        (expired or removed) is drift again: the next failing result opens
+        a new incident. Returns the (target, check) pairs released."""
+        with self.transaction() as db:
+            rows = db.execute(
+                """SELECT s.target, s.check_id FROM check_state s JOIN incidents i ON i.id = s.parked_incident
+                   WHERE i.outcome = ? AND NOT EXISTS (
+                       SELECT 1 FROM exceptions e WHERE e.check_id = s.check_id
+                       AND (e.target IS NULL OR e.target = s.target) AND e.created_at <= ? AND e.expires_at > ?
+                       AND (e.removed_at IS NULL OR e.removed_at > ?))""",
+                (accepted_outcome, active_at, active_at, active_at)).fetchall()
+            pairs = [(r["target"], r["check_id"]) for r in rows]
+            db.executemany("UPDATE check_state SET parked_incident = NULL WHERE target = ? AND check_id = ?", pairs)
+        return pairs
+
+    # -- accounts and sessions (the status page off loopback) -------------------------
+
+    def add_user(self, name: str, role: str, password_hash: str) -> None:
+        now = _now()
+        try:
+            with self.transaction() as db:
+                db.execute("INSERT INTO users (name, role, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                           (name, role, password_hash, now, now))
+        except sqlite3.IntegrityError:
+            raise StoreError(f"user {name!r}: already exists") from None
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+        return dict(row) if row else None
+
+    def users(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(
+            "SELECT name, role, created_at, updated_at, failures, locked_until FROM users ORDER BY name")]
+
+    def remove_user(self, name: str) -> None:
+        with self.transaction() as db:
+            if db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount != 1:
+                raise StoreError(f"user {name!r}: no such user")
+
+    def set_password(self, name: str, password_hash: str) -> None:
+        """A new password: failures and lockout cleared, every session of the user ended."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE users SET password_hash = ?, updated_at = ?, failures = 0, locked_until = NULL "
+                             "WHERE name = ?", (password_hash, _now(), name))
+            if cur.rowcount != 1:
+                raise StoreError(f"user {name!r}: no such user")
+            db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+
+    def login_failed(self, name: str, lock_after: int, lock_until: str) -> dict[str, Any] | None:
+        """Count a failed login; at ``lock_after`` failures in a row the
+        account is locked until ``lock_until``. Returns the user row."""
+        with self.transaction() as db:
+            db.execute("UPDATE users SET failures = failures + 1, locked_until = CASE WHEN failures + 1 >= ? "
+                       "THEN ? ELSE locked_until END WHERE name = ?", (lock_after, lock_until, name))
+        return self.user(name)
+
+    def login_succeeded(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE users SET failures = 0, locked_until = NULL WHERE name = ?", (name,))
+
+    def create_session(self, token_hash: str, user: str, expires_at: str) -> None:
+        now = _now()
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            db.execute("INSERT INTO sessions (token_hash, user, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                       (token_hash, user, now, expires_at))
+
+    def session(self, token_hash: str, now: str) -> dict[str, Any] | None:
+        """The session's user (name, role), if the session is current."""
+        row = self.db.execute(
+            "SELECT u.name, u.role, s.expires_at FROM sessions s JOIN users u ON u.name = s.user "
+            "WHERE s.token_hash = ? AND s.expires_at > ?", (token_hash, now)).fetchone()
+        return dict(row) if row else None
+
+    def end_session(self, token_hash: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))

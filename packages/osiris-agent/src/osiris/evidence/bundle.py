@@ -55,10 +55,14 @@ ENVELOPE_FORMAT = "osiris.signed-bundle/1"
 #: ones included), ``escalation`` (who was told, through which channel, with
 #: what result), ``incident_resolved`` (outcome, tier, who), ``rule_decision``
 #: (a healing rule approved or refused, from the API and the CLI),
-#: ``health_gate`` (a boot's health verdict, osiris.health). Later features
-#: add their own names here.
+#: ``health_gate`` (a boot's health verdict, osiris.health),
+#: ``risk_accepted`` and ``risk_acceptance_removed`` (an exception: who
+#: approved it, why, until when; osiris.actions), ``account`` (a status page
+#: account added, removed or its password changed). Later features add
+#: their own names here.
 KIND = frozenset({"agent_start", "sweep", "observation", "healing_intent", "healing_attempt", "escalation",
-                  "incident_resolved", "rule_decision", "health_gate"})
+                  "incident_resolved", "rule_decision", "health_gate", "risk_accepted", "risk_acceptance_removed",
+                  "account"})
 
 
 @dataclass(frozen=True)

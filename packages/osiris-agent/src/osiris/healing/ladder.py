@@ -44,12 +44,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .. import budget
+from .. import budget, risk
 from ..config import HealingSettings
 from ..flow import Batch, Recorded, observe, record
 from ..records import (CheckSpec, EscalationChannel, Observation, PlanProposal, RuleSpec, RunbookSpec, Status, Target,
                        utcnow)
-from ..store import Incident, PatternSample, Store, StoreError
+from ..store import Incident, PatternSample, Store, StoreError, iso
 from .learning import Learning
 from .maintenance import active_window
 from .rules import RuleError, RuleSet, allows, effective_mode, load_rules, rule_files, validate_params
@@ -212,6 +212,9 @@ class Ladder:
 
     def tick(self) -> None:
         self.reload()
+        released = self.store.unpark_uncovered(risk.ACCEPTED, iso(self.clock()))
+        for target, check in released:
+            log.warning("%s on %s: its exception ended; the drift is drift again", check, target)
         if self._held and active_window(self.settings.maintenance_windows, self.clock()) is None:
             for iid in sorted(self._held):
                 try:
@@ -313,6 +316,13 @@ class Ladder:
                 return
         facts = {"facts": observation.facts, "reason": observation.reason}
         now = self.clock()
+        accepted = risk.covering(self.store.exceptions(active_at=iso(now)), target.name, spec.id, iso(now))
+        if accepted is not None:
+            # An accepted risk is neither healed nor escalated: it is shown
+            # and reported as such until its exception ends.
+            await self._resolve(incident, risk.ACCEPTED, "none", risk.describe(accepted),
+                                extra={"exception": risk.evidence(accepted, "agent", "ladder")})
+            return
         window = active_window(self.settings.maintenance_windows, now)
         if window is not None:
             self._held.add(incident.id)
@@ -573,7 +583,7 @@ class Ladder:
             await self._resolve(incident, "failed", "L3", f"{why}; every channel failed: {'; '.join(failures)}")
 
     async def resolve(self, incident_id: int, outcome: str, tier: str = "none", detail: str = "",
-                      by: str = "agent") -> Incident:
+                      by: str = "agent", extra: Mapping[str, Any] | None = None) -> Incident:
         """End an incident with its outcome (the only place incidents end in
         the agent; ``osiris incidents resolve`` ends them by hand), and
         record that as evidence."""
@@ -581,20 +591,23 @@ class Ladder:
         incident = self.store.resolve_incident(incident_id, outcome, tier, detail)
         self.resolved[outcome] = self.resolved.get(outcome, 0) + 1
         log.info("incident %d resolved: %s (%s) %s", incident.id, outcome, tier, detail)
-        await self._evidence("incident_resolved", resolution(incident, by), incident.target)
+        await self._evidence("incident_resolved", resolution(incident, by, extra), incident.target)
         return incident
 
-    async def _resolve(self, incident: Incident, outcome: str, tier: str, detail: str) -> None:
+    async def _resolve(self, incident: Incident, outcome: str, tier: str, detail: str,
+                       extra: Mapping[str, Any] | None = None) -> None:
         self._ended.add(incident.id)
         try:
-            await self.resolve(incident.id, outcome, tier, detail)
+            await self.resolve(incident.id, outcome, tier, detail, extra=extra)
         except StoreError as exc:  # resolved meanwhile by hand (CLI) or by recovery
             log.info("incident %d: %s", incident.id, exc)
 
 
-def resolution(incident: Incident, by: str) -> dict[str, Any]:
-    """An ``incident_resolved`` bundle's payload (the agent's and the CLI's)."""
+def resolution(incident: Incident, by: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An ``incident_resolved`` bundle's payload (the agent's, the CLI's and
+    the status page's); ``extra``: e.g. the exception that covered it, or
+    why a person resolved it."""
     return {"incident": incident.id, "target": incident.target, "check": incident.check_id,
             "outcome": incident.outcome, "tier": incident.tier, "detail": incident.detail, "by": by,
             "opened_at": incident.opened_at, "resolved_at": incident.resolved_at,
-            "occurrences": incident.occurrences}
+            "occurrences": incident.occurrences, **dict(extra or {})}
