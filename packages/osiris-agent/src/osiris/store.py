@@ -843,30 +843,6 @@ class Store:
         return new
 
 
-class KeyedState:
-    """One plugin's durable values (``ctx.state(namespace)``): JSON values
-    by key in the state database, shared by the running agent and the
-    plugin's commands. Meant for small records (enrolled endpoints,
-    digests of one-time tokens), not for streams of data."""
-
-    def __init__(self, store: Store, namespace: str):
-        self.store, self.namespace = store, namespace
-
-    def get(self, key: str) -> Any:
-        return self.store.state_get(self.namespace, key)
-
-    def items(self, prefix: str = "") -> list[tuple[str, Any]]:
-        return self.store.state_items(self.namespace, prefix)
-
-    def put(self, key: str, value: Any) -> None:
-        self.store.state_update(self.namespace, key, lambda _old: value)
-
-    def delete(self, key: str) -> None:
-        self.store.state_update(self.namespace, key, lambda _old: None)
-
-    def update(self, key: str, change: Callable[[Any], Any]) -> Any:
-        return self.store.state_update(self.namespace, key, change)
-
     # -- what people see: history, coverage, drift ------------------------------------
 
     def history(self, target: str, check_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
@@ -1028,3 +1004,28 @@ class KeyedState:
     def end_session(self, token_hash: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+
+class KeyedState:
+    """One plugin's durable values (``ctx.state(namespace)``): JSON values
+    by key in the state database, shared by the running agent and the
+    plugin's commands. Meant for small records (enrolled endpoints,
+    digests of one-time tokens), not for streams of data."""
+
+    def __init__(self, store: Store, namespace: str):
+        self.store, self.namespace = store, namespace
+
+    def get(self, key: str) -> Any:
+        return self.store.state_get(self.namespace, key)
+
+    def items(self, prefix: str = "") -> list[tuple[str, Any]]:
+        return self.store.state_items(self.namespace, prefix)
+
+    def put(self, key: str, value: Any) -> None:
+        self.store.state_update(self.namespace, key, lambda _old: value)
+
+    def delete(self, key: str) -> None:
+        self.store.state_update(self.namespace, key, lambda _old: None)
+
+    def update(self, key: str, change: Callable[[Any], Any]) -> Any:
+        return self.store.state_update(self.namespace, key, change)
