@@ -21,21 +21,30 @@ from osiris_endpoint_proto import agent_pb2_grpc as rpc
 from .helpers import appliance_config, osiris, until
 
 
-async def call_stream(address: str, credentials, messages, read: int = 1):
-    """Open a stream, send ``messages``, read up to ``read`` answers; the
-    answers and the final (code, details, trailing metadata)."""
+async def call_stream(address: str, credentials, messages, read: int = 100):
+    """A stream in lockstep, as the appliance answers every message (Hello
+    with Welcome, a batch with an ack, a heartbeat with one) or ends the
+    call: send one, read its answer, and so on; then end the sending side.
+    The answers and the final (code, details, trailing metadata). Never
+    writing after the appliance ended the call matters: grpc's client turns
+    a failed write into a local INTERNAL status that hides the appliance's."""
     async with grpc.aio.secure_channel(address, credentials, options=channel_options("127.0.0.1")) as channel:
         call = rpc.EndpointAgentStub(channel).Stream()
         got = []
         try:
             for m in messages:
                 await call.write(m)
-            for _ in range(read):
                 answer = await asyncio.wait_for(call.read(), 30)
                 if answer is grpc.aio.EOF:
                     break
                 got.append(answer)
-            await call.done_writing()
+            else:
+                await call.done_writing()
+            while len(got) < read:
+                answer = await asyncio.wait_for(call.read(), 30)
+                if answer is grpc.aio.EOF:
+                    break
+                got.append(answer)
             code = await asyncio.wait_for(call.code(), 30)
             return got, code, await call.details(), dict(await call.trailing_metadata() or ())
         except grpc.aio.AioRpcError as exc:

@@ -72,6 +72,39 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def _exact(text: str) -> int:
+    value = int(text)
+    if abs(value) > 2 ** 53 - 1:  # canonical JSON (RFC 8785) holds numbers as IEEE doubles
+        raise ValueError(f"{text[:20]}... is out of range")
+    return value
+
+
+def parse_facts(text: str) -> dict[str, Any]:
+    """An event's facts: a JSON object that canonical JSON and UTF-8 can
+    hold (finite numbers, integers within 2^53, no lone surrogates), or
+    ValueError saying what is wrong."""
+    try:
+        facts = json.loads(text, parse_constant=_no_constants, parse_float=_finite, parse_int=_exact)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON ({str(exc)[:80]})") from None
+    if not isinstance(facts, dict):
+        raise ValueError("expected a JSON object")
+    try:
+        json.dumps(facts, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        raise ValueError("not valid UTF-8 text, or nested too deeply") from None
+    return facts
+
+
 class _Stream:
     """One open stream: who, and how to end it from outside (revocation,
     a newer stream of the same endpoint)."""
@@ -230,6 +263,16 @@ class Service(rpc.EndpointAgentServicer):
 
     async def Stream(self, request_iterator: Any, context: Any) -> None:
         try:
+            # The first message is read before anything is checked: a caller
+            # that is refused then reads the refusal as the call's status
+            # instead of failing to write into a call already ended.
+            try:
+                first = await asyncio.wait_for(context.read(), self.s.silence_allowance)
+            except asyncio.TimeoutError:
+                raise Refused(Code.DEADLINE_EXCEEDED, "no Hello within "
+                                                      f"{self.s.silence_allowance:.0f} s") from None
+            if first is grpc.aio.EOF:
+                return
             self._admit()
             peer, rec = self._peer(context)
             if len(self.streams) >= self.s.max_streams and peer.name not in self.streams:
@@ -242,7 +285,7 @@ class Service(rpc.EndpointAgentServicer):
                 old.close(Code.ABORTED, "replaced by a newer stream of the same endpoint")
             self.streams[peer.name] = stream
             try:
-                await self._session(stream, rec)
+                await self._session(stream, rec, first)
             finally:
                 if self.streams.get(peer.name) is stream:
                     del self.streams[peer.name]
@@ -269,11 +312,8 @@ class Service(rpc.EndpointAgentServicer):
         message = read.result()
         return None if message is grpc.aio.EOF else message
 
-    async def _session(self, stream: _Stream, rec: dict[str, Any]) -> None:
+    async def _session(self, stream: _Stream, rec: dict[str, Any], first: pb.EndpointMessage) -> None:
         name = stream.peer.name
-        first = await self._next(stream)
-        if first is None:
-            return
         if first.WhichOneof("kind") != "hello":
             raise Refused(Code.INVALID_ARGUMENT, "the first message of a stream must be Hello")
         hello = first.hello
@@ -409,11 +449,9 @@ class Service(rpc.EndpointAgentServicer):
         if len(ev.facts_json) > MAX_FACTS:
             raise Refused(Code.INVALID_ARGUMENT, f"{where}: facts_json: larger than {MAX_FACTS} bytes")
         try:
-            facts = json.loads(ev.facts_json, parse_constant=_no_constants)
-        except (ValueError, RecursionError):
-            raise Refused(Code.INVALID_ARGUMENT, f"{where}: facts_json: not JSON") from None
-        if not isinstance(facts, dict):
-            raise Refused(Code.INVALID_ARGUMENT, f"{where}: facts_json: expected a JSON object")
+            facts = parse_facts(ev.facts_json)
+        except ValueError as exc:
+            raise Refused(Code.INVALID_ARGUMENT, f"{where}: facts_json: {exc}") from None
         obs = evaluate(target, spec, facts)
         return dataclasses.replace(obs, observed_at=observed_at, duration_ms=ev.duration_ms, report_id=report_id)
 
