@@ -1,7 +1,8 @@
 """The load side of bench/ingest, in its own process: N endpoints' real
 identities (enrolled through the appliance's real enrolment), one
 mutual-TLS stream each, sending batches of events as fast as cumulative
-acks allow (``--window`` batches in flight per stream), for ``--seconds``.
+acks allow (``--window`` batches in flight per stream) or paced at
+``--rate`` events/s in all, for ``--seconds``.
 Prints one JSON line: events acked, seconds, ack latencies (p50, p99).
 
 ``--idle``: connect every stream, send nothing but heartbeats every
@@ -72,7 +73,13 @@ async def one(identity: Identity, address: str, args, until: float, stats: dict,
                             await call.write(pb.EndpointMessage(heartbeat=pb.Heartbeat(
                                 sent_at_ms=int(time.time() * 1000))))
                         return
+                    # Paced (--rate): one batch every `period` seconds, starting at a random phase.
+                    period = args.count * args.batch / args.rate if args.rate else 0.0
+                    next_at = time.monotonic() + random.uniform(0, period)
                     while time.monotonic() < until:
+                        if period:
+                            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                            next_at += period
                         if len(sent_at) >= args.window:
                             acked.clear()
                             try:
@@ -161,6 +168,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20)
     p.add_argument("--ramp", type=float, default=5, help="seconds to connect before the measured window")
     p.add_argument("--run", default="0", help="part of each queue id (a fresh queue per run)")
+    p.add_argument("--rate", type=float, default=0.0, help="events/s in all (paced); 0: as fast as acks allow")
     p.add_argument("--idle", action="store_true")
     p.add_argument("--heartbeat", type=float, default=60)
     p.add_argument("--enrol", metavar="TOKEN", help="enrol --count endpoints into --dir and exit")

@@ -498,15 +498,7 @@ class Store:
         hours: dict[tuple[str, str], list[int]] = {}  # (target, hour): results, errors
         with self.transaction() as db:
             out: list[tuple[int, Incident | None, bool] | None] = []
-            seen: set[str] = set()
             for obs in observations:
-                rid = obs.report_id
-                if rid is not None and (rid in seen or db.execute(
-                        "SELECT 1 FROM observations WHERE report_id = ?", (rid,)).fetchone() is not None):
-                    out.append(None)
-                    continue
-                if rid is not None:
-                    seen.add(rid)
                 out.append(self._record(db, obs, now))
                 counts = hours.setdefault((obs.target, _iso(obs.observed_at)[:13]), [0, 0])
                 counts[0] += 1
@@ -524,8 +516,10 @@ class Store:
             return self.db.execute("SELECT 1 FROM observations WHERE report_id = ?",
                                    (report_id,)).fetchone() is not None
 
-    def _record(self, db: sqlite3.Connection, obs: Observation, now: str) -> tuple[int, Incident | None, bool]:
+    def _record(self, db: sqlite3.Connection, obs: Observation, now: str) -> tuple[int, Incident | None, bool] | None:
         oid = self._insert_observation(db, obs)
+        if oid is None:
+            return None  # its report_id is stored already
         row = db.execute(
             f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'",
             (obs.target, obs.check),
@@ -553,10 +547,12 @@ class Store:
         return oid, inc, True
 
     @staticmethod
-    def _insert_observation(db: sqlite3.Connection, obs: Observation) -> int:
+    def _insert_observation(db: sqlite3.Connection, obs: Observation) -> int | None:
+        """The new observation's id; None when its report_id is stored already."""
         cur = db.execute(
             """INSERT INTO observations (target, check_id, status, reason, facts, observed_at, duration_ms,
-                   report_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                   report_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (report_id) WHERE report_id IS NOT NULL DO NOTHING""",
             (
                 obs.target,
                 obs.check,
@@ -568,6 +564,8 @@ class Store:
                 obs.report_id,
             ),
         )
+        if cur.rowcount == 0:
+            return None
         oid = int(cur.lastrowid)
         # A change of status (or a first result) starts a new stretch of history.
         db.execute(

@@ -109,7 +109,7 @@ class PowerShellHost:
         except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
-            return Result(check.id, None, f"timed out after {check.timeout:.0f} s",
+            return Result(check.id, None, f"timed out after {check.timeout:g} s",
                           (time.perf_counter() - started) * 1000)
         facts, error = parse_output(stdout)
         return Result(check.id, facts, error, (time.perf_counter() - started) * 1000)

@@ -115,6 +115,8 @@ class _Stream:
         self.reason: tuple[grpc.StatusCode, str] = (Code.ABORTED, "closed")
         self.write_lock = asyncio.Lock()
         self.renew_ordered = False
+        self.target: Target | None = None  # what its reports are about
+        self.gap_open = False  # an evidence gap was reported and not yet closed
 
     def close(self, code: grpc.StatusCode, details: str) -> None:
         if not self.killed.is_set():
@@ -339,6 +341,8 @@ class Service(rpc.EndpointAgentServicer):
             "queue_depth": int(hello.queue_depth), "silent": False,
             "gap_open": r.get("gap_open", False) or any(o.check == COMPLETE for o in observations)})
         self._seen[name] = time.monotonic()
+        stream.target = self.targets.get(name) or Target(name, self.s.target_kind, rec.get("role", "workstation"))
+        stream.gap_open = bool(rec.get("gap_open")) or any(o.check == COMPLETE for o in observations)
         welcome = pb.Welcome(acked_seq=acked, server_time_ms=int(now * 1000),
                              heartbeat_seconds=max(1, int(self.s.heartbeat)), max_batch=MAX_BATCH)
         if hello.catalogue_version != cat.version:
@@ -386,7 +390,7 @@ class Service(rpc.EndpointAgentServicer):
         wait = rate.debt(len(batch.events))
         if wait:
             await asyncio.sleep(min(wait, 30.0))  # back-pressure: this stream is read more slowly
-        target = self.targets.get(name) or Target(name, self.s.target_kind, self.endpoints.get(name)["role"])
+        target = stream.target
         observations, ranges = [], []
         now = time.time()
         for ev in batch.events:
@@ -407,7 +411,7 @@ class Service(rpc.EndpointAgentServicer):
                     "dropped": gap.to_seq - gap.from_seq + 1, "from_seq": gap.from_seq, "to_seq": gap.to_seq,
                     "reason": gap.reason[:200] or "dropped by the endpoint"}))
         rec_gap = any(o.check == COMPLETE for o in observations)
-        if not rec_gap and batch.events and self.endpoints.get(name).get("gap_open"):
+        if not rec_gap and batch.events and stream.gap_open:
             observations.append(self._gap(name, None, {"dropped": 0, "reason": "events arrive complete again"}))
         if observations:
             async with self.pipeline:
@@ -420,8 +424,10 @@ class Service(rpc.EndpointAgentServicer):
             raise Refused(Code.INVALID_ARGUMENT, "too many events out of order (send the oldest unacknowledged first)")
         wall = time.time()
         self._seen[name] = time.monotonic()
-        self.endpoints.update(name, lambda r: {**r, "acked": acked, "last_seen": wall,
-                                               "gap_open": rec_gap if (rec_gap or batch.events) else r["gap_open"]})
+        if rec_gap or batch.events:
+            stream.gap_open = rec_gap
+        gap_open = stream.gap_open
+        self.endpoints.update(name, lambda r: {**r, "acked": acked, "last_seen": wall, "gap_open": gap_open})
         return acked
 
     def _observation(self, target: Target, cat: Catalogue, queue: str, ev: pb.Event, now: float) -> Observation:
