@@ -82,7 +82,9 @@ async def test_plugin_end_to_end_through_the_engine(tmp_path):
         loaded.ctx.close()
     by_id = {o.check: o for o in observations}
     assert set(by_id) == {"appliance.storage.state_free_space", "appliance.clock.synchronized",
-                          "appliance.files.private"}
+                          "appliance.files.private", "appliance.boot.newest_version"}
+    # This machine was not booted into an osiris version by systemd-boot: nothing fell back.
+    assert by_id["appliance.boot.newest_version"].status is Status.PASS
     assert by_id["appliance.storage.state_free_space"].status is Status.PASS
     assert by_id["appliance.files.private"].status is Status.PASS
     assert by_id["appliance.clock.synchronized"].status in (Status.PASS, Status.FAIL)
@@ -130,3 +132,40 @@ async def test_moved_evidence_directory_is_the_one_checked_and_fixed(tmp_path):
     finally:
         store.close()
         loaded.ctx.close()
+
+
+# -- boot fallback -----------------------------------------------------------------
+
+
+def _efivar(d, name, text):
+    from osiris_appliance_selfcheck.boot import VENDOR
+
+    (d / f"{name}-{VENDOR}").write_bytes(b"\x06\x00\x00\x00" + text.encode("utf-16-le"))
+
+
+def test_a_fallback_fails_naming_both_versions_from_the_efi_variables(tmp_path):
+    from osiris_appliance_selfcheck.boot import evaluate_boot, probe_boot
+
+    _efivar(tmp_path, "LoaderEntries", "osiris_1.4.1.efi\x00osiris_1.4.2+0-3.efi\x00auto-reboot-to-firmware-setup\x00")
+    _efivar(tmp_path, "LoaderEntrySelected", "osiris_1.4.1.efi\x00")
+    facts = probe_boot({"efivars": str(tmp_path)})
+    v = evaluate_boot(facts, {"prefix": "osiris"})
+    assert v.status is Status.FAIL
+    assert "booted version 1.4.1, but version 1.4.2 is installed as osiris_1.4.2+0-3.efi (it ran out of tries)" in v.reason
+    _efivar(tmp_path, "LoaderEntrySelected", "osiris_1.4.2+2-1.efi\x00")
+    assert evaluate_boot(probe_boot({"efivars": str(tmp_path)}), {"prefix": "osiris"}).status is Status.PASS
+
+
+def test_no_boot_loader_information_is_not_a_fallback(tmp_path):
+    from osiris_appliance_selfcheck.boot import evaluate_boot, probe_boot
+
+    v = evaluate_boot(probe_boot({"efivars": str(tmp_path / "none")}), {"prefix": "osiris"})
+    assert v.status is Status.PASS and "not booted by systemd-boot" in v.reason
+
+
+def test_versions_compare_as_systemd_boot_orders_them():
+    from osiris_appliance_selfcheck.boot import newer
+
+    assert newer("1.10", "1.9") and newer("2", "1.99") and newer("1.4.2", "1.4")
+    assert newer("1.4", "1.4~rc1") and not newer("1.4~rc1", "1.4")
+    assert not newer("1.4.2", "1.4.2")

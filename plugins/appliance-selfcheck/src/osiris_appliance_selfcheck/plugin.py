@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from osiris import CheckSpec, Risk, RunbookSpec, SettingsSection, Severity, Status, Verdict, hookimpl
 
+from .boot import evaluate_boot, probe_boot
 from .timex import read_clock_state
 
 NAME = "appliance-selfcheck"
@@ -221,6 +222,19 @@ def osiris_checks(ctx):
             params={**data_params(ctx.paths), "key_paths": [str(p) for p in s.key_paths]},
             description="Signing keys owner-only (0600); state and evidence directories and databases "
                         "closed to others.",
+        ),
+        CheckSpec(
+            id="appliance.boot.newest_version",
+            title="Appliance runs its newest installed version (no fallback)",
+            target_kind="local",
+            hipaa=("164.308(a)(7)(i)",),
+            severity=Severity.HIGH,
+            interval=300,
+            probe=probe_boot,
+            evaluate=evaluate_boot,
+            params={"prefix": "osiris"},
+            description="An older version running while a newer one is installed means the newer one failed "
+                        "its health gate on every try and systemd-boot fell back (docs/image.md).",
         ),
     ]
 
