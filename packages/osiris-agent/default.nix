@@ -17,6 +17,7 @@
   jinja2,
   argon2-cffi,
   weasyprint,
+  zstandard,
 }:
 
 buildPythonPackage {
@@ -44,9 +45,11 @@ buildPythonPackage {
     aiohttp
     prometheus-client
     pyyaml
-    # The evidence log: Ed25519 signatures, RFC 8785 canonical JSON.
+    # The evidence log: Ed25519 signatures, RFC 8785 canonical JSON,
+    # Zstandard-compressed segments.
     cryptography
     rfc8785
+    zstandard
     # Healing: runbook parameters are checked against their JSON Schema.
     jsonschema
     # The status page and the compliance report (HTML and, through

@@ -343,3 +343,36 @@ def test_settings_refuse_less_than_six_years_unless_a_lab_says_so():
         EvidenceSettings(retention_days=1)
     assert EvidenceSettings().retention_days == 2192
     assert EvidenceSettings(retention_days=1, allow_short_retention_for_lab=True).retention_days == 1
+
+
+def test_checkpoint_signatures_checked_in_worker_processes_find_the_same(tmp_path, key, monkeypatch):
+    from osiris.evidence import verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "_NOTES_PER_JOB", 2)  # 4 checkpoints: 2 parts over 2 processes
+    path = _tampered_log(tmp_path, key)
+    db = _raw(path)
+    db.execute("DROP TRIGGER checkpoints_no_change")
+    size, note = db.execute("SELECT size, note FROM checkpoints ORDER BY size LIMIT 1 OFFSET 2").fetchone()
+    db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (bytes(note).replace(b"time 2", b"time 1"), size))
+    db.close()
+    one = verify_log(EvidenceLog(path, create=False), signatures=False, jobs=1)
+    two = verify_log(EvidenceLog(path, create=False), signatures=False, jobs=2)
+    assert [str(p) for p in one.problems] == [str(p) for p in two.problems]
+    assert any(p.checkpoint == size and "does not verify" in p.what for p in two.problems), two.summary()
+
+
+def test_served_consistency_proofs_are_sampled_on_a_large_log_and_the_newest_always(tmp_path, key, monkeypatch):
+    from osiris.evidence import verify as verify_mod
+
+    monkeypatch.setattr(verify_mod, "_SERVED_PROOFS", 2)
+    lg = new_log(tmp_path, key)
+    fill(lg, key, 40, batch=2, checkpoint_every=2)  # 20 checkpoints
+    report = verify_log(lg)
+    assert report.ok and report.consistency == 4, report.summary()  # 2 spread + the newest 2
+    lg.close()
+    db = _raw(lg.path)
+    db.execute("DROP TRIGGER nodes_no_change")
+    db.execute("UPDATE nodes SET hash = zeroblob(32) WHERE level = 1 AND idx = 18")  # under the newest pair
+    db.close()
+    report = verify_log(EvidenceLog(lg.path, create=False))
+    assert any("no valid consistency proof" in p.what for p in report.problems), report.summary()

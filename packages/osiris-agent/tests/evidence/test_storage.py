@@ -71,21 +71,32 @@ def test_packing_makes_the_log_smaller(tmp_path, key):
 
 
 @pytest.mark.parametrize("signatures", [True, False], ids=["full", "fast"])
-def test_a_flipped_byte_in_a_segment_is_named_at_its_first_entry(tmp_path, key, small_segments, signatures):
+def test_a_flipped_byte_in_a_segment_is_named_at_its_entry(tmp_path, key, small_segments, signatures):
+    import zstandard
+
     lg = new_log(tmp_path, key)
     fill(lg, key, 40, checkpoint_every=10)
     lg.checkpoint(key)
-    seg, first = lg._db.execute("SELECT id, first FROM segments ORDER BY id LIMIT 1 OFFSET 2").fetchone()
+    seg, first, count = lg._db.execute("SELECT id, first, count FROM segments ORDER BY id LIMIT 1 OFFSET 2").fetchone()
+    target, off = lg._db.execute("SELECT idx, seg_off FROM entries WHERE seg = ? ORDER BY idx LIMIT 1 OFFSET 3",
+                                 (seg,)).fetchone()
     path = lg.path
     lg.close()
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("DROP TRIGGER segments_no_change")
-    data = bytearray(db.execute("SELECT data FROM segments WHERE id = ?", (seg,)).fetchone()[0])
-    data[len(data) // 2] ^= 0x01
-    db.execute("UPDATE segments SET data = ? WHERE id = ?", (bytes(data), seg))
+    raw = bytearray(zstandard.ZstdDecompressor().decompress(
+        db.execute("SELECT data FROM segments WHERE id = ?", (seg,)).fetchone()[0]))
+    raw[raw.find(b"three", off + 64)] ^= 0x01  # in the body of the segment's fourth entry
+    db.execute("UPDATE segments SET data = ? WHERE id = ?", (zstandard.ZstdCompressor().compress(bytes(raw)), seg))
     db.close()
     report = verify_log(EvidenceLog(path, create=False), signatures=signatures)
-    assert not report.ok and report.first_bad_index == first, report.summary()
+    assert not report.ok and report.first_bad_index == target == first + 3, report.summary()
+
+    db = sqlite3.connect(path, isolation_level=None)  # a segment that no longer decompresses
+    db.execute("UPDATE segments SET data = substr(data, 1, 20) WHERE id = ?", (seg,))
+    db.close()
+    report = verify_log(EvidenceLog(path, create=False), signatures=signatures)
+    assert report.first_bad_index == first and "content unreadable" in str(report.first_problem())
 
 
 def test_a_deleted_segment_is_named_and_cannot_be_deleted_by_mistake(tmp_path, key, small_segments):
@@ -203,3 +214,24 @@ def test_prune_archives_the_range_first(tmp_path, key, write_config):
     assert run.returncode == 0 and "bundles [0, 12)" in run.stdout, run.stdout + run.stderr
     ok = r.invoke(cli, ["-c", str(cfg), "evidence", "verify"])
     assert ok.exit_code == 0 and "12 pruned" in ok.output, ok.output
+
+
+def test_segments_written_with_zlib_are_still_read(tmp_path, key, small_segments, monkeypatch):
+    import zlib
+
+    lg = new_log(tmp_path, key)
+    codec, compress = log_mod._CODEC, log_mod._compress
+    monkeypatch.setattr(log_mod, "_CODEC", "zlib")  # as the first version of segments wrote them
+    monkeypatch.setattr(log_mod, "_compress", lambda data: zlib.compress(data, 6))
+    fill(lg, key, 20, checkpoint_every=10)
+    lg.checkpoint(key)
+    monkeypatch.setattr(log_mod, "_CODEC", codec)
+    monkeypatch.setattr(log_mod, "_compress", compress)
+    lg.close()
+    lg = EvidenceLog(lg.path, create=False)
+    assert {c for (c,) in lg._db.execute("SELECT DISTINCT codec FROM segments")} == {"zlib"}
+    fill(lg, key, 20)  # new segments are zstd, beside the old
+    lg.checkpoint(key)
+    assert {c for (c,) in lg._db.execute("SELECT DISTINCT codec FROM segments")} == {"zlib", "zstd"}
+    assert verify_log(lg).ok and json.loads(lg.entry(3).body)["seq"] == 3
+    lg.close()
