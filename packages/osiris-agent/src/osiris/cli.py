@@ -24,6 +24,7 @@ from . import __version__
 from .app import Loaded, load, settings_sections
 from .config import ConfigError
 from .evidence.cli import evidence as evidence_group
+from .report.command import report_command
 from .plugins import PluginError, PluginManager
 from .scrubbing import scrub_logs
 from .secrets import SecretError
@@ -723,6 +724,7 @@ def health_gate(state: State, timeout: float, agent_port: int | None, boot_id: s
 
 
 cli.add_command(evidence_group)
+cli.add_command(report_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -864,6 +864,17 @@ class Store:
             "SELECT target, hour, observations, errors FROM coverage WHERE hour >= ? AND hour < ? ORDER BY hour",
             (since[:13], until[:13]))]
 
+    def coverage_of(self, target: str, since: str, until: str) -> list[tuple[str, int, int]]:
+        """One target's hours in [since, until): (hour, results, errors)."""
+        return [(r[0], int(r[1]), int(r[2])) for r in self.db.execute(
+            "SELECT hour, observations, errors FROM coverage WHERE target = ? AND hour >= ? AND hour < ? ORDER BY hour",
+            (target, since[:13], until[:13]))]
+
+    def covered_hours(self, since: str, until: str) -> list[str]:
+        """Hours in [since, until) in which any target had a result."""
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT hour FROM coverage WHERE hour >= ? AND hour < ? ORDER BY hour", (since[:13], until[:13]))]
+
     def drift(self) -> list[dict[str, Any]]:
         """Every check failing now, with when it started failing and the
         incident that drift belongs to (open, or ended without a fix and

@@ -7,7 +7,8 @@ on the appliance itself, the healing ladder in ``standard`` mode, and the
 signed evidence log. Before the sweep a setting is broken the way a
 technician might (the DC's firewall turned off), so the demo shows drift
 being healed at L1 and verified, and everything recorded as evidence that
-``osiris evidence verify`` checks.
+``osiris evidence verify`` checks. It ends by writing the compliance
+report (``report.html`` and ``report.pdf``) and printing where.
 
 State goes under ``.osiris-demo/`` (or ``--dir``), so ``osiris -c
 .osiris-demo/config.json incidents --all`` and the other commands work on it
@@ -115,4 +116,19 @@ def run(root: Path) -> int:
         asyncio.run(Agent(loaded).run(once=True))
         healed = lab.host(host).state[setting]
         print(f"lab: {setting} on {host} is now {healed!r}")
-        return _print_summary(config)
+        code = _print_summary(config)
+    return _write_reports(config, root) or code
+
+
+def _write_reports(config: Path, root: Path) -> int:
+    """The compliance report an auditor would get, HTML and PDF (offline)."""
+    written = []
+    for fmt in ("html", "pdf"):
+        out = root / f"report.{fmt}"
+        res = _osiris(config, "report", "--format", fmt, "-o", str(out))
+        if res.returncode != 0:
+            print(f"osiris-lab demo: report ({fmt}) failed: {res.stderr.strip()}", file=sys.stderr)
+            return 1
+        written.append(str(out))
+    print("\nCompliance report: " + " and ".join(written) + " (each with a signed .manifest.json beside it)")
+    return 0

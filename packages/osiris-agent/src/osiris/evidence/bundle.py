@@ -58,11 +58,12 @@ ENVELOPE_FORMAT = "osiris.signed-bundle/1"
 #: ``health_gate`` (a boot's health verdict, osiris.health),
 #: ``risk_accepted`` and ``risk_acceptance_removed`` (an exception: who
 #: approved it, why, until when; osiris.actions), ``account`` (a status page
-#: account added, removed or its password changed). Later features add
-#: their own names here.
+#: account added, removed or its password changed), ``report`` (a
+#: compliance report's digest, osiris.report). Later features add their own
+#: names here.
 KIND = frozenset({"agent_start", "sweep", "observation", "healing_intent", "healing_attempt", "escalation",
                   "incident_resolved", "rule_decision", "health_gate", "risk_accepted", "risk_acceptance_removed",
-                  "account"})
+                  "account", "report"})
 
 
 @dataclass(frozen=True)

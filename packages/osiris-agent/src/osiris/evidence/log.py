@@ -441,6 +441,13 @@ class EvidenceLog:
                 return
             yield self._resolve(rows) if cols == _FULL else _bodies(rows, self._segment, self._tail)
 
+    def kind_counts(self, start: int, end: int) -> dict[str, int]:
+        """How many bundles of each kind in [start, end) (the report's appendix)."""
+        with self._lock:
+            rows = self._db.execute("SELECT kind, count(*) FROM entries WHERE idx >= ? AND idx < ? GROUP BY kind",
+                                    (start, end)).fetchall()
+        return {k: int(n) for k, n in rows}
+
     def checkpoint_notes(self) -> list[tuple[int, bytes]]:
         """Every stored checkpoint as (size, signed note), unparsed: what
         verification checks for itself."""
