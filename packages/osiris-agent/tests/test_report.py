@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from osiris.report import build, render_html
 from osiris.store import Store, iso
 
 OSIRIS = Path(sys.executable).with_name("osiris")
+ARTIFACTS = Path(__file__).resolve().parents[3] / ".artifacts" / "report"
 T0 = datetime(2025, 3, 1, tzinfo=timezone.utc)
 DAY = timedelta(days=1)
 CATALOGUE = {
@@ -142,6 +144,12 @@ def test_osiris_report_writes_html_and_pdf_with_a_signed_manifest_recorded_as_ev
     assert "Riverside Family Practice" in text
     assert "164.312(b)" in text and "Audit controls" in text
     assert "Appendix: verifying the evidence" in text
+    assert "of host-time fully compliant" in text and re.search(r"\b\d{1,3}\.\d%", text)  # the summary's figures
+    if shutil.which("pdftoppm"):  # the first page as a picture, for a person to look at
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", str(tmp_path / "report.pdf"),
+                        str(ARTIFACTS / "report-page1")], check=True)
+        assert (ARTIFACTS / "report-page1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     log = EvidenceLog(DataPaths.of(Path(json.loads(cfg.read_text())["state_dir"])).evidence_log, create=False)
     try:
         bundles = [json.loads(e.body) for e in log.iter_entries() if e.kind == "report"]

@@ -33,7 +33,9 @@ def test_osiris_check_reports_the_lab_and_sees_chaos(lab, write_config):
     result = run(config)
     assert result.exit_code == 1
     lines = [line.split() for line in result.output.splitlines()]
-    failing = [line[:3] for line in lines if len(line) > 2 and line[2] in ("FAIL", "ERROR")]
+    # the per-host summary first (its header names FAIL and ERROR columns), then the results
+    assert lines[0] == ["HOST", "PASS", "FAIL", "ERROR"] and lines[2][:3] == ["ws01", "4", "1"]
+    failing = [line[:3] for line in lines[3:] if len(line) > 2 and line[2] in ("FAIL", "ERROR")]
     assert failing == [["ws01", "windows.bitlocker.os_volume_encrypted", "FAIL"]]
     assert "BitLocker protection is Off on C:" in result.output
     assert f"{len(expected) - 1} passed, 1 failed or erred" in result.output

@@ -129,6 +129,28 @@ def make_app(agent: Any) -> web.Application:
         fn = learning.approve if request.match_info["decision"] == "approve" else learning.reject
         return await _candidate_response(fn, cid, by)
 
+    async def sweep(request: web.Request) -> web.Response:
+        # `osiris sweep --now`: observe now rather than at the schedule's
+        # next turn; healing follows in the background as usual.
+        try:
+            body = await read_json(request)
+            wanted = body.get("targets", []) if isinstance(body, dict) else None
+            if not isinstance(wanted, list) or not all(isinstance(t, str) for t in wanted):
+                raise BadRequest('expected JSON body {"targets": ["<target>", ...]}')
+        except BadRequest as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
+        unknown = sorted(set(wanted) - set(agent.engine.targets))
+        if unknown:
+            return web.json_response({"error": f"no such target: {', '.join(unknown)} "
+                                               f"(known: {', '.join(sorted(agent.engine.targets))})"}, status=400)
+        observations = await agent.engine.sweep(force=True, only_targets=set(wanted) or None)
+        hosts: dict[str, dict[str, Any]] = {}
+        for o in observations:
+            h = hosts.setdefault(o.target, {"host": o.target, "pass": 0, "fail": 0, "error": 0})
+            h[o.status.value] += 1
+        return web.json_response({"hosts": sorted(hosts.values(), key=lambda h: (-h["fail"], h["host"])),
+                                  "healing": len(agent.ladder.active_incidents())})
+
     from .web import install
 
     app = web.Application(client_max_size=64 * 1024)
@@ -139,4 +161,5 @@ def make_app(agent: Any) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
+    app.router.add_post("/sweep", sweep)
     return app

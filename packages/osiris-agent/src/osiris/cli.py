@@ -189,13 +189,42 @@ def _print_latest(store: Store) -> None:
     click.echo(table(rows, ["TARGET", "CHECK", "STATUS", "REASON"]))
 
 
+REASON_WIDTH = 100  # characters of a reason a table shows (JSON has all of it)
+
+
+def _short(text: str, width: int = REASON_WIDTH) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def unreachable(observations: Sequence[Any]) -> dict[str, str]:
+    """Hosts whose every result is the same error (the host did not
+    answer): one line each instead of one per check."""
+    by_host: dict[str, list[Any]] = {}
+    for o in observations:
+        by_host.setdefault(o.target, []).append(o)
+    return {h: obs[0].reason for h, obs in by_host.items()
+            if len(obs) > 1 and all(o.status.value == "error" for o in obs) and len({o.reason for o in obs}) == 1}
+
+
+def host_summary(observations: Sequence[Any]) -> list[tuple[str, int, int, int]]:
+    """(host, pass, fail, error), hosts with failures first."""
+    counts: dict[str, list[int]] = {}
+    for o in observations:
+        c = counts.setdefault(o.target, [0, 0, 0])
+        c[("pass", "fail", "error").index(o.status.value)] += 1
+    return sorted(((h, *c) for h, c in counts.items()), key=lambda r: (-r[2], -r[3], r[0]))
+
+
 @cli.command()
 @click.option("-t", "--target", "targets", multiple=True, help="Only this target (repeatable).")
 @click.option("-k", "--check", "checks", multiple=True, help="Only this check id (repeatable).")
+@click.option("--failed", is_flag=True, help="Only what failed or erred (the per-host summary still lists every host).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_state
-def check(state: State, targets: tuple[str, ...], checks: tuple[str, ...], fmt: str) -> None:
-    """Run checks once now, print the results; exit 1 if any failed or erred."""
+def check(state: State, targets: tuple[str, ...], checks: tuple[str, ...], failed: bool, fmt: str) -> None:
+    """Run checks once now and print a per-host summary, then the results
+    (failures first; one line per unreachable host); exit 1 if any failed or erred."""
     from .engine import Engine
 
     loaded = state.loaded()
@@ -207,32 +236,143 @@ def check(state: State, targets: tuple[str, ...], checks: tuple[str, ...], fmt: 
     for c in checks:
         if c not in loaded.registry.checks:
             _fail(f"--check {c!r}: no such check (see `osiris checks`)", EXIT_CONFIG)
+    progress = sys.stderr.isatty() and fmt == "table"
 
     async def go():
         engine = Engine(loaded.registry, store, loaded.targets,
                         max_concurrent_targets=loaded.config.agent.max_concurrent_targets)
+        due = {n: [c for c in cs if not checks or c.id in checks] for n, cs in engine.due(force=True).items()
+               if not targets or n in targets}
+        due = {n: cs for n, cs in due.items() if cs}
+        jobs = [asyncio.ensure_future(engine.observe_target(engine.targets[n], cs)) for n, cs in due.items()]
+        out = []
         try:
-            return await engine.sweep(force=True, only_targets=set(targets) or None, only_checks=set(checks) or None)
+            for i, job in enumerate(asyncio.as_completed(jobs), 1):
+                batch = await job
+                out.extend(batch)
+                if progress and batch:
+                    click.echo(f"\r{i}/{len(jobs)} hosts answered (last: {batch[0].target})\x1b[K", err=True, nl=False)
+            if progress:
+                click.echo("\r\x1b[K", err=True, nl=False)
+            return out
         finally:
             loaded.ctx.close()
 
+    if progress:
+        click.echo(f"observing {len(targets) or len(loaded.targets)} hosts...", err=True)
     # What a person sees is scrubbed like what the evidence keeps.
     observations = [dataclasses.replace(o, reason=loaded.ctx.scrub(o.reason), facts=loaded.ctx.scrub(dict(o.facts)))
                     for o in asyncio.run(go())]
+    order = {"fail": 0, "error": 1, "pass": 2}
+    observations.sort(key=lambda o: (order[o.status.value], o.target, o.check))
+    shown = [o for o in observations if o.status.value != "pass"] if failed else observations
     if fmt == "json":
         click.echo(json.dumps([
             {"target": o.target, "check": o.check, "status": o.status.value, "reason": o.reason, "facts": o.facts}
-            for o in observations
+            for o in shown
         ], indent=2, default=str))
     else:
-        rows = [(o.target, o.check, o.status.value.upper(), o.reason) for o in observations]
-        click.echo(table(rows, ["TARGET", "CHECK", "STATUS", "REASON"]))
+        down = unreachable(observations)
+        click.echo(table(host_summary(observations), ["HOST", "PASS", "FAIL", "ERROR"]))
+        for host, reason in sorted(down.items()):
+            click.echo(f"{host}: unreachable: {_short(reason)}")
+        rows = [(o.target, o.check, o.status.value.upper(), _short(o.reason)) for o in shown if o.target not in down]
+        if rows:
+            click.echo("")
+            click.echo(table(rows, ["TARGET", "CHECK", "STATUS", "REASON"]))
         n_fail = sum(o.status.value != "pass" for o in observations)
-        click.echo(f"\n{len(observations) - n_fail} passed, {n_fail} failed or erred")
+        click.echo(f"\n{len(observations) - n_fail} passed, {n_fail} failed or erred"
+                   + (f"; {len(down)} hosts unreachable" if down else ""))
     if not observations:
         _fail("no checks ran: no target has a check that applies to it", EXIT_FAILED)
     if any(o.status.value != "pass" for o in observations):
         sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@pass_state
+def status(state: State, fmt: str) -> None:
+    """Compliance now, per host, from the state store (no sweep): hosts with
+    drift first, then every failing check, how long and how it stands."""
+    from datetime import datetime, timezone
+
+    from . import risk
+    from .store import iso
+
+    loaded = state.loaded()
+    store = state.store()
+    at = iso(datetime.now(timezone.utc))
+    exceptions = store.exceptions(active_at=at)
+    drift = store.drift()
+    accepted = {(d["target"], d["check_id"]) for d in drift if risk.covering(exceptions, d["target"], d["check_id"], at)}
+    hosts: dict[str, dict[str, Any]] = {t.name: {"host": t.name, "role": t.role, "pass": 0, "fail": 0, "accepted": 0,
+                                                 "error": 0, "last_seen": None} for t in loaded.targets}
+    for row in store.latest():
+        h = hosts.setdefault(row["target"], {"host": row["target"], "role": "", "pass": 0, "fail": 0, "accepted": 0,
+                                             "error": 0, "last_seen": None})
+        key = "accepted" if (row["target"], row["check_id"]) in accepted else row["status"]
+        h[key] += 1
+        h["last_seen"] = max(h["last_seen"] or "", row["observed_at"])
+    host_rows = sorted(hosts.values(), key=lambda h: (-h["fail"], -h["error"], h["host"]))
+    failing = [{"host": d["target"], "check": d["check_id"], "since": d["since"], "accepted": (d["target"], d["check_id"]) in accepted,
+                "incident": d["incident_id"], "outcome": d["outcome"] or ("open" if d["incident_state"] == "open" else None),
+                "reason": loaded.ctx.scrub(d["reason"])} for d in drift]
+    if fmt == "json":
+        click.echo(json.dumps({"hosts": host_rows, "failing": failing}, indent=2))
+        return
+    click.echo(table([(h["host"], h["role"], h["fail"], h["accepted"], h["error"], h["pass"],
+                       (h["last_seen"] or "never")[:19].replace("T", " ")) for h in host_rows],
+                     ["HOST", "ROLE", "FAILING", "ACCEPTED", "ERROR", "PASSING", "LAST RESULT"]))
+    if failing:
+        click.echo("")
+        click.echo(table([(f["host"], f["check"], (f["since"] or "")[:16].replace("T", " "),
+                           "accepted risk" if f["accepted"] else (f["outcome"] or "not yet handled"),
+                           _short(f["reason"], 70)) for f in failing],
+                         ["HOST", "FAILING CHECK", "SINCE", "HOW IT STANDS", "REASON"]))
+
+
+@cli.command()
+@click.option("--now", "now", is_flag=True, required=True, help="Sweep now (the only mode).")
+@click.option("-t", "--target", "targets", multiple=True, help="Only this target (repeatable).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="The running agent's API port (default: the config's agent.http.port).")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
+@pass_state
+def sweep(state: State, now: bool, targets: tuple[str, ...], port: int | None, timeout: float) -> None:
+    """Ask the running agent to observe now (its local API), so a fix shows
+    without waiting for the schedule; prints what it found."""
+    import urllib.error
+    import urllib.request
+
+    http = state.loaded().config.agent.http
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(http.listen, http.listen)
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if http.tls else "http"
+    url = f"{scheme}://{host}:{port or http.port}/sweep"
+    req = urllib.request.Request(url, data=json.dumps({"targets": list(targets)}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    ctx = None
+    if http.tls:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(http.tls.cert))
+        ctx.check_hostname = False
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            why = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            why = exc.reason
+        _fail(f"{url}: {why}", EXIT_FAILED if exc.code != 400 else EXIT_CONFIG)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        _fail(f"{url}: the agent did not answer ({getattr(exc, 'reason', exc)}); is `osiris run` running?", EXIT_FAILED)
+    click.echo(table([(h["host"], h["pass"], h["fail"], h["error"]) for h in body["hosts"]],
+                     ["HOST", "PASS", "FAIL", "ERROR"]))
+    click.echo(f"\nswept {len(body['hosts'])} hosts; healing is under way for {body['healing']} incidents")
 
 
 def control_mapping(registry) -> str:
@@ -587,14 +727,20 @@ def rules() -> None:
 
 
 @rules.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @pass_state
-def rules_list(state: State) -> None:
+def rules_list(state: State, fmt: str) -> None:
     """Rules in force, in the order they are tried; exit 2 on rule errors."""
     ladder = _ladder(state)
     ladder.reload(force=True)
-    rows = [(r.id, r.model.match.check, ",".join(r.model.match.roles) or "*", r.model.action.runbook,
-             r.model.mode or "-", f"{r.file}:{r.line}") for r in ladder.rules.rules]
-    click.echo(table(rows, ["RULE", "CHECK", "ROLES", "RUNBOOK", "MODE", "SOURCE"]))
+    items = [{"id": r.id, "check": r.model.match.check, "roles": list(r.model.match.roles),
+              "runbook": r.model.action.runbook, "mode": r.model.mode, "source": f"{r.file}:{r.line}"}
+             for r in ladder.rules.rules]
+    if fmt == "json":
+        click.echo(json.dumps(items, indent=2))
+    else:
+        click.echo(table([(r["id"], r["check"], ",".join(r["roles"]) or "*", r["runbook"], r["mode"] or "-",
+                           r["source"]) for r in items], ["RULE", "CHECK", "ROLES", "RUNBOOK", "MODE", "SOURCE"]))
     for msg in ladder.rule_errors:
         click.echo(f"osiris: {msg}", err=True)
     if ladder.rule_errors:

@@ -46,7 +46,9 @@ def _headers(secure: bool) -> dict[str, str]:
         "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                    "frame-ancestors 'none'; base-uri 'none'",
         "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
+        # same-origin, not no-referrer: with no-referrer a browser posts forms with
+        # "Origin: null", which the same-origin check must refuse.
+        "Referrer-Policy": "same-origin",
         "Cache-Control": "no-store",
         "X-Frame-Options": "DENY",
     }
