@@ -58,3 +58,14 @@ def test_buckets_refill_at_their_rate():
     now[0] = 0.5
     assert b.take() == 0.0
     assert b.debt(10) == pytest.approx(0.6)
+
+
+def test_facts_are_json_objects_that_canonical_json_can_sign():
+    from osiris_endpoints.server import parse_facts
+
+    assert parse_facts('{"x": "\\uD83D\\uDE00", "n": 9007199254740991}') == {"x": "\U0001F600", "n": 2 ** 53 - 1}
+    for bad, why in (('{"x": "\\ud800"}', "lone surrogate"), ('{"x": NaN}', "not JSON"), ('{"x": 1e999}', "not JSON"),
+                     ('{"x": 9007199254740992}', "not JSON"), ("[1]", "expected a JSON object"),
+                     ('{"a": ' * 5000 + "1" + "}" * 5000, "nested too deeply")):
+        with pytest.raises(ValueError, match=why):
+            parse_facts(bad)

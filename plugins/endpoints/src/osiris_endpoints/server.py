@@ -50,6 +50,7 @@ log = logging.getLogger("osiris.endpoints")
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 QUEUE_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 REPORTING = "endpoints.reporting"
 COMPLETE = "endpoints.events_complete"
 Code = grpc.StatusCode
@@ -98,10 +99,13 @@ def parse_facts(text: str) -> dict[str, Any]:
         raise ValueError(f"not JSON ({str(exc)[:80]})") from None
     if not isinstance(facts, dict):
         raise ValueError("expected a JSON object")
-    try:
-        json.dumps(facts, ensure_ascii=False).encode("utf-8")
-    except (UnicodeEncodeError, RecursionError):
-        raise ValueError("not valid UTF-8 text, or nested too deeply") from None
+    # The text itself is UTF-8 (protobuf checks); only a \\uD800-\\uDFFF
+    # escape can make a string that is not: look closer only then.
+    if _SURROGATE.search(text):
+        try:
+            json.dumps(facts, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError):
+            raise ValueError("not valid UTF-8 text (a lone surrogate), or nested too deeply") from None
     return facts
 
 
