@@ -97,6 +97,29 @@ def test_parameters_must_be_json_data():
         script.encode_params([u], {u.id: {"when": object()}}, {u.id: 1.0})
 
 
+def test_composing_many_different_batches_keeps_nothing():
+    """Due checks differ from host to host and tick to tick: texts composed
+    for them must not be kept (a cache of 256 filled RSS for ten minutes)."""
+    import gc
+    import random
+    import tracemalloc
+
+    units = [script.unit("check", f"soak.c{i:02d}", f"# osiris-check: soak.c{i:02d}/v1\n$x = '{'y' * 2000}'")
+             for i in range(60)]
+    rng = random.Random(14)
+    subsets = [tuple(rng.sample(units, 40)) for _ in range(300)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for subset in subsets:
+            script.environment(script.compose(subset), "")
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1024 * 1024, f"{kept / 2**20:.1f} MiB kept after composing {len(subsets)} batches"
+
+
 def test_every_shipped_fragment_is_valid():
     for c in checks():
         assert script.unit("check", c.id, c.script).version == 1
