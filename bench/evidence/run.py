@@ -14,9 +14,9 @@ Measured, in this order:
   1,000), built through the same append path, or reused with ``--dir``;
 * verifying that log through its checkpoints (``verify_log(signatures=False)``:
   every leaf rehashed from its content, every checkpoint root recomputed,
-  every consistency proof checked, signatures only after the last checkpoint),
-  with leaf hashing spread over the machine's cores (at most 4), then again
-  in one process;
+  consistency proofs checked, signatures only after the last checkpoint),
+  with leaf hashing spread over the machine's cores (at most 4), and in one
+  process, alternately twice each, the better of each;
 * per-bundle signature checks on a sample, one by one, as an auditor would.
 
 Then the ratios against OpenSSL and the targets (at least 10,000 appends/s;
@@ -216,12 +216,17 @@ def main() -> None:
 
     log = EvidenceLog(big, create=False)
     jobs = min(os.cpu_count() or 1, 4)
-    start = time.perf_counter()
-    report = verify_log(log, signatures=False, jobs=jobs)
-    verify_s = time.perf_counter() - start
-    start = time.perf_counter()
-    single = verify_log(log, signatures=False, jobs=1)
-    verify_1 = time.perf_counter() - start
+    report = single = None
+    # Alternately, twice each, the best of each: the first pass also pays
+    # for reading the file into the page cache, which is not the verifier's
+    # speed (and was always charged to the multi-process figure).
+    times: dict[int, list[float]] = {jobs: [], 1: []}
+    for n in (jobs, 1, jobs, 1):
+        start = time.perf_counter()
+        got = verify_log(log, signatures=False, jobs=n)
+        times[n].append(time.perf_counter() - start)
+        report, single = (got, single) if n == jobs else (report, got)
+    verify_s, verify_1 = min(times[jobs]), min(times[1])
     assert single.ok
     if not report.ok:
         raise SystemExit(f"bench/evidence: the log does not verify: {report.summary()}")
