@@ -483,10 +483,11 @@ class Ladder:
     async def _dry_run(self, incident, target, runbook, params, tier, rule_id) -> None:
         detail = f"dry-run: would run {runbook.id} ({runbook.risk.value} risk) with {json.dumps(params, sort_keys=True)}"
         aid = self._begin_attempt(incident, tier, rule_id, runbook, params, dry_run=True)
+        await self._evidence("healing_attempt", {"attempt": aid, "incident": incident.id, "target": target.name,
+                                                 "tier": tier, "rule": rule_id, "runbook": runbook.id,
+                                                 "params": params, "dry_run": True, "ok": None, "detail": detail},
+                             target.name)
         self._finish_attempt(aid, incident, tier, runbook, params, None, detail, target.role)
-        await self._evidence("healing_attempt", {"incident": incident.id, "target": target.name, "tier": tier,
-                                                 "rule": rule_id, "runbook": runbook.id, "params": params,
-                                                 "dry_run": True, "ok": None, "detail": detail}, target.name)
         await self._resolve(incident, "dry-run", tier, detail)
 
     async def _attempt(self, incident, target, spec, runbook, params, tier, rule_id, history) -> bool:
@@ -520,9 +521,10 @@ class Ladder:
                     detail = f"verified: {verification.reason}" if ok else f"verification failed: {verification.reason}"
                 except Exception as exc:  # noqa: BLE001
                     detail = f"runbook ran; verification raised {type(exc).__name__}: {exc}"
-        self._finish_attempt(aid, incident, tier, runbook, params, ok, detail, target.role)
-        self.learning.refresh(spec.id, target.role, runbook.id, tier)
-        history.append({"tier": tier, "rule": rule_id, "runbook": runbook.id, "ok": ok, "detail": detail})
+        # Evidence first, then the store: a kill in between leaves the
+        # attempt unfinished, and the next start closes it as interrupted
+        # (with a bundle); the other order could leave a finished attempt
+        # that never gets its bundle.
         await self._evidence("healing_attempt", {
             "attempt": aid, "incident": incident.id, "target": target.name, "check": spec.id, "tier": tier,
             "rule": rule_id,
@@ -530,6 +532,9 @@ class Ladder:
             "verification": None if verification is None else {
                 "status": verification.status.value, "reason": verification.reason, "facts": dict(verification.facts)},
         }, target.name)
+        self._finish_attempt(aid, incident, tier, runbook, params, ok, detail, target.role)
+        self.learning.refresh(spec.id, target.role, runbook.id, tier)
+        history.append({"tier": tier, "rule": rule_id, "runbook": runbook.id, "ok": ok, "detail": detail})
         return ok
 
     async def _verify(self, target: Target, spec: CheckSpec, runbook: RunbookSpec):
