@@ -18,6 +18,7 @@
       plugins = {
         appliance-selfcheck = ./plugins/appliance-selfcheck;
         endpoints = ./plugins/endpoints;
+        update-ab = ./plugins/update-ab;
         evidence-ots = ./plugins/evidence-ots;
         evidence-http = ./plugins/evidence-http;
         evidence-local = ./plugins/evidence-local;
