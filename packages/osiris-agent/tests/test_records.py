@@ -39,3 +39,44 @@ def test_runbook_must_name_what_it_fixes():
         RunbookSpec(id="a.fix", title="t", target_kind="local", fixes=(), risk="low", action=dict)
     rb = RunbookSpec(id="a.fix", title="t", target_kind="local", fixes=("a.b",), risk="medium", action=dict)
     assert rb.risk.value == "medium"
+
+
+def test_update_records_serialise_and_validate():
+    from datetime import datetime, timezone
+
+    from osiris.records import BootEntry, Slot, UpdateProgress, UpdateStatus
+
+    started = datetime(2026, 12, 5, 3, 0, tzinfo=timezone.utc)
+    running = UpdateProgress("writing", "1.2.0", bytes_done=250, bytes_total=1000, rate=50.0, started=started)
+    assert running.eta() == 15.0
+    assert UpdateProgress("downloading", bytes_done=5).eta() is None  # total not known yet
+    status = UpdateStatus(
+        "ab", configured=True, booted_version="1.1.0",
+        slots=[Slot("A", "1.1.0", booted=True), Slot("B", None)],
+        entries=[BootEntry("1.1.0", "blessed", booted=True), BootEntry("1.2.0", "trial", tries_left=3, tries_done=0)],
+        running=running,
+    )
+    out = status.to_json()
+    assert out["slots"][1] == {"name": "B", "version": None, "booted": False, "device": ""}
+    assert out["entries"][1]["state"] == "trial" and out["entries"][1]["tries_left"] == 3
+    assert out["running"]["started"] == "2026-12-05T03:00:00+00:00" and out["running"]["eta"] == 15.0
+    with pytest.raises(ValueError, match="state 'good'"):
+        BootEntry("1.0", "good")
+
+
+def test_an_update_backend_needs_status_check_and_apply():
+    from osiris.records import UpdateBackend
+
+    class StatusOnly:  # API 2.1's backend
+        name = "old"
+
+        async def status(self):
+            return {}
+
+    class Full(StatusOnly):
+        async def check(self): ...
+
+        async def apply(self, *, reboot, progress=None): ...
+
+    assert not isinstance(StatusOnly(), UpdateBackend)
+    assert isinstance(Full(), UpdateBackend)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PROJECT = "osiris"
 #: Bumped when a hook is added (minor) or a hook's contract changes (major).
-API_VERSION = "2.1"  # 1.1: osiris_rules; 2.0: executors take one deadline (osiris.budget); 2.1: osiris_rules may return RuleSpec records
+API_VERSION = "2.2"  # 1.1: osiris_rules; 2.0: executors take one deadline (osiris.budget); 2.1: osiris_rules may return RuleSpec records; 2.2: update backends: status/check/apply with typed results
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

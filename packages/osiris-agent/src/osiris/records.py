@@ -10,6 +10,7 @@ the ladder and the evidence log decide what to do with them.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -34,6 +35,13 @@ __all__ = [
     "EvidenceSink",
     "EscalationChannel",
     "UpdateBackend",
+    "UpdateError",
+    "UpdateStatus",
+    "UpdateCheck",
+    "UpdateProgress",
+    "UpdateResult",
+    "BootEntry",
+    "Slot",
     "HealthCheck",
     "HealthResult",
     "PlanProposal",
@@ -307,11 +315,159 @@ class EscalationChannel(Protocol):
     async def escalate(self, incident: Mapping[str, Any]) -> None: ...
 
 
+class UpdateError(Exception):
+    """An update backend's refusal or failure, its message for a person:
+    what was refused or failed and why (``refused``: the backend refused
+    something it was given, e.g. tampered metadata or an older version;
+    otherwise it could not do its work, e.g. the repository unreachable).
+    ``osiris update`` prints it and exits 1; anything else a backend
+    raises is a bug and is reported as one."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class BootEntry:
+    """One boot loader entry of the appliance (e.g. a UKI on the ESP).
+    ``state``: ``blessed`` (boots without counting), ``trial`` (tries left
+    before the loader falls back), ``bad`` (no tries left: skipped)."""
+
+    version: str
+    state: str
+    tries_left: int | None = None
+    tries_done: int | None = None
+    booted: bool = False
+    file: str = ""
+
+    def __post_init__(self) -> None:
+        if self.state not in ("blessed", "trial", "bad"):
+            raise ValueError(f"boot entry {self.version}: state {self.state!r}: expected blessed, trial or bad")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One system slot (a partition holding a version's read-only /usr).
+    ``version`` None: empty or being written."""
+
+    name: str
+    version: str | None
+    booted: bool = False
+    device: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateProgress:
+    """Where a running install is: ``phase`` (the backend's word, e.g.
+    checking, downloading, writing, read-back, installing, done, failed),
+    bytes done of ``bytes_total`` (None: not known yet), the rate in
+    bytes per second, when it started, and an error once it failed."""
+
+    phase: str
+    version: str | None = None
+    bytes_done: int = 0
+    bytes_total: int | None = None
+    rate: float | None = None
+    started: datetime | None = None
+    error: str | None = None
+
+    def eta(self) -> float | None:
+        """Seconds left at the current rate, or None when not known."""
+        if not self.rate or self.bytes_total is None or self.rate <= 0:
+            return None
+        return max(0.0, (self.bytes_total - self.bytes_done) / self.rate)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phase": self.phase, "version": self.version, "bytes_done": self.bytes_done,
+                "bytes_total": self.bytes_total, "rate": self.rate, "eta": self.eta(),
+                "started": _iso(self.started), "error": self.error}
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    """What ``osiris update status`` shows. ``configured`` False: the
+    backend is installed but has nothing to update from (no repository,
+    trusted root or disk); ``detail`` says what is missing."""
+
+    backend: str
+    configured: bool
+    booted_version: str | None = None
+    slots: tuple[Slot, ...] = ()
+    entries: tuple[BootEntry, ...] = ()
+    last_check: datetime | None = None
+    available: str | None = None
+    running: UpdateProgress | None = None
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slots", tuple(self.slots))
+        object.__setattr__(self, "entries", tuple(self.entries))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend, "configured": self.configured, "booted_version": self.booted_version,
+            "slots": [dataclasses.asdict(s) for s in self.slots],
+            "entries": [dataclasses.asdict(e) for e in self.entries],
+            "last_check": _iso(self.last_check), "available": self.available,
+            "running": self.running.to_json() if self.running is not None else None,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class UpdateCheck:
+    """A check's answer: the booted version and the newest release for
+    this appliance newer than it (None: up to date)."""
+
+    current: str | None
+    available: str | None
+    checked_at: datetime = field(default_factory=utcnow)
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"current": self.current, "available": self.available,
+                "checked_at": _iso(self.checked_at), "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """An apply's answer: ``installed`` the version now in the inactive
+    slot on trial (None: nothing newer, nothing done); ``reboot_at`` when
+    the reboot into it is scheduled (None: not scheduled)."""
+
+    installed: str | None
+    reboot_at: datetime | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"installed": self.installed, "reboot_at": _iso(self.reboot_at), "detail": self.detail}
+
+
 @runtime_checkable
 class UpdateBackend(Protocol):
+    """How the appliance updates itself (API 2.2). ``status`` reads and
+    never changes anything; ``check`` asks the repository for a newer
+    release; ``apply`` installs the newest one (into a slot not booted,
+    on trial) and, with ``reboot``, schedules the reboot into it.
+    ``progress`` (a plain callable, called on the event loop's thread or
+    the backend's, never concurrently) receives :class:`UpdateProgress`
+    as the install goes. Refusals and failures raise :class:`UpdateError`.
+    """
+
     name: str
 
-    async def status(self) -> Mapping[str, Any]: ...
+    async def status(self) -> UpdateStatus: ...
+
+    async def check(self) -> UpdateCheck: ...
+
+    async def apply(
+        self, *, reboot: bool, progress: Callable[[UpdateProgress], None] | None = None
+    ) -> UpdateResult: ...
 
 
 @dataclass(frozen=True)
