@@ -56,6 +56,8 @@
               # The endpoint protocol and agent: the endpoints plugin needs the first.
               osiris-endpoint-proto = pyFinal.callPackage ./packages/osiris-endpoint-proto/default.nix { };
               osiris-endpoint = pyFinal.callPackage ./packages/osiris-endpoint/default.nix { };
+              # The MSP's release command (docs/updates.md): signs the TUF repository.
+              osiris-release = pyFinal.callPackage ./packages/osiris-release/default.nix { };
             }
             // lib.mapAttrs' (
               name: dir:
@@ -66,13 +68,14 @@
           )
         ];
         osiris-agent = final.python3Packages.osiris-agent;
+        osiris-release = final.python3Packages.osiris-release;
         osirisPlugins = lib.mapAttrs (name: _: final.python3Packages.${pluginAttr name}) plugins;
       };
 
       packages = forAllSystems (
         pkgs:
         {
-          inherit (pkgs) osiris-agent;
+          inherit (pkgs) osiris-agent osiris-release;
           default = pkgs.osiris-agent;
         }
         // lib.mapAttrs' (name: drv: lib.nameValuePair (pluginAttr name) drv) pkgs.osirisPlugins

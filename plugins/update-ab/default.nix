@@ -7,6 +7,7 @@
   hatchling,
   osiris-agent,
   tuf,
+  urllib3,
   zstandard,
 }:
 
@@ -28,6 +29,7 @@ buildPythonPackage {
   dependencies = [
     osiris-agent
     tuf
+    urllib3
     zstandard
   ];
 

@@ -1,0 +1,3 @@
+from osiris_release.cli import main
+
+main()
