@@ -1,8 +1,9 @@
 """The boot lab (tools/bootlab, `make boot-lab`) in its reduced set: a real
-GPT disk with Debian's systemd-boot booted in QEMU. What is asserted is what
-the guest printed on its serial console and what mtools found on the ESP
-afterwards. The full set (every power-cut point, the good update, the new
-image) is `make boot-lab`."""
+GPT disk with Debian's systemd-boot and a UKI per version booted in QEMU,
+and its library (bootlab.kit) booting a disk updated from release
+artefacts. What is asserted is what the guest printed on its serial console
+and what mtools found on the ESP afterwards. The full set (every power-cut
+point, the good update, the new image) is `make boot-lab`."""
 
 from __future__ import annotations
 
@@ -53,8 +54,72 @@ def test_a_bad_update_is_tried_tries_times_then_the_blessed_version_comes_back(t
     assert bad["versions"] == ["1"] + ["2"] * tries + ["1", "1"], bad
     assert [b["gate"] for b in bad["boot_log"][1:tries + 1]] == ["fail"] * tries
     assert all(b["ended"] == "reboot" for b in bad["boot_log"][1:tries + 1])
-    assert f"osiris_2+0-{tries}.conf" in bad["entries_after"] and "osiris_1.conf" in bad["entries_after"]
+    assert f"osiris_2+0-{tries}.efi" in bad["entries_after"] and "osiris_1.efi" in bad["entries_after"]
     cut = by["power-cut@entry-written"]
     assert cut["ok"] and cut["boot_log"][0]["ended"] == "cut"
     assert cut["boot_log"][-1]["gate"] == "pass" and cut["versions"][-1] == "1"
     assert any(line.startswith("SCENARIO") and "VERSIONS SEEN" in line for line in res.stdout.splitlines())
+
+
+USR_TYPE = "8484680C-9521-48C6-9C11-B0720656F69E"
+
+
+def _install_stand_in(disk: Path, release, tries: int) -> None:
+    """This test's stand-in for the update backend (plugins/update-ab's test
+    runs the real one on the same artefacts): the release's slot image into
+    the slot the blessed UKI does not boot, relabelled, then its UKI on the
+    ESP with the tries counter, last."""
+    from bootlab.disk import ESP_TYPE, esp_entries, partitions, run
+
+    parts = partitions(disk)
+    esp = next(p for p in parts if p.type == ESP_TYPE)
+    blessed = [e.removesuffix(".efi") for e in esp_entries(disk) if e.endswith(".efi") and "+" not in e]
+    target = next(p for p in parts if p.type == USR_TYPE and p.name not in blessed)
+    img = f"{disk}@@{esp.start}"
+    for e in esp_entries(disk):  # no UKI may name the slot that is rewritten
+        if e.split("+")[0].removesuffix(".efi") == target.name:
+            run(["mdel", "-i", img, f"::/EFI/Linux/{e}"])
+    data = release.slot_image.read_bytes()
+    assert len(data) <= target.size
+    with open(disk, "r+b") as f:
+        f.seek(target.start)
+        f.write(data)
+    run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", "--part-label", str(disk), str(target.number),
+         f"osiris_{release.version}"])
+    run(["mcopy", "-i", img, str(release.uki), f"::/EFI/Linux/osiris_{release.version}+{tries}.efi"])
+
+
+def test_boot_disk_boots_a_disk_updated_from_release_artefacts(tmp_path):
+    """A bad release is tried `tries` times (+2-1, +1-2, +0-3) and version 1
+    comes back; the next, good release boots on trial and is blessed."""
+    need = missing_tools()
+    if need:
+        pytest.skip(f"the boot lab needs {', '.join(need)} (tools/ensure-system-tools.sh installs them on Debian)")
+    from bootlab import uki
+    from bootlab.kit import Kit, boot_disk
+
+    kit = Kit.prepare(tmp_path / "kit")
+    tries = kit.layout.tries
+    disk = kit.disk("1", tmp_path / "disk.img", blessed=True).path
+    bad = kit.release("2", tmp_path / "release-2", healthy=False)
+    good = kit.release("3", tmp_path / "release-3")
+    assert (bad.slot_image.name, bad.uki.name) == ("osiris_2.squashfs", "osiris_2.efi")
+    manifest = json.loads(good.manifest.read_text())
+    assert manifest["install_uki_as"] == f"EFI/Linux/osiris_3+{tries}.efi" and manifest["uki"]["file"] == "osiris_3.efi"
+    assert b"mount.usr=PARTLABEL=osiris_3 " in uki.sections(good.uki)[".cmdline"]
+
+    _install_stand_in(disk, bad, tries)
+    run = boot_disk(disk, until=lambda boots: boots[-1].version == "1", max_boots=tries + 2)
+    assert run.condition_met and run.versions == ["2"] * tries + ["1"], run.as_dict()
+    counters = [b.value("boot").rsplit("/", 1)[-1] for b in run.boots[:tries]]
+    assert counters == [f"osiris_2+{tries - i}-{i}.efi" for i in range(1, tries + 1)]
+    assert all(b.gate == "fail" and b.ended == "reboot" for b in run.boots[:tries])
+    assert run.boots[-1].already_blessed and run.boots[-1].gate == "pass"
+    assert run.entries_after == ["osiris_1.efi", f"osiris_2+0-{tries}.efi"]
+
+    _install_stand_in(disk, good, tries)
+    run = boot_disk(disk)
+    trial = run.boots[0]
+    assert (trial.version, trial.gate, trial.blessed) == ("3", "pass", True), run.as_dict()
+    assert trial.value("boot").endswith(f"counter=/EFI/Linux/osiris_3+{tries - 1}-1.efi")
+    assert run.entries_after == ["osiris_1.efi", "osiris_3.efi"]

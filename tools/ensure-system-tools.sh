@@ -7,10 +7,13 @@ command -v nix-instantiate >/dev/null || need+=(nix-bin)
 command -v openssl >/dev/null || need+=(openssl)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 # The boot lab (make boot-lab, tests/test_boot_lab.py): QEMU with OVMF, Debian's
-# systemd-boot, the tools that build its disk, a static busybox for its guest.
+# systemd-boot and its UKI stub, the tools that build its disk and UKIs
+# (objcopy), a static busybox for its guest.
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 [ -e /usr/share/OVMF/OVMF_CODE_4M.fd ] || need+=(ovmf)
-[ -e /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] || need+=(systemd-boot-efi)
+{ [ -e /usr/lib/systemd/boot/efi/systemd-bootx64.efi ] && [ -e /usr/lib/systemd/boot/efi/linuxx64.efi.stub ]; } \
+  || need+=(systemd-boot-efi)
+command -v objcopy >/dev/null || need+=(binutils)
 command -v mcopy >/dev/null || need+=(mtools)
 command -v mkfs.vfat >/dev/null || need+=(dosfstools)
 command -v mksquashfs >/dev/null || need+=(squashfs-tools)

@@ -19,16 +19,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import disk as disks
-from . import guest, kernel, qemu
-from .layout import REPO, LayoutError, load
-from .scenarios import (INSTALL_POINTS, Lab, Outcome, ScenarioError, blessed_base, new_image, power_cut,
-                        update_bad, update_good)
+from . import guest, kernel, qemu, uki
+from .kit import Kit
+from .layout import REPO, LayoutError
+from .scenarios import INSTALL_POINTS, Lab, Outcome, ScenarioError, new_image, power_cut, update_bad, update_good
 
 # Debian packages that hold what the lab runs (tools/ensure-system-tools.sh installs them).
 TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
          "mksquashfs": "squashfs-tools", "sfdisk": "fdisk", "systemd-repart": "systemd",
-         "apt-get": "apt", "dpkg": "dpkg", "ldd": "libc-bin"}
-FILES = {str(qemu.OVMF_CODE): "ovmf", str(disks.SYSTEMD_BOOT): "systemd-boot-efi", str(guest.BUSYBOX): "busybox-static"}
+         "apt-get": "apt", "dpkg": "dpkg", "ldd": "libc-bin", "objcopy": "binutils", "objdump": "binutils"}
+FILES = {str(qemu.OVMF_CODE): "ovmf", str(disks.SYSTEMD_BOOT): "systemd-boot-efi", str(uki.STUB): "systemd-boot-efi",
+         str(guest.BUSYBOX): "busybox-static"}
 QUICK = ["update-bad", "power-cut@entry-written"]
 
 
@@ -92,22 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        layout = load()
-        k = kernel.fetch(args.cache)
-        initrd = guest.initramfs(k, work / "initrd.img")
-        v1 = layout.slot_label("1")
-        base_work = work / "image"
-        base_work.mkdir()
-        esp = disks.esp_image(layout, base_work, vmlinuz=k.vmlinuz, initrd=initrd,
-                              entries={f"{layout.entry_prefix}1+{layout.tries}.conf":
-                                       guest.entry(layout.entry_prefix, "1", v1)})
-        lab = Lab(layout, work, initrd, Path(), qemu.vars_file(base_work / "vars.fd"))
-        lab.base_disk = disks.build(layout, base_work, version="1", esp=esp, slot=lab.slot("1", True))
-        # Every update's medium, built before machines start (they share the slot images).
+        kit = Kit.prepare(work, args.cache)
+        layout, k = kit.layout, kit.kernel
+        lab = Lab.build(kit, work)
+        # Every update's medium, built before machines start (they share the slot images and UKIs).
         for healthy in (True, False):
             for pause in (True, False):
                 lab.medium("2", healthy, pause=pause)
-    except (LayoutError, kernel.KernelError, guest.GuestError, disks.DiskError, qemu.QemuError) as exc:
+    except (LayoutError, kernel.KernelError, guest.GuestError, disks.DiskError, qemu.QemuError,
+            uki.UkiError) as exc:
         print(f"boot-lab: setup failed: {exc}", file=sys.stderr)
         return 2
     parts = ", ".join(f"{p.id} {p.type} '{p.label}' {p.lab_size_mib} MiB" for p in layout.lab_partitions())
@@ -131,14 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         futures = []
         if "new-image" in names:
             futures.append(pool.submit(run, "new-image", lambda lab_: new_image(lab_)))
-        rest = [n for n in names if n != "new-image"]
-        if rest:
-            try:
-                base = blessed_base(lab)
-            except (ScenarioError, qemu.QemuError) as exc:
-                print(f"boot-lab: could not bless version 1 on the base disk: {exc}", file=sys.stderr)
-                return 2
-            futures += [pool.submit(run, n, table[n], base) for n in rest]
+        futures += [pool.submit(run, n, table[n], lab.blessed) for n in names if n != "new-image"]
         for f in futures:
             f.result()
 

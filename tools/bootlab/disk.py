@@ -13,6 +13,7 @@ from pathlib import Path
 from .layout import Layout, repart_definitions
 
 SYSTEMD_BOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 LOADER_CONF = "timeout 0\neditor no\nauto-entries no\nauto-firmware no\nconsole-mode keep\n"
 
 
@@ -27,9 +28,9 @@ def run(cmd: list[str], *, ok: tuple[int, ...] = (0,)) -> str:
     return res.stdout
 
 
-def esp_image(layout: Layout, work: Path, *, vmlinuz: Path, initrd: Path, entries: dict[str, str]) -> Path:
+def esp_image(layout: Layout, work: Path, *, ukis: dict[str, Path]) -> Path:
     """The ESP as a vfat file: Debian's systemd-boot as the removable-media
-    loader, loader.conf, the shared kernel and initramfs, the entries."""
+    loader, loader.conf, and ``ukis`` (file name -> UKI) in EFI/Linux."""
     if not SYSTEMD_BOOT.exists():
         raise DiskError(f"{SYSTEMD_BOOT} not found (Debian: apt-get install systemd-boot-efi)")
     img = work / "esp.img"
@@ -37,19 +38,15 @@ def esp_image(layout: Layout, work: Path, *, vmlinuz: Path, initrd: Path, entrie
     size_kib = layout.get("esp").lab_size_mib * 1024
     run(["mkfs.vfat", "-C", "-F", "32", "-n", "ESP", str(img), str(size_kib)])
     i = ["-i", str(img)]
-    for d in ("::/EFI", "::/EFI/BOOT", "::/EFI/systemd", "::/loader", "::/loader/entries", "::/osiris"):
+    for d in ("::/EFI", "::/EFI/BOOT", "::/EFI/systemd", "::/EFI/Linux", "::/loader"):
         run(["mmd", *i, d])
     run(["mcopy", *i, str(SYSTEMD_BOOT), "::/EFI/BOOT/BOOTX64.EFI"])
     run(["mcopy", *i, str(SYSTEMD_BOOT), "::/EFI/systemd/systemd-bootx64.efi"])
     conf = work / "loader.conf"
     conf.write_text(LOADER_CONF)
     run(["mcopy", *i, str(conf), "::/loader/loader.conf"])
-    run(["mcopy", *i, str(vmlinuz), "::/osiris/vmlinuz"])
-    run(["mcopy", *i, str(initrd), "::/osiris/initrd.img"])
-    for name, text in entries.items():
-        f = work / name
-        f.write_text(text)
-        run(["mcopy", *i, str(f), f"::/loader/entries/{name}"])
+    for name, uki in ukis.items():
+        run(["mcopy", *i, str(uki), f"::/EFI/Linux/{name}"])
     return img
 
 
@@ -85,7 +82,8 @@ def partitions(disk: Path) -> list[GptPartition]:
 
 
 def esp_entries(disk: Path) -> list[str]:
-    """The file names in the ESP's loader/entries, as mtools reads them."""
-    esp = next(p for p in partitions(disk) if p.type == "C12A7328-F81F-11D2-BA4B-00A0C93EC93B")
-    out = run(["mdir", "-b", "-i", f"{disk}@@{esp.start}", "::/loader/entries"], ok=(0, 1))
+    """The file names in the ESP's EFI/Linux (the UKIs, a cut install's
+    ``.partial``), as mtools reads them."""
+    esp = next(p for p in partitions(disk) if p.type == ESP_TYPE)
+    out = run(["mdir", "-b", "-i", f"{disk}@@{esp.start}", "::/EFI/Linux"], ok=(0, 1))
     return sorted(line.rsplit("/", 1)[-1] for line in out.splitlines() if line.strip())

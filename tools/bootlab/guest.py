@@ -1,6 +1,7 @@
 """What the guest boots and reads: one initramfs (busybox, a few kernel
-modules, sfdisk, init.sh) shared by every version, a slot image per version
-(its version and its health gate), and the update medium an install reads."""
+modules, sfdisk, init.sh) that every version's UKI carries, a slot image per
+version (its version and its health gate), and the update medium an install
+reads."""
 
 from __future__ import annotations
 
@@ -109,8 +110,9 @@ def _run(cmd: list[str]) -> None:
         raise GuestError(f"{' '.join(cmd)}: exit {res.returncode}: {res.stderr.strip()[-400:]}")
 
 
-def slot_image(version: str, healthy: bool, work: Path) -> Path:
-    """A squashfs slot: the version and the health gate it boots with."""
+def slot_image(version: str, healthy: bool, work: Path, out: Path | None = None) -> Path:
+    """A squashfs slot (``out``, default ``<work>/slot-<v>.squashfs``): the
+    version and the health gate it boots with, built from ``<work>/slot-<v>``."""
     root = work / f"slot-{version}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -120,23 +122,16 @@ def slot_image(version: str, healthy: bool, work: Path) -> Path:
                     f"echo 'OSIRIS-LAB health checks of {version}: {'all pass' if healthy else 'agent.answers FAIL'}'\n"
                     f"exit {0 if healthy else 1}\n")
     gate.chmod(0o755)
-    out = work / f"slot-{version}.squashfs"
+    out = out or work / f"slot-{version}.squashfs"
+    out.parent.mkdir(parents=True, exist_ok=True)
     _run(["mksquashfs", str(root), str(out), "-quiet", "-noappend", "-comp", "gzip", "-all-root",
           "-mkfs-time", "0", "-all-time", "0"])
     return out
 
 
-def entry(prefix: str, version: str, slot_label: str) -> str:
-    """A Boot Loader Specification Type #1 entry for ``version`` (every
-    version boots the same kernel and initramfs; its slot differs)."""
-    return (f"title Osiris {version}\nversion {version}\nsort-key osiris\n"
-            "linux /osiris/vmlinuz\ninitrd /osiris/initrd.img\n"
-            f"options console=ttyS0 quiet loglevel=1 panic=-1 osiris.slot={slot_label}\n")
-
-
-def medium(work: Path, *, version: str, slot: Path, entry_text: str, tries: int, prefix: str, empty_label: str,
+def medium(work: Path, *, version: str, slot: Path, uki: Path, tries: int, prefix: str, empty_label: str,
            pause: bool) -> Path:
-    """The update medium: a vfat disk with the new slot and its entry."""
+    """The update medium: a vfat disk with the new slot and its UKI."""
     files = work / f"medium-{version}{'-pause' if pause else ''}"
     shutil.rmtree(files, ignore_errors=True)
     files.mkdir(parents=True)
@@ -146,7 +141,7 @@ def medium(work: Path, *, version: str, slot: Path, entry_text: str, tries: int,
     (files / "tries").write_text(f"{tries}\n")
     (files / "prefix").write_text(prefix + "\n")
     (files / "empty-label").write_text(empty_label + "\n")
-    (files / "entry.conf").write_text(entry_text)
+    shutil.copy(uki, files / "uki.efi")
     if pause:
         (files / "pause").write_text("the lab answers at every install point\n")
     img = files.with_suffix(".img")

@@ -1,12 +1,12 @@
 #!/bin/sh
 # PID 1 of the boot lab's guest (tools/bootlab): what the appliance's initrd
-# and health gate do, in a few lines of busybox. It mounts the slot its boot
-# entry names (osiris.slot=<GPT label>), runs the slot's health gate, and
-# blesses the entry as systemd-bless-boot does (drops the +LEFT-DONE tries
-# counter from the file name LoaderBootCountPath names) or, while the boot
-# is a trial, reboots. With an update medium (a second disk) it then
-# installs the version on it the way an update does: the other slot first,
-# read back, labelled, and the boot entry with its tries counter last.
+# and health gate do, in a few lines of busybox. It mounts the slot its UKI's
+# command line names (mount.usr=PARTLABEL=<GPT label>), runs the slot's
+# health gate, and blesses the entry as systemd-bless-boot does (drops the
+# +LEFT-DONE tries counter from the file name LoaderBootCountPath names) or,
+# while the boot is a trial, reboots. With an update medium (a second disk)
+# it then installs the version on it the way an update does: the other slot
+# first, read back, labelled, and the UKI with its tries counter last.
 # Every line the lab reads starts with OSIRIS-LAB.
 export PATH=/bin
 say() { echo "OSIRIS-LAB $*"; }
@@ -33,7 +33,7 @@ part() {
 }
 down() { umount /esp /slot /medium 2>/dev/null; sync; say "$1"; "$1" -f; sleep 5; }
 
-slot=$(arg osiris.slot)
+slot=$(arg mount.usr); slot=${slot#PARTLABEL=}
 counter=$(efivar LoaderBootCountPath | tr '\\' /)
 say "boot slot=$slot entry=$(efivar LoaderEntrySelected) counter=${counter:-none}"
 esp=$(part ESP) && mount -t vfat "$esp" /esp || { say "no ESP"; down poweroff; }
@@ -50,7 +50,7 @@ say "gate $verdict"
 if [ "$verdict" = pass ]; then
   if [ -n "$counter" ]; then
     name=${counter##*/}
-    good=$(echo "$name" | sed -E 's/\+[0-9]+(-[0-9]+)?\.conf$/.conf/')
+    good=$(echo "$name" | sed -E 's/\+[0-9]+(-[0-9]+)?(\.[a-z]+)$/\2/')
     mv "/esp$counter" "/esp${counter%/*}/$good" && sync && say "blessed $name -> $good"
   else
     say "blessed already"
@@ -81,10 +81,10 @@ done
 tdev=/dev/vda$target
 say "install version $new into partition $target (was $old)"
 point begin
-# No entry may name a slot that is being rewritten; an earlier install cut short left its .partial.
-rm -f /esp/loader/entries/*.partial
-for e in /esp/loader/entries/*.conf; do
-  grep -q "osiris.slot=$old\( \|$\)" "$e" 2>/dev/null && rm -f "$e" && say "removed entry ${e##*/}"
+# No UKI may name a slot that is being rewritten; an earlier install cut short left its .partial.
+rm -f /esp/EFI/Linux/*.partial
+for e in /esp/EFI/Linux/*.efi; do
+  grep -qF "mount.usr=PARTLABEL=$old " "$e" 2>/dev/null && rm -f "$e" && say "removed entry ${e##*/}"
 done
 sync
 point entries-removed
@@ -100,10 +100,10 @@ got=$(head -c "$size" "$tdev" | sha256sum | cut -d' ' -f1)
 point slot-verified
 sfdisk -q --no-reread --no-tell-kernel --part-label /dev/vda "$target" "$prefix$new" && sync
 point slot-labelled
-entry="$prefix$new+$tries.conf"
-cp /medium/entry.conf "/esp/loader/entries/$entry.partial" && sync
+entry="$prefix$new+$tries.efi"
+cp /medium/uki.efi "/esp/EFI/Linux/$entry.partial" && sync
 point entry-written
-mv "/esp/loader/entries/$entry.partial" "/esp/loader/entries/$entry" && sync
+mv "/esp/EFI/Linux/$entry.partial" "/esp/EFI/Linux/$entry" && sync
 point entry-installed
 say "install done: $entry"
 down poweroff

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .disk import esp_entries
+
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 MARK = re.compile(rb"OSIRIS-LAB ([^\r\n]*)")
@@ -22,6 +24,10 @@ MARK = re.compile(rb"OSIRIS-LAB ([^\r\n]*)")
 
 class QemuError(Exception):
     pass
+
+
+class BootFailed(QemuError):
+    """A boot that neither powered off nor rebooted (timed out, crashed)."""
 
 
 @dataclass
@@ -149,3 +155,37 @@ def boot(disk: Path, vars_fd: Path, *, medium: Path | None = None, cut_at: str |
     if log is not None:
         log.write_bytes(result.serial)
     return result
+
+
+@dataclass
+class Machine:
+    """A disk and its firmware variables, booted one boot at a time; each
+    boot's serial console is kept as ``<work>/boot-N.serial``."""
+
+    name: str
+    work: Path
+    disk: Path
+    vars_fd: Path
+    boots: list[Boot] = field(default_factory=list)
+    logs_before: int = 0  # boot logs already in ``work`` (numbering goes on)
+
+    @classmethod
+    def copy_of(cls, name: str, work: Path, disk: Path, vars_fd: Path) -> Machine:
+        work.mkdir(parents=True, exist_ok=True)
+        d, v = work / "disk.img", work / "vars.fd"
+        shutil.copy(disk, d)
+        shutil.copy(vars_fd, v)
+        return cls(name, work, d, v)
+
+    def boot(self, *, medium: Path | None = None, cut_at: str | None = None) -> Boot:
+        log = self.work / f"boot-{self.logs_before + len(self.boots) + 1}.serial"
+        b = boot(self.disk, self.vars_fd, medium=medium, cut_at=cut_at, log=log)
+        self.boots.append(b)
+        if b.ended in ("timeout", "crashed"):
+            raise BootFailed(f"{self.name}: boot {len(self.boots)} {b.ended} (serial console in {log}); "
+                             f"the guest said: {b.said[-3:]}")
+        return b
+
+    def entries(self) -> list[str]:
+        """The ESP's EFI/Linux file names now, as mtools reads them."""
+        return esp_entries(self.disk)

@@ -5,14 +5,14 @@ lab meant to happen."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import disk as disks
-from . import guest, qemu
+from . import guest
+from .kit import Disk, Kit
 from .layout import Layout
+from .qemu import Boot, Machine
 
 #: Where the guest waits during an install; a power cut lands at each.
 INSTALL_POINTS = ["begin", "entries-removed", "slot-emptied", "slot-half-written", "slot-written",
@@ -24,41 +24,9 @@ class ScenarioError(Exception):
 
 
 @dataclass
-class Machine:
-    """A disk and its firmware variables, booted one boot at a time."""
-
-    name: str
-    work: Path
-    disk: Path
-    vars_fd: Path
-    boots: list[qemu.Boot] = field(default_factory=list)
-
-    @classmethod
-    def copy_of(cls, name: str, work: Path, disk: Path, vars_fd: Path) -> Machine:
-        work.mkdir(parents=True, exist_ok=True)
-        d, v = work / "disk.img", work / "vars.fd"
-        shutil.copy(disk, d)
-        shutil.copy(vars_fd, v)
-        return cls(name, work, d, v)
-
-    def boot(self, *, medium: Path | None = None, cut_at: str | None = None) -> qemu.Boot:
-        b = qemu.boot(self.disk, self.vars_fd, medium=medium, cut_at=cut_at,
-                      log=self.work / f"boot-{len(self.boots) + 1}.serial")
-        self.boots.append(b)
-        if b.ended in ("timeout", "crashed"):
-            raise ScenarioError(f"{self.name}: boot {len(self.boots)} {b.ended} "
-                                f"(serial console in {self.work / f'boot-{len(self.boots)}.serial'}); "
-                                f"the guest said: {b.said[-3:]}")
-        return b
-
-    def entries(self) -> list[str]:
-        return disks.esp_entries(self.disk)
-
-
-@dataclass
 class Outcome:
     scenario: str
-    boots: list[qemu.Boot]
+    boots: list[Boot]
     entries: list[str]
     ok: bool
     verdict: str
@@ -77,32 +45,47 @@ class Outcome:
 
 @dataclass
 class Lab:
-    layout: Layout
+    kit: Kit
     work: Path
-    initrd: Path
-    base_disk: Path  # a fresh image: version 1 installed, not yet booted
-    base_vars: Path
-    slots: dict[tuple[str, bool], Path] = field(default_factory=dict)
+    fresh: Disk  # version 1 as the installer writes it: osiris_1+3.efi, never booted
+    blessed: Disk  # version 1 as its first boot leaves it: osiris_1.efi
+    built: dict[tuple, Path] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, kit: Kit, work: Path) -> Lab:
+        return cls(kit, work, kit.disk("1", work / "image" / "fresh.img"),
+                   kit.disk("1", work / "image" / "blessed.img", blessed=True))
+
+    @property
+    def layout(self) -> Layout:
+        return self.kit.layout
 
     def slot(self, version: str, healthy: bool) -> Path:
-        key = (version, healthy)
-        if key not in self.slots:
-            name = version if healthy else f"{version}-bad"
-            self.slots[key] = guest.slot_image(version, healthy, self.work / "slots" / name)
-        return self.slots[key]
+        key = ("slot", version, healthy)
+        if key not in self.built:
+            self.built[key] = self.kit.slot(version, healthy,
+                                            self.work / "slots" / f"{version}{'' if healthy else '-bad'}.squashfs")
+        return self.built[key]
+
+    def uki(self, version: str) -> Path:
+        key = ("uki", version)
+        if key not in self.built:
+            self.built[key] = self.kit.uki(version, self.work / "ukis" / f"{self.kit.name(version)}.efi")
+        return self.built[key]
 
     def medium(self, version: str, healthy: bool, *, pause: bool) -> Path:
-        lay = self.layout
-        slot = self.slot(version, healthy)
-        text = guest.entry(lay.entry_prefix, version, lay.slot_label(version))
-        where = self.work / "media" / f"{version}-{'good' if healthy else 'bad'}"
-        where.mkdir(parents=True, exist_ok=True)
-        return guest.medium(where, version=version, slot=slot, entry_text=text, tries=lay.tries,
-                            prefix=lay.entry_prefix, empty_label=lay.empty_label, pause=pause)
+        key = ("medium", version, healthy, pause)
+        if key not in self.built:
+            lay = self.layout
+            where = self.work / "media" / f"{version}-{'good' if healthy else 'bad'}"
+            where.mkdir(parents=True, exist_ok=True)
+            self.built[key] = guest.medium(where, version=version, slot=self.slot(version, healthy),
+                                           uki=self.uki(version), tries=lay.tries, prefix=lay.entry_prefix,
+                                           empty_label=lay.empty_label, pause=pause)
+        return self.built[key]
 
-    def machine(self, name: str, start: tuple[Path, Path] | None = None) -> Machine:
-        d, v = start or (self.base_disk, self.base_vars)
-        return Machine.copy_of(name, self.work / name, d, v)
+    def machine(self, name: str, start: Disk) -> Machine:
+        return Machine.copy_of(name, self.work / name, start.path, start.vars_fd)
 
 
 def _fail(why: str) -> tuple[bool, str]:
@@ -112,7 +95,7 @@ def _fail(why: str) -> tuple[bool, str]:
 def new_image(lab: Lab) -> tuple[Machine, tuple[bool, str]]:
     """A freshly written image: its version is blessed on its first boot
     and keeps booting."""
-    m = lab.machine("new-image")
+    m = lab.machine("new-image", lab.fresh)
     first = m.boot()
     second = m.boot()
     p = lab.layout.entry_prefix
@@ -120,21 +103,12 @@ def new_image(lab: Lab) -> tuple[Machine, tuple[bool, str]]:
         return m, _fail(f"first boot: version {first.version}, gate {first.gate}, blessed {first.blessed}")
     if not (second.version == "1" and second.already_blessed):
         return m, _fail(f"second boot: version {second.version}, {second.said[-3:]}")
-    if m.entries() != [f"{p}1.conf"]:
+    if m.entries() != [f"{p}1.efi"]:
         return m, _fail(f"ESP entries afterwards: {m.entries()}")
     return m, (True, "blessed on its first boot (+2-1 renamed), then booted blessed")
 
 
-def blessed_base(lab: Lab) -> tuple[Path, Path]:
-    """The disk after new-image's first boot: version 1 installed and blessed."""
-    m = lab.machine("base")
-    b = m.boot()
-    if not b.blessed:
-        raise ScenarioError(f"base: the first boot of version 1 was not blessed: {b.said}")
-    return m.disk, m.vars_fd
-
-
-def update_good(lab: Lab, base: tuple[Path, Path]) -> tuple[Machine, tuple[bool, str]]:
+def update_good(lab: Lab, base: Disk) -> tuple[Machine, tuple[bool, str]]:
     """An update whose health gate passes: blessed on its first boot, kept."""
     m = lab.machine("update-good", base)
     m.boot(medium=lab.medium("2", True, pause=False))
@@ -147,12 +121,12 @@ def update_good(lab: Lab, base: tuple[Path, Path]) -> tuple[Machine, tuple[bool,
         return m, _fail(f"first boot after the update: version {trial.version}, gate {trial.gate}")
     if not (after.version == "2" and after.already_blessed):
         return m, _fail(f"second boot after the update: version {after.version}")
-    if f"{p}2.conf" not in m.entries():
+    if f"{p}2.efi" not in m.entries():
         return m, _fail(f"ESP entries afterwards: {m.entries()}")
-    return m, (True, f"2 blessed on its first boot ({trial.entry} -> {p}2.conf) and kept")
+    return m, (True, f"2 blessed on its first boot ({trial.entry} -> {p}2.efi) and kept")
 
 
-def update_bad(lab: Lab, base: tuple[Path, Path]) -> tuple[Machine, tuple[bool, str]]:
+def update_bad(lab: Lab, base: Disk) -> tuple[Machine, tuple[bool, str]]:
     """An update whose health gate fails: tried exactly ``tries`` times,
     then the previous blessed version boots, and keeps booting."""
     tries = lab.layout.tries
@@ -177,15 +151,15 @@ def update_bad(lab: Lab, base: tuple[Path, Path]) -> tuple[Machine, tuple[bool, 
     if not all(b.version == "1" and b.gate == "pass" and b.already_blessed for b in after[first_back:]):
         return m, _fail("after the fallback, not every boot was blessed version 1")
     counters = [b.value("boot") for b in trials]
-    left = f"{p}2+0-{tries}.conf"
-    if left not in m.entries() or f"{p}1.conf" not in m.entries():
+    left = f"{p}2+0-{tries}.efi"
+    if left not in m.entries() or f"{p}1.efi" not in m.entries():
         return m, _fail(f"ESP entries afterwards: {m.entries()}")
     seen = ", ".join(c.split("counter=")[-1].rsplit("/", 1)[-1] for c in counters if c)
     return m, (True, f"2 tried {tries} times ({seen}), then 1 booted {len(after) - first_back} times")
 
 
-def power_cut(point: str) -> Callable[[Lab, tuple[Path, Path]], tuple[Machine, tuple[bool, str]]]:
-    def scenario(lab: Lab, base: tuple[Path, Path]) -> tuple[Machine, tuple[bool, str]]:
+def power_cut(point: str) -> Callable[[Lab, Disk], tuple[Machine, tuple[bool, str]]]:
+    def scenario(lab: Lab, base: Disk) -> tuple[Machine, tuple[bool, str]]:
         m = lab.machine(f"power-cut@{point}", base)
         first = m.boot(medium=lab.medium("2", True, pause=True), cut_at=point)
         if first.ended != "cut":
