@@ -2,7 +2,8 @@
 token, a token for another site or with a pin that is not this
 appliance's CA, a revoked certificate (new and open streams), a client
 without a certificate, a certificate from another CA, an unknown check id,
-too many handshakes at once."""
+too many handshakes at once. The first two fail the TLS handshake (grpc
+says only UNAVAILABLE); the client's own handshake names the cause."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import time
 
 import grpc
 import pytest
-from osiris_endpoint.agent import channel_options, enrol
+from osiris_endpoint.agent import EndpointAgent, channel_options, enrol
+from osiris_endpoint.diagnose import Refusal, pin_of, why_refused
 from osiris_endpoint.identity import EnrolError, Identity, csr_for, new_key
 from osiris_endpoint_proto import RETRY_AFTER_MS
 from osiris_endpoint_proto import agent_pb2 as pb
@@ -117,21 +119,70 @@ async def test_a_revoked_endpoint_is_cut_off_on_its_open_stream_and_after(lab, a
     assert missing.returncode == 1 and "osiris: no endpoint named 'nosuch'" in missing.stderr
 
 
-async def test_no_client_certificate_or_one_from_another_ca_never_reaches_the_service(appliance, tmp_path):
+class NoChecks:
+    async def run(self, checks):
+        return []
+
+
+async def refused_agent(directory, identity: Identity, **changes) -> tuple[str, str]:
+    """The status a real endpoint agent with this identity (changed)
+    ends up with, once it has failed to connect."""
+    Identity(**{**identity.__dict__, **changes}).save(directory)
+    agent = EndpointAgent(directory, NoChecks(), backoff=0.05, backoff_cap=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        await until(lambda: agent.last_status, what="a failed connection")
+        return agent.last_status
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        agent.close()
+        assert not list(directory.glob(".diagnose-*"))  # the key's copy for the probe is gone
+
+
+async def test_no_client_certificate_or_one_from_another_ca_is_refused_naming_the_cause(appliance, tmp_path):
     app = await appliance()
     identity = await enrol(tmp_path / "mine", app.token(), "ws01")
     # Another appliance, another CA: its endpoint's certificate is worthless here.
     other = await appliance(hosts=())
     stranger = await enrol(tmp_path / "stranger", other.token(), "ws09")
-    before = dict(app.service.counts)
-    stream_port = f"127.0.0.1:{app.source.port}"
+    before, before_other = dict(app.service.counts), dict(other.service.counts)
+    host, port = "127.0.0.1", app.source.port
+    stream_port = f"{host}:{port}"
+    pin, other_pin = pin_of(identity.ca_pem)[:16], pin_of(stranger.ca_pem)[:16]
 
-    _, code, details, _ = await call_stream(stream_port, grpc.ssl_channel_credentials(identity.ca_pem), [hello()])
-    assert code == grpc.StatusCode.UNAVAILABLE  # the TLS handshake refuses it: mutual TLS only
-    _, code, details, _ = await call_stream(stream_port, creds(stranger, identity.ca_pem), [hello()])
+    # grpc says only UNAVAILABLE: the TLS handshake refuses both (mutual TLS only).
+    _, code, _, _ = await call_stream(stream_port, grpc.ssl_channel_credentials(identity.ca_pem), [hello()])
     assert code == grpc.StatusCode.UNAVAILABLE
-    assert app.service.counts == before  # neither reached the service
-    # At the enrolment port (no client certificate asked) a stream is refused by name.
+    _, code, _, _ = await call_stream(stream_port, creds(stranger, identity.ca_pem), [hello()])
+    assert code == grpc.StatusCode.UNAVAILABLE
+    # One TLS handshake of the client's own names the cause.
+    refused = f"the appliance at {stream_port} refused the TLS handshake: "
+    assert await why_refused(host, port, identity.ca_pem) == Refusal(
+        "UNAUTHENTICATED", refused + "no client certificate: the appliance's stream port requires one from its CA "
+                                     "(enrol first: osiris-endpoint enrol TOKEN)")
+    not_ours = (refused + "this endpoint's certificate (CN=ws09, issued by CN=Osiris endpoint CA clinic,O=Osiris) "
+                f"was not issued by this appliance's CA (SHA-256 {pin}...): it is from another appliance; enrol "
+                "again with a token from this one")
+    assert await why_refused(host, port, identity.ca_pem, stranger.key_pem, stranger.cert_pem) == Refusal(
+        "PERMISSION_DENIED", not_ours)
+    assert await why_refused(host, port, identity.ca_pem, identity.key_pem, identity.cert_pem) is None
+
+    # The endpoint agent says it itself: a certificate from another appliance's CA ...
+    code, details = await refused_agent(tmp_path / "a", stranger, ca_pem=identity.ca_pem, stream_port=port)
+    assert (code, details) == ("PERMISSION_DENIED", not_ours)
+    # ... and an appliance that is not the one it enrolled with (the CA pin).
+    code, details = await refused_agent(tmp_path / "b", identity, stream_port=other.source.port)
+    assert code == "UNAUTHENTICATED"
+    assert details.startswith(f"the appliance at 127.0.0.1:{other.source.port} presents a certificate that the CA "
+                              f"this endpoint enrolled with (SHA-256 {pin}...) did not issue (")
+    assert details.endswith("): the appliance was reinstalled with a new CA, or this address is not the appliance; "
+                            "enrol again with a new token")
+    assert pin != other_pin
+    assert app.service.counts == before and other.service.counts == before_other  # nothing reached the services
+
+    # At the enrolment port (no client certificate asked) a stream is refused by the service, by name.
     _, code, details, _ = await call_stream(f"127.0.0.1:{app.source.enrol_port}",
                                             grpc.ssl_channel_credentials(identity.ca_pem), [hello()])
     assert code == grpc.StatusCode.UNAUTHENTICATED

@@ -10,15 +10,19 @@ appliance's retry hint when it gives one), says Hello, learns from Welcome
 what the appliance already has, forgets that, sends everything after it
 in batches (at most ``window`` batches unacknowledged), heartbeats when
 idle, and renews its certificate when told to or when it nears expiry.
+When the stream port refuses it in the TLS handshake (grpc says only
+UNAVAILABLE), its own handshake names why (:mod:`osiris_endpoint.diagnose`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
 import random
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from osiris_endpoint_proto import agent_pb2 as pb
 from osiris_endpoint_proto import agent_pb2_grpc as rpc
 
 from . import __version__
+from .diagnose import why_refused
 from .host import Check, Host, Result
 from .identity import EnrolError, Identity, csr_for, new_key, pinned_ca, read_token
 from .queue import Queue
@@ -114,6 +119,8 @@ class EndpointAgent:
         self.queued = asyncio.Event()
         self.connected = asyncio.Event()
         self.last_status: tuple[str, str] | None = None  # (code, details) of the last failed attempt
+        self.statuses: collections.deque[tuple[str, str]] = collections.deque(maxlen=32)  # the last failures
+        self._welcomed = False
         self.connects = 0
         self._last: dict[str, tuple[str, float]] = {}
 
@@ -168,26 +175,50 @@ class EndpointAgent:
         i = self.identity
         return f"[{i.host}]:{i.stream_port}" if ":" in i.host else f"{i.host}:{i.stream_port}"
 
+    def _host_port(self) -> tuple[str, int]:
+        host, _, port = self._address().rpartition(":")
+        return host.strip("[]"), int(port)
+
+    async def _refusal(self) -> tuple[str, str] | None:
+        """Why the stream port refused this endpoint in the TLS handshake
+        (grpc says only UNAVAILABLE), if that is what happened."""
+        i = self.identity
+        host, port = self._host_port()
+        try:
+            found = await why_refused(host, port, i.ca_pem, i.key_pem, i.cert_pem, workdir=self.dir)
+        except (ValueError, OSError, ssl.SSLError) as exc:  # a damaged identity file: say so, do not crash
+            return ("UNAUTHENTICATED", f"this endpoint's identity cannot be used ({type(exc).__name__}: {exc}); "
+                                       "enrol again")
+        return None if found is None else (found.code, found.details)
+
     async def run_stream(self, stop: asyncio.Event) -> None:
         attempt = 0
         while not stop.is_set():
             hint = 0.0
             started = time.monotonic()
+            self._welcomed = False
             try:
                 await self._session(stop)
                 self.last_status = None
             except grpc.aio.AioRpcError as exc:
-                self.last_status = (exc.code().name, exc.details() or "")
+                status = (exc.code().name, exc.details() or "")
                 for key, value in exc.trailing_metadata() or ():
                     if key == RETRY_AFTER_MS:
                         hint = int(value) / 1000.0
-                if exc.code() in FINAL:
-                    log.error("the appliance refused this endpoint: %s: %s", exc.code().name, exc.details())
+                refusal = None
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and not self._welcomed:
+                    refusal = await self._refusal()
+                if refusal is not None or exc.code() in FINAL:
+                    status = refusal or status
+                    log.error("the appliance refused this endpoint: %s: %s", *status)
                     attempt = max(attempt, 6)
                 else:
-                    log.warning("stream ended: %s: %s", exc.code().name, exc.details())
+                    log.warning("stream ended: %s: %s", *status)
+                self.last_status = status
+                self.statuses.append(status)
             except (OSError, asyncio.TimeoutError, EnrolError) as exc:
                 self.last_status = ("UNAVAILABLE", str(exc))
+                self.statuses.append(self.last_status)
             finally:
                 self.connected.clear()
             if stop.is_set():
@@ -212,6 +243,7 @@ class EndpointAgent:
                 await call.code()  # raises the status the appliance ended with
                 return
             welcome = first.welcome
+            self._welcomed = True
             self.connects += 1
             self.offset_ms = welcome.server_time_ms - int(time.time() * 1000)
             if welcome.HasField("catalogue"):
