@@ -163,6 +163,27 @@ class EndpointAgent:
         self.queued.set()
         return seq
 
+    # -- what the lab's faults replace ------------------------------------------------------
+
+    def now(self) -> float:
+        """This machine's clock (the host stamps its results with the same
+        one); the appliance's Welcome says how far off it is."""
+        return time.time()
+
+    async def send(self, call: Any, message: pb.EndpointMessage) -> None:
+        """Every message to the appliance goes through here, one at a time
+        (the lab duplicates, reorders or stalls them)."""
+        await call.write(message)
+
+    async def _send(self, call: Any, message: pb.EndpointMessage) -> None:
+        try:
+            await self.send(call, message)
+        except asyncio.InvalidStateError:
+            # The appliance ended the call before this write: its status says why.
+            code = await call.code()
+            raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(),
+                                       await call.details()) from None
+
     # -- stream ------------------------------------------------------------------------
 
     def _credentials(self) -> grpc.ChannelCredentials:
@@ -230,12 +251,12 @@ class EndpointAgent:
             await _sleep(stop, delay)
 
     async def _session(self, stop: asyncio.Event) -> None:
-        if self.identity.not_after - time.time() < 0:
+        if self.identity.not_after - self.now() < 0:
             raise EnrolError("this endpoint's certificate has expired: enrol again with a new token")
         async with grpc.aio.secure_channel(self._address(), self._credentials(),
                                            options=channel_options(self.identity.host)) as channel:
             call = rpc.EndpointAgentStub(channel).Stream()
-            await call.write(pb.EndpointMessage(hello=pb.Hello(
+            await self._send(call, pb.EndpointMessage(hello=pb.Hello(
                 queue_id=self.queue.queue_id, agent_version=self.version, catalogue_version=self.catalogue_version,
                 queue_depth=self.queue.depth())))
             first = await asyncio.wait_for(call.read(), timeout=60)
@@ -245,7 +266,7 @@ class EndpointAgent:
             welcome = first.welcome
             self._welcomed = True
             self.connects += 1
-            self.offset_ms = welcome.server_time_ms - int(time.time() * 1000)
+            self.offset_ms = welcome.server_time_ms - int(self.now() * 1000)
             if welcome.HasField("catalogue"):
                 self._take_catalogue(welcome.catalogue)
             self.connected.set()
@@ -274,7 +295,7 @@ class EndpointAgent:
         inflight: list[int] = []
         acked_event = asyncio.Event()
         renew = asyncio.Event()
-        if self.identity.not_after - time.time() < self.renew_margin * _lifetime(self.identity):
+        if self.identity.not_after - self.now() < self.renew_margin * _lifetime(self.identity):
             renew.set()
 
         async def reader() -> None:
@@ -306,7 +327,7 @@ class EndpointAgent:
                     message, top = self._next_batch(sent, limit, extra_gap)
                     extra_gap = []
                     if message is not None:
-                        await call.write(pb.EndpointMessage(batch=message))
+                        await self._send(call, pb.EndpointMessage(batch=message))
                         sent = top
                         inflight.append(top)
                         last_write = time.monotonic()
@@ -328,8 +349,8 @@ class EndpointAgent:
                     await call.code()
                     return
                 if not done:
-                    await call.write(pb.EndpointMessage(heartbeat=pb.Heartbeat(
-                        sent_at_ms=int(time.time() * 1000) + self.offset_ms, queue_depth=self.queue.depth())))
+                    await self._send(call, pb.EndpointMessage(heartbeat=pb.Heartbeat(
+                        sent_at_ms=int(self.now() * 1000) + self.offset_ms, queue_depth=self.queue.depth())))
                     last_write = time.monotonic()
         finally:
             reading.cancel()

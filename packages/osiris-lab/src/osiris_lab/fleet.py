@@ -11,8 +11,11 @@ everything it queued::
     python -m osiris_lab.fleet --dir D --count 100 --token TOKEN --samples 20 --json
 
 prints one JSON line: endpoints, events queued, acknowledged, dropped,
-connections made, seconds. Restarted on the same ``--dir`` (after a kill),
-it picks up each endpoint's identity and queue where they were.
+connections made, seconds, the faults made and the distinct statuses the
+streams ended with. Restarted on the same ``--dir`` (after a kill), it
+picks up each endpoint's identity and queue where they were. Faults
+(``osiris_lab.endpoint_faults``): ``--clock-skew S``, ``--clock-step S``,
+``--duplicate N``, ``--reorder N``; pause it with SIGSTOP and SIGCONT.
 """
 
 from __future__ import annotations
@@ -28,34 +31,42 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
-from osiris_endpoint.agent import EndpointAgent, enrol
+from osiris_endpoint.agent import enrol
 from osiris_endpoint.host import Check, Result
 from osiris_endpoint.identity import EnrolError
 
 from .endpoint import EmulatedHost
+from .endpoint_faults import Clock, FaultyAgent, Faults
 from .state import HostState
 
 
 class SampledHost:
     """An emulated host whose runs each carry a new ``sample`` fact (up to
-    ``limit`` runs; after that the last results again, which queue nothing)."""
+    ``limit`` runs; after that the last results again, which queue nothing),
+    stamped by the machine's ``clock``; it samples once ``ready`` is set."""
 
-    def __init__(self, name: str, role: str = "workstation", limit: int = 10):
+    def __init__(self, name: str, role: str = "workstation", limit: int = 10, clock: Clock | None = None,
+                 ready: asyncio.Event | None = None):
         self.inner = EmulatedHost(SimpleNamespace(name=name, role=role, state=HostState(name, role)))
         self.limit, self.n = limit, 0
+        self.clock = clock or Clock()
+        self.ready = ready
         self.last: list[Result] = []
 
     async def run(self, checks: Sequence[Check]) -> list[Result]:
+        if self.ready is not None and not self.ready.is_set():
+            return []
         if self.n >= self.limit and self.last:
             return self.last
         self.n += 1
         results = await self.inner.run(checks)
-        self.last = [dataclasses.replace(r, facts={**r.facts, "sample": self.n}) if r.facts is not None else r
-                     for r in results]
+        now = self.clock()
+        self.last = [dataclasses.replace(r, observed_at=now, facts={**r.facts, "sample": self.n})
+                     if r.facts is not None else dataclasses.replace(r, observed_at=now) for r in results]
         return self.last
 
 
-def done(agent: EndpointAgent, host: SampledHost) -> bool:
+def done(agent: FaultyAgent, host: SampledHost) -> bool:
     q = agent.queue
     return host.n >= host.limit and q.depth() == 0 and q.acked == q.last_seq()
 
@@ -83,11 +94,14 @@ async def run_fleet(args: argparse.Namespace) -> dict:
     started = time.monotonic()
     stop = asyncio.Event()
     fleet = []
+    faults = Faults(skew=args.clock_skew, step=args.clock_step, duplicate=args.duplicate, reorder=args.reorder)
     for name in names:
-        host = SampledHost(name, args.role, args.samples)
-        agent = EndpointAgent(root / name, host, check_interval=args.check_interval, backoff=args.backoff,
-                              backoff_cap=args.backoff_cap, refresh=1e9,
-                              address=f"127.0.0.1:{args.stream_port}" if args.stream_port else None)
+        clock, stepped = Clock(faults.skew), asyncio.Event()
+        host = SampledHost(name, args.role, args.samples, clock, stepped)
+        agent = FaultyAgent(root / name, host, check_interval=args.check_interval, backoff=args.backoff,
+                            backoff_cap=args.backoff_cap, refresh=1e9,
+                            address=f"127.0.0.1:{args.stream_port}" if args.stream_port else None,
+                            faults=faults, clock=clock, stepped=stepped)
         fleet.append((agent, host))
     tasks = [asyncio.create_task(agent.run(stop)) for agent, _host in fleet]
     deadline = time.monotonic() + args.timeout
@@ -104,6 +118,9 @@ async def run_fleet(args: argparse.Namespace) -> dict:
         "connects": sum(a.connects for a, _ in fleet),
         "seconds": round(time.monotonic() - started, 3),
         "complete": complete,
+        "duplicated": sum(a.duplicated for a, _ in fleet),
+        "reordered": sum(a.reordered for a, _ in fleet),
+        "statuses": sorted({f"{code}: {details}" for a, _ in fleet for code, details in a.statuses})[:50],
         "queues": {a.identity.name: a.queue.queue_id for a, _ in fleet},
     }
     for a, _ in fleet:
@@ -125,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stream-port", type=int, default=0, help="connect here instead (a proxy in between)")
     p.add_argument("--enrol-concurrency", type=int, default=20)
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--clock-skew", type=float, default=0.0, help="the endpoints' clocks are S seconds ahead (-S: behind)")
+    p.add_argument("--clock-step", type=float, default=0.0,
+                   help="each endpoint's clock jumps S seconds right after its first Welcome; it samples after that")
+    p.add_argument("--duplicate", type=int, default=0, help="every Nth batch is sent twice, with the one before it")
+    p.add_argument("--reorder", type=int, default=0, help="every Nth batch is held back behind the next one")
     args = p.parse_args(argv)
     out = asyncio.run(run_fleet(args))
     print(json.dumps(out), flush=True)

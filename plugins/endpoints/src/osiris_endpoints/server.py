@@ -164,8 +164,14 @@ class Service(rpc.EndpointAgentServicer):
             raise Refused(Code.RESOURCE_EXHAUSTED,
                           f"too many new connections at once; retry in {hint} ms", hint)
 
-    async def _refuse(self, context: Any, refused: Refused) -> None:
+    async def _refuse(self, context: Any, refused: Refused, who: str | None = None) -> None:
+        """End the call with the refusal's status, and say so in the log:
+        a client writing while the call ends may only see grpc's local
+        INTERNAL instead (the appliance's status is lost to it)."""
         self.counts["refused"] += 1
+        log.log(logging.INFO if refused.code == Code.RESOURCE_EXHAUSTED else logging.WARNING,
+                "endpoints: refused %s: %s: %s", f"endpoint {who!r}" if who else context.peer(), refused.code.name,
+                refused.details)
         if refused.retry_ms is not None:
             context.set_trailing_metadata(((RETRY_AFTER_MS, str(refused.retry_ms)),))
         await context.abort(refused.code, refused.details)
@@ -268,6 +274,7 @@ class Service(rpc.EndpointAgentServicer):
     # -- Stream -------------------------------------------------------------------------
 
     async def Stream(self, request_iterator: Any, context: Any) -> None:
+        name = None
         try:
             # The first message is read before anything is checked: a caller
             # that is refused then reads the refusal as the call's status
@@ -281,6 +288,7 @@ class Service(rpc.EndpointAgentServicer):
                 return
             self._admit()
             peer, rec = self._peer(context)
+            name = peer.name
             if len(self.streams) >= self.s.max_streams and peer.name not in self.streams:
                 hint = retry_hint_ms(5.0)
                 raise Refused(Code.RESOURCE_EXHAUSTED, f"the appliance has {len(self.streams)} streams open, its "
@@ -296,7 +304,7 @@ class Service(rpc.EndpointAgentServicer):
                 if self.streams.get(peer.name) is stream:
                     del self.streams[peer.name]
         except Refused as refused:
-            await self._refuse(context, refused)
+            await self._refuse(context, refused, name)
 
     async def _next(self, stream: _Stream) -> Any:
         """The next message, None at the end of the stream; a refusal when
