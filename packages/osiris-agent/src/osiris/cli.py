@@ -29,6 +29,7 @@ from .plugins import PluginError, PluginManager
 from .scrubbing import scrub_logs
 from .secrets import SecretError
 from .store import Store, StoreError
+from .update_cli import update_group
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -871,6 +872,7 @@ def health_gate(state: State, timeout: float, agent_port: int | None, boot_id: s
 
 cli.add_command(evidence_group)
 cli.add_command(report_command)
+cli.add_command(update_group)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
