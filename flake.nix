@@ -94,11 +94,14 @@
       # systemd-boot with boot counting, the post-boot health gate.
       nixosModules.image = ./modules/osiris-image.nix;
       nixosModules.health-gate = ./modules/osiris-health-gate.nix;
+      # Updates (docs/updates.md): osiris.update.*, the root unit and its triggers.
+      nixosModules.update = ./modules/osiris-update.nix;
       nixosModules.appliance = {
         imports = [
           self.nixosModules.osiris
           self.nixosModules.image
           self.nixosModules.health-gate
+          self.nixosModules.update
         ];
       };
 
@@ -113,6 +116,7 @@
           image = pkgs.testers.runNixOSTest ./tests/nixos/image.nix;
           image-rollback = pkgs.testers.runNixOSTest ./tests/nixos/rollback.nix;
           installer = pkgs.testers.runNixOSTest ./tests/nixos/installer.nix;
+          update = pkgs.testers.runNixOSTest ./tests/nixos/update.nix;
         }
       );
 

@@ -275,3 +275,66 @@ def test_the_physical_appliance_host_is_an_image_with_the_gate(tmp_path):
     assert host["image"]["uki"]["file"] == "osiris_0.1.0+3.efi"
     assert {"osiris-agent", "osiris-health-gate", "osiris-health-gate-failed"} <= set(host["units"])
     assert host["image"]["luks"]["osiris-data"]["crypttabExtraOpts"] == ["tpm2-device=auto"]
+
+
+UPDATE = {"enable": "true", "repositoryUrl": '"https://updates.example/osiris/"',
+          "trustedRoot": '"/etc/osiris/root.json"', "hardware": '"hp-t640"'}
+
+
+def update(tmp_path: Path, image_on: bool = True, **options: str) -> dict:
+    """The modules with osiris.update set (Nix values by option name)."""
+    body = " ".join(f"{k} = {v};" for k, v in {**UPDATE, **options}.items())
+    extra = f"osiris.update = {{ {body} }};" + (' osiris.image = { enable = true; version = "1"; };' if image_on else "")
+    return evaluate(tmp_path, "", extra=extra)
+
+
+def test_the_update_unit_is_root_without_capabilities_writing_only_the_disk_and_the_esp(tmp_path):
+    out = update(tmp_path, disk='"/dev/disk/by-path/pci-0000:00:11.0-ata-1"')
+    assert out["failedAssertions"] == []
+    unit = out["units"]["osiris-update"]
+    assert directive(unit, "User") == [] and directive(unit, "CapabilityBoundingSet") == [""]
+    assert directive(unit, "DeviceAllow") == ["/dev/disk/by-path/pci-0000:00:11.0-ata-1 rw"]
+    assert directive(unit, "DevicePolicy") == ["closed"] and directive(unit, "ProtectSystem") == ["strict"]
+    assert directive(unit, "ReadWritePaths") == ["/var/lib/osiris-update", "/boot"]
+    assert directive(unit, "SocketBindDeny") == ["any"]
+    assert directive(unit, "ExecStart")[0].endswith("/bin/osiris-update-install --settings /etc/osiris/update.json")
+    # Without a named disk: internal disks of any kind, nothing else.
+    assert directive(update(tmp_path)["units"]["osiris-update"], "DeviceAllow") == [
+        "block-sd rw", "block-blkext rw", "block-virtblk rw", "block-mmc rw"]
+    # The agent triggers it: its request directory is writable in its sandbox, and a .path unit watches it.
+    assert "-/var/lib/osiris-update/request" in directive(out["unit"], "ReadWritePaths")
+    assert "d /var/lib/osiris-update/request 0755 osiris osiris - -" in out["tmpfiles"]
+    assert directive(out["pathUnits"]["osiris-update"], "PathChanged") == [
+        "/var/lib/osiris-update/request/request.json"]
+    assert directive(out["timerUnits"]["osiris-update"], "OnUnitActiveSec") == ["21600s"]
+    # The agent's backend gets the same settings, runner systemd, and the plugin is installed.
+    settings = out["settings"]["plugins"]["update-ab"]
+    assert settings["repository_url"] == "https://updates.example/osiris/" and settings["runner"] == "systemd"
+    assert settings["esp"] == "/boot" and settings["state_dir"] == "/var/lib/osiris-update"
+
+
+def test_the_update_unit_scores_at_most_two(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze not found: `make test` installs it (tools/ensure-system-tools.sh)"
+    unit = tmp_path / "osiris-update.service"
+    unit.write_text(update(tmp_path, disk='"/dev/sda"')["units"]["osiris-update"])
+    result = subprocess.run([analyze, "security", "--offline=true", str(unit)], capture_output=True, text=True)
+    score = re.search(r"Overall exposure level for osiris-update\.service: ([0-9.]+)", result.stdout)
+    assert score, result.stdout + result.stderr
+    assert float(score.group(1)) <= 2.0
+
+
+@pytest.mark.parametrize("options, image_on, expected", [
+    ({"repositoryUrl": '"http://updates.example/"'}, True,
+     'osiris.update.repositoryUrl = "http://updates.example/": expected an https:// URL'),
+    ({"trustedRoot": "null"}, True, "osiris.update.trustedRoot: expected the path of the repository's root.json"),
+    ({"hardware": '"HP T640"'}, True, 'osiris.update.hardware = "HP T640": expected the hardware model'),
+    ({"rebootWindow": '"2am-4am"'}, True, 'osiris.update.rebootWindow = "2am-4am": expected HH:MM-HH:MM'),
+    ({"checkInterval": "60"}, True, "osiris.update.checkInterval = 60: expected at least 300 seconds"),
+    ({"disk": '"sda"'}, True, 'osiris.update.disk = "sda": expected a /dev path'),
+    ({}, False, "osiris.update.enable: expected osiris.image.enable = true"),
+])
+def test_update_assertions_name_the_option(tmp_path, options, image_on, expected):
+    out = update(tmp_path, image_on, **options)
+    assert len(out["failedAssertions"]) == 1, out
+    assert expected in " ".join(out["failedAssertions"][0].split())

@@ -6,7 +6,7 @@
 #   (d) a unit file rendered from that sandbox scores at most MAX_EXPOSURE
 #       with `systemd-analyze security --offline=true`;
 #   (e) with NIXPKGS_LIB (a checkout of nix-community/nixpkgs.lib, never
-#       committed), the modules (agent, health gate, image; the image with
+#       committed), the modules (agent, health gate, image, update; the image with
 #       and without dm-verity) evaluate with the real lib
 #       (tools/eval-module.nix) and pass their assertions, and every unit
 #       they render (osiris-agent, osiris-health-gate,
@@ -138,7 +138,9 @@ else
     # An appliance: the agent, the image (with and without dm-verity) and its health gate.
     for verity in false true; do
         host="{ services.osiris = { enable = true; settings.site.id = \"check-nix\"; };
-                osiris.image = { enable = true; version = \"1.0.0\"; verity.enable = $verity; }; }"
+                osiris.image = { enable = true; version = \"1.0.0\"; verity.enable = $verity; };
+                osiris.update = { enable = true; repositoryUrl = \"https://updates.example/osiris/\";
+                                  trustedRoot = \"/etc/osiris/root.json\"; hardware = \"hp-t640\"; }; }"
         nixi --eval --strict --json tools/eval-module.nix --argstr nixpkgsLib "$lib_dir" --arg host "$host" \
             >"$tmp/module-$verity.json" 2>"$tmp/err" ||
             { cat "$tmp/err" >&2; fail "the modules do not evaluate (osiris.image.verity.enable = $verity)"; }
@@ -152,7 +154,7 @@ for out in outs:
     if out["failedAssertions"]:
         sys.exit("\n".join(out["failedAssertions"]))
 units, verify = Path(sys.argv[3]), Path(sys.argv[4])
-need = {"osiris-agent", "osiris-health-gate", "osiris-health-gate-failed"}
+need = {"osiris-agent", "osiris-health-gate", "osiris-health-gate-failed", "osiris-update"}
 missing = need - set(outs[0]["units"])
 if missing:
     sys.exit(f"the modules render no {', '.join(sorted(missing))}.service")
@@ -168,6 +170,12 @@ for name, text in outs[0]["units"].items():
             exe.parent.mkdir(parents=True, exist_ok=True)
             exe.write_text("#!/bin/sh\n")
             exe.chmod(0o755)
+# The update's triggers (.path, .timer): verified beside the services they start.
+for kind in ("path", "timer"):
+    for name, text in outs[0][f"{kind}Units"].items():
+        (verify / "units" / f"{name}.{kind}").write_text(text)
+if "osiris-update" not in outs[0]["pathUnits"] or "osiris-update" not in outs[0]["timerUnits"]:
+    sys.exit("the update module renders no osiris-update.path or osiris-update.timer")
 print(f"  ok    the modules evaluate (image with and without dm-verity); units: {', '.join(sorted(outs[0]['units']))}")
 print(f"  ok    the image's UKI is {outs[0]['image']['uki']['file']}; its slot {outs[0]['image']['repart']['partitions']['10-slot-a']['repartConfig']['Label']}")
 EOF2
@@ -183,11 +191,12 @@ EOF2
         [ "$rc" = 0 ] || fail "$name exposure $score is above the threshold"
     done
     # verify prints a warning for an unknown key or a value it cannot parse and still exits 0: any output fails.
-    if ! systemd-analyze verify --man=no "$tmp"/verify/units/*.service >"$tmp/verify.out" 2>&1 || [ -s "$tmp/verify.out" ]; then
+    if ! systemd-analyze verify --man=no "$tmp"/verify/units/*.service "$tmp"/verify/units/*.path "$tmp"/verify/units/*.timer \
+            >"$tmp/verify.out" 2>&1 || [ -s "$tmp/verify.out" ]; then
         sed 's/^/        /' "$tmp/verify.out" >&2
         fail "systemd-analyze verify found problems in the rendered units"
     fi
-    echo "  ok    systemd-analyze verify: $(cd "$tmp/module" && echo *.service)"
+    echo "  ok    systemd-analyze verify: $(cd "$tmp/verify/units" && echo *.service *.path *.timer)"
     # The physical appliance's host config and the installer ISO's module, as the flake uses them.
     nixi --eval --strict --json tools/eval-module.nix --argstr nixpkgsLib "$lib_dir" \
         --arg host ./hosts/appliance/configuration.nix >"$tmp/host.json" 2>"$tmp/err" ||

@@ -176,6 +176,7 @@ let
       "escalate-webhook"
       "escalate-email"
       "l2-llm"
+      "update-ab"
     ] (name: fakeDrv "osiris-${name}" {
       pythonModule = python;
       passthru = {
@@ -205,6 +206,7 @@ let
       ../modules/osiris.nix
       ../modules/osiris-health-gate.nix
       ../modules/osiris-image.nix
+      ../modules/osiris-update.nix
       host
     ];
   };
@@ -246,6 +248,17 @@ let
         RequiredBy = s.requiredBy;
       }
     }'';
+  # A .path or .timer unit: its own section, then [Install].
+  renderOther =
+    kind: s:
+    ''
+      [Unit]
+      Description=${s.description or ""}
+      ${section (s.unitConfig or { })}
+      [${kind}]
+      ${section (s."${lib.toLower kind}Config" or { })}
+      [Install]
+      ${section { WantedBy = s.wantedBy or [ ]; }}'';
   failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
   attr = path: lib.attrByPath path null config;
 in
@@ -267,6 +280,9 @@ else
     unitConfig = agent.unitConfig or null;
     unit = if config.systemd.services ? osiris-agent then render agent else null;
     units = lib.mapAttrs (_: render) config.systemd.services;
+    # .path and .timer units by name (osiris-update's triggers).
+    pathUnits = lib.mapAttrs (_: renderOther "Path") (config.systemd.paths or { });
+    timerUnits = lib.mapAttrs (_: renderOther "Timer") (config.systemd.timers or { });
     image = if !config.osiris.image.enable then null else {
       uki = {
         inherit (config.boot.uki) name version tries;
