@@ -252,3 +252,34 @@ async def test_the_health_gate_reaches_an_agent_serving_https(agent_for, tmp_pat
         await runner.cleanup()
     assert ok.ok, ok.detail
     assert not plain.ok
+
+
+async def test_the_overview_shows_the_appliances_update_state(agent_for, client_for):
+    from osiris.records import BootEntry, UpdateError, UpdateProgress, UpdateStatus
+
+    class Backend:
+        name = "fake-ab"
+        answer: object = UpdateStatus("fake-ab", configured=True, booted_version="1.0.0", available="1.1.0",
+                                      entries=(BootEntry("1.0.0", "blessed", booted=True),
+                                               BootEntry("1.1.0", "trial", tries_left=3, tries_done=0)),
+                                      running=UpdateProgress("writing", "1.1.0", 1 << 29, 1 << 30, rate=1 << 20))
+
+        async def status(self):
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    agent = agent_for()
+    client = await client_for(agent)
+    html = await (await client.get("/")).text()
+    assert "No update backend is configured" in html
+    backend = Backend()
+    agent.update_backends = [backend]
+    html = await (await client.get("/")).text()
+    assert "Running version <b>1.0.0</b>" in html and "version <b>1.1.0</b> is available" in html
+    assert "Installing: writing 1.1.0, 512.0 MiB of 1.0 GiB (50%), 1.0 MiB/s, ETA 8:32" in html
+    assert "<td>1.1.0</td><td>trial</td><td>3</td>" in html
+    backend.answer = UpdateError("/var/lib/osiris-update/status.json: not valid JSON")
+    r = await client.get("/")
+    assert r.status == 200
+    assert "Update state not readable: /var/lib/osiris-update/status.json: not valid JSON" in await r.text()

@@ -147,7 +147,8 @@ class StatusPage:
     # -- pages ----------------------------------------------------------------------------------
 
     async def overview(self, request: web.Request) -> web.Response:
-        return self.render(request, "overview.html", self.views.overview(), refresh=True)
+        return self.render(request, "overview.html", {**self.views.overview(), "update": await self.views.update()},
+                           refresh=True)
 
     async def host(self, request: web.Request) -> web.Response:
         data = self.views.host(request.match_info["name"])

@@ -15,6 +15,7 @@ Each (host, check) is in one of four states:
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -235,6 +236,28 @@ class Views:
         return {"enabled": True, "entries": st["entries"], "bytes": size, "megabytes": round(size / 1e6, 1),
                 "checkpoint": cp, "checkpoint_age": cp_age, "sinks": backlog, "last_error": st["last_error"],
                 "fingerprint": ev.verify_key.fingerprint, "origin": st["origin"], "unsealed": unsealed}
+
+
+    async def update(self) -> dict[str, Any] | None:
+        """The appliance's update state from its update backend (None: no
+        backend). Bounded: the page never waits on a backend more than 5 s."""
+        from ..records import UpdateError, UpdateStatus
+        from ..update_cli import progress_text
+
+        backends = getattr(self.agent, "update_backends", [])
+        if not backends:
+            return None
+        backend = backends[0]
+        try:
+            st = await asyncio.wait_for(backend.status(), 5.0)
+        except UpdateError as exc:
+            return {"error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a backend's bug or hang is shown, never breaks the page
+            return {"error": f"update backend {backend.name!r}: {type(exc).__name__}: {exc}"}
+        if not isinstance(st, UpdateStatus):
+            return {"error": f"update backend {backend.name!r} returned {type(st).__name__}, expected UpdateStatus"}
+        return {**st.to_json(), "progress": progress_text(st.running) if st.running else None,
+                "checked": _age(st.last_check.isoformat(), self.clock()) if st.last_check else None}
 
 
 def since_hours(hours: float, now: datetime) -> str:
