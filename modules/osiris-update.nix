@@ -1,11 +1,11 @@
 # osiris.update: the appliance updates itself from TUF-signed releases
 # (docs/updates.md) with a privilege split.
 #
-# The agent stays in its sandbox (unprivileged, no devices). It asks for an
-# update by writing <stateDir>/request/request.json (a directory it owns);
-# osiris-update.path sees the file change and starts osiris-update.service,
-# and osiris-update.timer starts it every checkInterval. That unit runs as
-# root, alone: it fetches and verifies the release, writes the inactive
+# The agent stays in its sandbox (unprivileged, no devices). It asks for a
+# check or an install by writing <stateDir>/request/request.json (the one
+# directory there it may write; its update-ab backend asks for a check every
+# checkInterval); osiris-update.path sees the file and starts
+# osiris-update.service, which consumes it. That unit runs as root, alone: it fetches and verifies the release, writes the inactive
 # slot of the disk and the new UKI on the ESP (the only device and the only
 # paths it may write), and appends each step to <stateDir>/journal.jsonl,
 # which the agent turns into signed evidence. It has no capability at all:
@@ -35,7 +35,7 @@ let
   # The update-ab plugin's settings: the root unit reads this file, the
   # agent's backend the same section of its config (plus runner = systemd).
   pluginSettings = {
-    repository_url = cfg.repositoryUrl;
+    repository = cfg.repositoryUrl;
     # A root.json holds public keys only: it may be in the store.
     trusted_root = if cfg.trustedRoot == null then null else "${cfg.trustedRoot}";
     hardware = cfg.hardware;
@@ -66,7 +66,7 @@ in
   options.osiris.update = {
     enable = mkEnableOption ''
       updates from TUF-signed releases into the inactive A/B slot
-      (osiris-update.service, .path and .timer; the update-ab plugin in the
+      (osiris-update.service and .path; the update-ab plugin in the
       agent). Needs {option}`services.osiris.enable` and
       {option}`osiris.image.enable`
     '';
@@ -111,7 +111,7 @@ in
     checkInterval = mkOption {
       type = types.ints.positive;
       default = 6 * 3600;
-      description = "Seconds between checks for a newer release (osiris-update.timer); at least 300.";
+      description = "Seconds between the agent's checks for a newer release; at least 300.";
     };
 
     rebootWindow = mkOption {
@@ -174,10 +174,11 @@ in
     environment.etc."osiris/update.json".source = settingsFile;
 
     # The state is public (versions, TUF metadata, the journal): 0755, so
-    # the agent reads it; the request directory is the agent's.
+    # the agent reads it. The request directory: the agent writes (group
+    # osiris), root consumes (owner); the agent makes request.json 0644.
     systemd.tmpfiles.rules = [
       "d ${stateDir} 0755 root root - -"
-      "d ${requestDir} 0755 osiris osiris - -"
+      "d ${requestDir} 0770 root osiris - -"
     ];
     # "-": a missing directory must not keep the agent from starting.
     systemd.services.osiris-agent.serviceConfig.ReadWritePaths = [ "-${requestDir}" ];
@@ -192,7 +193,8 @@ in
       ];
       serviceConfig = {
         Type = "oneshot";
-        ExecStart = "${osiris.finalPackage}/bin/osiris-update-install --settings ${settingsPath}";
+        # The default action: do what request.json asks, and remove it.
+        ExecStart = "${osiris.finalPackage}/bin/osiris-update-install --settings ${settingsPath} request";
         # The agent reads status.json and journal.jsonl: 0644.
         UMask = "0022";
         # Below the agent and the practice's work.
@@ -251,26 +253,13 @@ in
       };
     };
 
-    # The agent's request (osiris update check|apply) starts the unit.
+    # The agent's request (osiris update check|apply, or its periodic check)
+    # starts the unit while the file exists; the runner consumes it first.
     systemd.paths.osiris-update = {
       description = "Osiris update: the agent's request";
       wantedBy = [ "multi-user.target" ];
       pathConfig = {
-        PathChanged = "${requestDir}/request.json";
-        Unit = "osiris-update.service";
-      };
-    };
-
-    # And every checkInterval without a new request: the runner checks the
-    # repository (docs/updates.md, "How an update runs").
-    systemd.timers.osiris-update = {
-      description = "Osiris update: check for a newer release";
-      wantedBy = [ "timers.target" ];
-      timerConfig = {
-        OnBootSec = "15min";
-        OnUnitActiveSec = "${toString cfg.checkInterval}s";
-        RandomizedDelaySec = "10min";
-        Persistent = false;
+        PathExists = "${requestDir}/request.json";
         Unit = "osiris-update.service";
       };
     };

@@ -297,19 +297,20 @@ def test_the_update_unit_is_root_without_capabilities_writing_only_the_disk_and_
     assert directive(unit, "DevicePolicy") == ["closed"] and directive(unit, "ProtectSystem") == ["strict"]
     assert directive(unit, "ReadWritePaths") == ["/var/lib/osiris-update", "/boot"]
     assert directive(unit, "SocketBindDeny") == ["any"]
-    assert directive(unit, "ExecStart")[0].endswith("/bin/osiris-update-install --settings /etc/osiris/update.json")
+    assert directive(unit, "ExecStart")[0].endswith(
+        "/bin/osiris-update-install --settings /etc/osiris/update.json request")
     # Without a named disk: internal disks of any kind, nothing else.
     assert directive(update(tmp_path)["units"]["osiris-update"], "DeviceAllow") == [
         "block-sd rw", "block-blkext rw", "block-virtblk rw", "block-mmc rw"]
     # The agent triggers it: its request directory is writable in its sandbox, and a .path unit watches it.
     assert "-/var/lib/osiris-update/request" in directive(out["unit"], "ReadWritePaths")
-    assert "d /var/lib/osiris-update/request 0755 osiris osiris - -" in out["tmpfiles"]
-    assert directive(out["pathUnits"]["osiris-update"], "PathChanged") == [
+    assert "d /var/lib/osiris-update/request 0770 root osiris - -" in out["tmpfiles"]
+    assert directive(out["pathUnits"]["osiris-update"], "PathExists") == [
         "/var/lib/osiris-update/request/request.json"]
-    assert directive(out["timerUnits"]["osiris-update"], "OnUnitActiveSec") == ["21600s"]
     # The agent's backend gets the same settings, runner systemd, and the plugin is installed.
     settings = out["settings"]["plugins"]["update-ab"]
-    assert settings["repository_url"] == "https://updates.example/osiris/" and settings["runner"] == "systemd"
+    assert settings["repository"] == "https://updates.example/osiris/" and settings["runner"] == "systemd"
+    assert settings["check_interval"] == 21600
     assert settings["esp"] == "/boot" and settings["state_dir"] == "/var/lib/osiris-update"
 
 

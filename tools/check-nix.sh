@@ -170,12 +170,11 @@ for name, text in outs[0]["units"].items():
             exe.parent.mkdir(parents=True, exist_ok=True)
             exe.write_text("#!/bin/sh\n")
             exe.chmod(0o755)
-# The update's triggers (.path, .timer): verified beside the services they start.
-for kind in ("path", "timer"):
-    for name, text in outs[0][f"{kind}Units"].items():
-        (verify / "units" / f"{name}.{kind}").write_text(text)
-if "osiris-update" not in outs[0]["pathUnits"] or "osiris-update" not in outs[0]["timerUnits"]:
-    sys.exit("the update module renders no osiris-update.path or osiris-update.timer")
+# The update's trigger (.path): verified beside the service it starts.
+for name, text in outs[0]["pathUnits"].items():
+    (verify / "units" / f"{name}.path").write_text(text)
+if "osiris-update" not in outs[0]["pathUnits"]:
+    sys.exit("the update module renders no osiris-update.path")
 print(f"  ok    the modules evaluate (image with and without dm-verity); units: {', '.join(sorted(outs[0]['units']))}")
 print(f"  ok    the image's UKI is {outs[0]['image']['uki']['file']}; its slot {outs[0]['image']['repart']['partitions']['10-slot-a']['repartConfig']['Label']}")
 EOF2
@@ -191,12 +190,12 @@ EOF2
         [ "$rc" = 0 ] || fail "$name exposure $score is above the threshold"
     done
     # verify prints a warning for an unknown key or a value it cannot parse and still exits 0: any output fails.
-    if ! systemd-analyze verify --man=no "$tmp"/verify/units/*.service "$tmp"/verify/units/*.path "$tmp"/verify/units/*.timer \
+    if ! systemd-analyze verify --man=no "$tmp"/verify/units/*.service "$tmp"/verify/units/*.path \
             >"$tmp/verify.out" 2>&1 || [ -s "$tmp/verify.out" ]; then
         sed 's/^/        /' "$tmp/verify.out" >&2
         fail "systemd-analyze verify found problems in the rendered units"
     fi
-    echo "  ok    systemd-analyze verify: $(cd "$tmp/verify/units" && echo *.service *.path *.timer)"
+    echo "  ok    systemd-analyze verify: $(cd "$tmp/verify/units" && echo *.service *.path)"
     # The physical appliance's host config and the installer ISO's module, as the flake uses them.
     nixi --eval --strict --json tools/eval-module.nix --argstr nixpkgsLib "$lib_dir" \
         --arg host ./hosts/appliance/configuration.nix >"$tmp/host.json" 2>"$tmp/err" ||

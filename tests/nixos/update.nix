@@ -1,6 +1,6 @@
 # The privilege split of updates (modules/osiris-update.nix, docs/updates.md):
 # the sandboxed agent asks through a request file it may write, the root
-# unit runs on that request (and on its timer) in its own sandbox, the
+# unit runs on that request in its own sandbox and consumes it, the
 # agent cannot write the disk or the ESP itself, and the runner's journal
 # becomes signed `update` evidence in the agent. The repository here
 # refuses connections, so the install fails, as a step in the journal.
@@ -55,8 +55,8 @@
       machine.start()
       machine.wait_for_unit("osiris-agent.service")
 
-      with subtest("the triggers are armed; the root unit scores at most 2.0"):
-          machine.succeed("systemctl is-active osiris-update.path osiris-update.timer")
+      with subtest("the trigger is armed; the root unit scores at most 2.0"):
+          machine.succeed("systemctl is-active osiris-update.path")
           machine.succeed("systemd-analyze security --threshold=20 osiris-update.service >&2")
           machine.succeed("test -z \"$(systemctl show -P User osiris-update.service)\"")  # root
           machine.succeed("test -z \"$(systemctl show -P CapabilityBoundingSet osiris-update.service)\"")
@@ -73,10 +73,12 @@
       with subtest("a request from the agent starts the root unit, which journals the failed fetch"):
           machine.succeed("echo '{\"action\": \"check\", \"reboot\": false}' > /tmp/request.json")
           machine.succeed("su -s /bin/sh osiris -c 'cp /tmp/request.json /var/lib/osiris-update/request/request.json.tmp "
+                          "&& chmod 0644 /var/lib/osiris-update/request/request.json.tmp "
                           "&& mv /var/lib/osiris-update/request/request.json.tmp /var/lib/osiris-update/request/request.json'")
           machine.wait_until_succeeds("test -s /var/lib/osiris-update/journal.jsonl", timeout=120)
           last = json.loads(machine.succeed("tail -n 1 /var/lib/osiris-update/journal.jsonl"))
           assert last["step"] in ("failed", "refused"), last
+          machine.wait_until_fails("test -e /var/lib/osiris-update/request/request.json", timeout=60)  # consumed
           machine.fail("su -s /bin/sh osiris -c 'touch /var/lib/osiris-update/journal.jsonl'")
 
       with subtest("the journal's step becomes signed evidence in the agent"):
