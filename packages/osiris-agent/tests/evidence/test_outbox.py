@@ -135,6 +135,27 @@ async def test_sinks_are_independent_and_take_only_their_kinds(tmp_path, key):
     log.close()
 
 
+async def test_a_sink_never_gets_a_checkpoint_before_the_bundles_it_covers(tmp_path, key):
+    # The race the running service can hit: bundles appended (and a
+    # checkpoint made) while the sink's loop is past its bundles and on its
+    # checkpoints. Asking for the checkpoint first is that moment, made certain.
+    log = new_log(tmp_path, key)
+    sink, anchors = Sink(), Sink("anchors", kinds=("checkpoint",))
+    outbox = Outbox(log, [sink, anchors], clock=lambda: 0.0)
+    fill(log, key, 3)
+    log.checkpoint(key)
+    assert await outbox.deliver_one("central", "checkpoint") is None  # its 3 bundles are not there yet
+    assert (await outbox.deliver_one("anchors", "checkpoint")).ok  # a checkpoint-only sink need not wait
+    await outbox.deliver_one("central", "bundle")
+    await outbox.deliver_one("central", "bundle")
+    assert await outbox.deliver_one("central", "checkpoint") is None  # 2 of 3
+    await outbox.drain("central")
+    ids = [log.entry(i).bundle_id for i in range(3)]
+    assert sink.order == [*ids, f"checkpoint-{key.verify_key.key_id(ORIGIN).hex()}-3"]
+    assert outbox.pending("central") == {"bundle": 0, "checkpoint": 0}
+    log.close()
+
+
 async def test_a_sink_added_after_a_prune_starts_at_the_first_unpruned_entry(tmp_path, key, caplog):
     from datetime import datetime, timedelta, timezone
 

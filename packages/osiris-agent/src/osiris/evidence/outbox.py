@@ -21,7 +21,8 @@ take ``evidence.delivery_timeout`` seconds, or the sink's own
 ``delivery_timeout`` if that is longer; one that takes longer is cancelled
 and is a failure naming the sink and the setting, so a restart does
 not hammer a sink that was failing. Items are delivered in
-order, one at a time per sink; sinks are independent.
+order, one at a time per sink; sinks are independent. A sink that takes
+both kinds gets a checkpoint only after every bundle it covers.
 
 Item ids: a bundle's id (a UUID); a checkpoint's is
 ``checkpoint-<key id>-<size>``, and its payload is the signed note.
@@ -125,13 +126,20 @@ class Outbox:
         cur = cursors[kind] if kind in cursors else self.log.cursor(sink, kind)
         if max(c["next_attempt_at"] for c in cursors.values()) > now:
             return cur, None
+        # A sink that takes both kinds never gets a checkpoint before every
+        # bundle it covers: what it holds always verifies against what it
+        # holds. (Without this, a bundle appended while the sink drained its
+        # checkpoints could arrive after the checkpoint covering it.)
+        covered = cursors["bundle"]["delivered"] if kind == "checkpoint" and "bundle" in cursors else None
         try:
-            return cur, self._next_item(cur, kind)
+            return cur, self._next_item(cur, kind, covered)
         except LookupError as exc:
             return cur, exc
 
-    def _next_item(self, cur: dict, kind: str) -> tuple[str, int, bytes, int] | None:
-        """(item id, position, payload, new cursor) of the item after ``cur``, or None."""
+    def _next_item(self, cur: dict, kind: str, covered: int | None = None) -> tuple[str, int, bytes, int] | None:
+        """(item id, position, payload, new cursor) of the item after ``cur``, or None.
+        ``covered``: for a checkpoint, the bundles the sink has; a checkpoint
+        of a larger tree waits for them."""
         if kind == "bundle":
             idx = cur["delivered"]
             if idx >= self.log.size():
@@ -144,7 +152,7 @@ class Outbox:
             sb = SignedBundle(self.log.origin, idx, e.bundle_id, e.body, e.sig, bytes.fromhex(self.key_id))
             return e.bundle_id, idx, sb.to_envelope(), idx + 1
         cp = self.log.checkpoint_covering(cur["delivered"])  # the first after the one delivered
-        if cp is None:
+        if cp is None or (covered is not None and cp.size > covered):
             return None
         return f"checkpoint-{self.key_id}-{cp.size}", cp.size, cp.note, cp.size
 
