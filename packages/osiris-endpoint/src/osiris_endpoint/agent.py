@@ -12,6 +12,9 @@ in batches (at most ``window`` batches unacknowledged), heartbeats when
 idle, and renews its certificate when told to or when it nears expiry.
 When the stream port refuses it in the TLS handshake (grpc says only
 UNAVAILABLE), its own handshake names why (:mod:`osiris_endpoint.diagnose`).
+Every way a stream can end (a status, a cut, a write into a call the
+appliance already ended, anything grpc raises) is a reconnect: only the
+``stop`` event ends the stream loop.
 """
 
 from __future__ import annotations
@@ -240,6 +243,17 @@ class EndpointAgent:
             except (OSError, asyncio.TimeoutError, EnrolError) as exc:
                 self.last_status = ("UNAVAILABLE", str(exc))
                 self.statuses.append(self.last_status)
+            except asyncio.CancelledError:
+                if _cancelling():
+                    raise
+                # grpc raises this for a call it cancelled itself: a stream end like any other.
+                self.last_status = ("CANCELLED", "the call was cancelled by grpc")
+                self.statuses.append(self.last_status)
+                log.warning("stream ended: CANCELLED by grpc")
+            except Exception as exc:  # the endpoint survives any stream end; logged with its traceback
+                self.last_status = ("UNKNOWN", f"{type(exc).__name__}: {exc}")
+                self.statuses.append(self.last_status)
+                log.warning("stream ended: %s", self.last_status[1], exc_info=True)
             finally:
                 self.connected.clear()
             if stop.is_set():
@@ -392,6 +406,11 @@ class EndpointAgent:
 
     def close(self) -> None:
         self.queue.close()
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _lifetime(identity: Identity) -> float:
