@@ -127,7 +127,8 @@ class Proxy:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while len(self.conns) < 2 * count:
-            assert client.p.returncode is None and loop.time() < end, f"{len(self.conns) // 2} of {count} connections after {timeout} s"
+            assert client.p.returncode is None, f"{client.argv[:3]} exited ({client.p.returncode})"
+            assert loop.time() < end, f"{len(self.conns) // 2} of {count} connections after {timeout} s"
             await asyncio.sleep(0.05)
 
     def cut(self) -> None:
@@ -171,10 +172,16 @@ async def test_kill_9_either_side_and_cut_connections_lose_and_duplicate_nothing
         await listening(enrol_port)
         token = (await osiris(cfg, "endpoints", "token", "--address", f"127.0.0.1:{enrol_port}", "--uses", "3")).strip()
         proxy_port = await proxy.start()
-        argv = [sys.executable, "-m", "osiris_lab.fleet", "--dir", str(fleet_dir), "--count", "3", "--token", token,
-                "--samples", "200", "--check-interval", "0.05", "--backoff", "0.05", "--backoff-cap", "1",
-                "--stream-port", str(proxy_port), "--timeout", "600"]
-        fleet = await Proc(*argv, log=tmp_path / "fleet.log").start()
+
+        def argv(samples: int) -> list[str]:
+            return [sys.executable, "-m", "osiris_lab.fleet", "--dir", str(fleet_dir), "--count", "3", "--token",
+                    token, "--samples", str(samples), "--check-interval", "0.2", "--backoff", "0.05",
+                    "--backoff-cap", "1", "--stream-port", str(proxy_port), "--timeout", "600"]
+
+        # During the chaos the fleet never runs out of events to queue
+        # (however long a restart takes on a loaded machine); after it, a
+        # last run queues one more round and delivers everything.
+        fleet = await Proc(*argv(10 ** 6), log=tmp_path / "fleet.log").start()
         # Chaos starts once every endpoint is enrolled (a token is used once).
         loop = asyncio.get_running_loop()
         end = loop.time() + 180
@@ -197,12 +204,15 @@ async def test_kill_9_either_side_and_cut_connections_lose_and_duplicate_nothing
                 appliance = await Proc(str(BIN / "osiris"), "-c", str(cfg), "run",
                                        log=tmp_path / "appliance.log").start()
                 kills["appliance"] += 1
-            elif fleet.p.returncode is None:
+            else:
                 fleet.kill9()
                 await fleet.wait(30)
-                fleet = await Proc(*argv, log=tmp_path / "fleet.log").start()
+                fleet = await Proc(*argv(10 ** 6), log=tmp_path / "fleet.log").start()
                 kills["fleet"] += 1
         assert kills["appliance"] and kills["fleet"] and proxy.cuts, kills
+        fleet.kill9()
+        await fleet.wait(30)
+        fleet = await Proc(*argv(1), log=tmp_path / "fleet.log").start()
         # Left alone, the fleet delivers everything and exits 0 (the
         # deadlines only stop a hang: an endpoint whose stream loop died
         # once kept this waiting until the fleet gave up).
