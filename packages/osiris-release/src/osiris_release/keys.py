@@ -47,14 +47,18 @@ def write_private(path: Path, pem: bytes) -> None:
         os.close(fd)
 
 
-def load(path: Path, passphrase: bytes | None = None) -> CryptoSigner:
-    """The signer in an Ed25519 PEM file; the passphrase from the argument or $OSIRIS_RELEASE_PASSPHRASE."""
+def load(path: Path, passphrase: bytes | None = None, *, private_mode: bool = False) -> CryptoSigner:
+    """The signer in an Ed25519 PEM file; the passphrase from the argument or $OSIRIS_RELEASE_PASSPHRASE.
+
+    `private_mode`: refuse a file others may read (the online keys; root keys
+    come from removable media whose file modes the mount decides).
+    """
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()
     except OSError as e:
         raise KeyFileError(f"key file {path}: {e.strerror or e}") from e
-    if mode & 0o077:
+    if private_mode and mode & 0o077:
         raise KeyFileError(f"key file {path}: readable by others (mode {mode & 0o777:o}); chmod 600 it")
     if passphrase is None and os.environ.get(PASSPHRASE_ENV):
         passphrase = os.environ[PASSPHRASE_ENV].encode()

@@ -174,7 +174,7 @@ class Repository:
 
     def _online_signer(self, root: Root, role: str) -> CryptoSigner:
         path = self.keys_dir / f"{role}.pem"
-        signer = keys.load(path)
+        signer = keys.load(path, private_mode=True)
         if signer.public_key.keyid not in root.roles[role].keyids:
             raise ReleaseError(f"key file {path}: not the {role} key of root version {root.version} (rotated by another copy of the keys?)")
         return signer
