@@ -38,6 +38,33 @@ def test_every_install_point_has_a_power_cut_scenario():
     assert points and all(f"power-cut@{p}" in scenario_table() for p in points), points
 
 
+def test_the_guest_finds_the_uki_that_names_a_slot(tmp_path):
+    """init.sh's names_slot, run by busybox on real UKIs: an install removes
+    the UKIs whose command line names the slot it rewrites, and only those."""
+    from bootlab import uki
+
+    if not (uki.STUB.exists() and Path("/bin/busybox").exists()):
+        pytest.skip("needs Debian's systemd-boot-efi stub and busybox")
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"\0\n" * 5000)  # objcopy does not look inside .linux and .initrd
+    for v in ("1", "10"):
+        uki.build(tmp_path / f"osiris_{v}.efi", vmlinuz=blob, initrd=blob, cmdline_text=uki.cmdline(f"osiris_{v}"),
+                  osrel_text=uki.os_release(v))
+    init = (REPO / "tools" / "bootlab" / "init.sh").read_text()
+    func = next(line for line in init.splitlines() if line.startswith("names_slot()"))
+
+    def names(efi: str, label: str) -> bool:
+        res = subprocess.run(["/bin/busybox", "sh", "-c", f'{func}\nnames_slot "$1" "$2"', "sh",
+                              str(tmp_path / efi), label], env={"PATH": str(tmp_path / "bin")}, capture_output=True)
+        return res.returncode == 0
+
+    (tmp_path / "bin").mkdir()
+    for applet in ("tr", "grep"):
+        (tmp_path / "bin" / applet).symlink_to("/bin/busybox")
+    assert names("osiris_1.efi", "osiris_1") and names("osiris_10.efi", "osiris_10")
+    assert not names("osiris_10.efi", "osiris_1") and not names("osiris_1.efi", "osiris_10")
+
+
 def test_a_bad_update_is_tried_tries_times_then_the_blessed_version_comes_back(tmp_path):
     need = missing_tools()
     if need:

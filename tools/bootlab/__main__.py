@@ -22,7 +22,8 @@ from . import disk as disks
 from . import guest, kernel, qemu, uki
 from .kit import Kit
 from .layout import REPO, LayoutError
-from .scenarios import INSTALL_POINTS, Lab, Outcome, ScenarioError, new_image, power_cut, update_bad, update_good
+from .scenarios import (INSTALL_POINTS, Lab, Outcome, ScenarioError, new_image, power_cut, update_after_fallback,
+                        update_bad, update_good)
 
 # Debian packages that hold what the lab runs (tools/ensure-system-tools.sh installs them).
 TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "mkfs.vfat": "dosfstools", "mcopy": "mtools",
@@ -34,7 +35,8 @@ QUICK = ["update-bad", "power-cut@entry-written"]
 
 
 def scenario_table() -> dict:
-    table = {"new-image": None, "update-good": update_good, "update-bad": update_bad}
+    table = {"new-image": None, "update-good": update_good, "update-bad": update_bad,
+             "update-after-fallback": update_after_fallback}
     for point in INSTALL_POINTS:
         table[f"power-cut@{point}"] = power_cut(point)
     return table
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         for healthy in (True, False):
             for pause in (True, False):
                 lab.medium("2", healthy, pause=pause)
+        lab.medium("3", True, pause=False)
     except (LayoutError, kernel.KernelError, guest.GuestError, disks.DiskError, qemu.QemuError,
             uki.UkiError) as exc:
         print(f"boot-lab: setup failed: {exc}", file=sys.stderr)

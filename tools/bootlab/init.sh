@@ -31,6 +31,8 @@ part() {
   done
   return 1
 }
+# Whether the UKI $1 boots the slot labelled $2 (its .cmdline; NULs dropped: grep reads C strings).
+names_slot() { tr -d '\000' < "$1" | grep -qF "mount.usr=PARTLABEL=$2 "; }
 down() { umount /esp /slot /medium 2>/dev/null; sync; say "$1"; "$1" -f; sleep 5; }
 
 slot=$(arg mount.usr); slot=${slot#PARTLABEL=}
@@ -84,7 +86,7 @@ point begin
 # No UKI may name a slot that is being rewritten; an earlier install cut short left its .partial.
 rm -f /esp/EFI/Linux/*.partial
 for e in /esp/EFI/Linux/*.efi; do
-  grep -qF "mount.usr=PARTLABEL=$old " "$e" 2>/dev/null && rm -f "$e" && say "removed entry ${e##*/}"
+  [ -f "$e" ] && names_slot "$e" "$old" && rm -f "$e" && say "removed entry ${e##*/}"
 done
 sync
 point entries-removed

@@ -158,6 +158,33 @@ def update_bad(lab: Lab, base: Disk) -> tuple[Machine, tuple[bool, str]]:
     return m, (True, f"2 tried {tries} times ({seen}), then 1 booted {len(after) - first_back} times")
 
 
+def update_after_fallback(lab: Lab, base: Disk) -> tuple[Machine, tuple[bool, str]]:
+    """After a bad version fell back, the next update goes into the slot the
+    bad one had: its UKI (which names that slot) is removed first, the new
+    version is installed there, boots on trial and is blessed."""
+    tries = lab.layout.tries
+    p = lab.layout.entry_prefix
+    m = lab.machine("update-after-fallback", base)
+    m.boot(medium=lab.medium("2", False, pause=False))
+    for _ in range(tries + 2):  # until 1 is back (or clearly too many boots)
+        if m.boot().version == "1":
+            break
+    if [b.version for b in m.boots] != ["1"] + ["2"] * tries + ["1"]:
+        return m, _fail(f"before the second update: {' '.join(b.version or '?' for b in m.boots)}")
+    install = m.boot(medium=lab.medium("3", True, pause=False))
+    trial = m.boot()
+    if install.value("install done") is None:
+        return m, _fail(f"install of 3 did not finish: {install.said[-3:]}")
+    removed = install.value("removed entry")
+    if removed != f"{p}2+0-{tries}.efi":
+        return m, _fail(f"the install of 3 removed {removed!r}, not the UKI of the slot it rewrote")
+    if not (trial.version == "3" and trial.gate == "pass" and trial.blessed):
+        return m, _fail(f"first boot after the update: version {trial.version}, gate {trial.gate}")
+    if m.entries() != [f"{p}1.efi", f"{p}3.efi"]:
+        return m, _fail(f"ESP entries afterwards: {m.entries()}")
+    return m, (True, f"2 fell back after {tries} tries; 3 replaced it ({removed} removed), blessed on trial")
+
+
 def power_cut(point: str) -> Callable[[Lab, Disk], tuple[Machine, tuple[bool, str]]]:
     def scenario(lab: Lab, base: Disk) -> tuple[Machine, tuple[bool, str]]:
         m = lab.machine(f"power-cut@{point}", base)
