@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,9 @@ from pathlib import Path
 
 import pytest
 import zstandard
+
+from osiris_update_ab import disk as gpt
+from osiris_update_ab.esp import ImageEsp
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tools"))
@@ -160,3 +164,91 @@ def lab():
     need_tools()
     return types.SimpleNamespace(release=release_artefacts, build_disk=build_disk, sha=sha, run=run,
                                  Target=Target, SlotImage=SlotImage, squashfs=squashfs)
+
+
+HW = "t640"
+
+
+def release_cli(*args: str) -> str:
+    exe = Path(sys.executable).with_name("osiris-release")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from osiris_release.cli import main; main()"]
+    res = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr + res.stdout
+    return res.stdout
+
+
+class Appliance:
+    """A v1 disk, a TUF repository (osiris-release) served over HTTPS, the
+    runner's settings; helpers to publish, run and look at the disk."""
+
+    def __init__(self, tmp: Path, server, lab, *, booted: str = "1", timestamp_expiry: str = "1d") -> None:
+        self.tmp, self.server, self.lab = tmp, server, lab
+        self.disk, self.v1 = lab.build_disk(tmp / "disk")
+        self.repo, self.keys = server.root, tmp / "online-keys"
+        release_cli("keygen", str(tmp / "root.key"))
+        release_cli("init", "--repo", str(self.repo), "--keys", str(self.keys), "--root-key", str(tmp / "root.key"),
+                    "--timestamp-expiry", timestamp_expiry)
+        self.trusted_root = tmp / "trusted-root.json"
+        shutil.copy(self.repo / "metadata" / "1.root.json", self.trusted_root)
+        self.state = tmp / "state"
+        self.settings = tmp / "settings.json"
+        self.settings.write_text(json.dumps({"plugins": {"update-ab": {
+            "repository": server.url, "trusted_root": str(self.trusted_root), "cafile": str(server.pki.ca_file),
+            "hardware": HW, "disk": str(self.disk), "esp": "image", "booted_version": booted,
+            "state_dir": str(self.state), "tries": 3, "runner": "inline"}}}))
+        self.releases = {}
+
+    def publish(self, version: str, hardware: str = HW):
+        a = self.lab.release(self.tmp / f"v{version}", version)
+        release_cli("publish", "--repo", str(self.repo), "--keys", str(self.keys), "--version", version,
+                    "--hardware", hardware, "--uki", str(a.uki_file), "--image", str(a.image_file), "--compression", "zstd")
+        self.releases[version] = a
+        return a
+
+    def start(self, action: str = "apply", pause: str | None = None) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k != "OSIRIS_UPDATE_TEST_PAUSE"}
+        if pause:
+            env["OSIRIS_UPDATE_TEST_PAUSE"] = pause
+        return subprocess.Popen([sys.executable, "-m", "osiris_update_ab.runner", "--settings", str(self.settings), action],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def run(self, action: str = "apply") -> tuple[int, str, str]:
+        p = self.start(action)
+        out, err = p.communicate(timeout=600)
+        return p.returncode, out, err
+
+    # -- what is on the disk
+    def slots(self):
+        return gpt.slots(self.disk)
+
+    def region(self, start: int, size: int) -> str:
+        with open(self.disk, "rb") as f:
+            f.seek(start)
+            return hashlib.sha256(f.read(size)).hexdigest()
+
+    def outside(self, part) -> str:
+        data = self.disk.read_bytes()
+        return hashlib.sha256(data[:part.start] + data[part.start + part.size:]).hexdigest()
+
+    def esp_names(self) -> list[str]:
+        return ImageEsp(self.disk).names()
+
+    def esp_sha(self, name: str) -> str:
+        return ImageEsp(self.disk).digest(name)[1]
+
+    def journal(self) -> list[dict]:
+        p = self.state / "journal.jsonl"
+        return [json.loads(x) for x in p.read_text().splitlines()] if p.exists() else []
+
+    def status(self) -> dict:
+        return json.loads((self.state / "status.json").read_text())
+
+
+@pytest.fixture
+def make_appliance(tmp_path, server, lab):
+    return lambda **kw: Appliance(tmp_path, server, lab, **kw)
+
+
+@pytest.fixture
+def appliance(make_appliance):
+    return make_appliance()

@@ -3,17 +3,19 @@ network into the inactive slot with nothing in between but a bounded
 buffer, and its UKI onto the ESP with its tries counter last.
 
 Order (each step is safe to interrupt; the next run starts again from the
-first, docs/updates.md "What an interrupted install leaves"):
+first; plugins/update-ab/README.md):
 
 1. plan: the booted slot is never the target; the entries of the version
    that lived in the other slot go first (never the only blessed entry),
    then any ``.partial`` UKI; the slot is labelled ``_empty``;
 2. stream: compressed chunks in, sha256 of them, zstd/xz decompressed into
-   a 1 MiB buffer, sha256 of that, written at the slot's offset; lengths
+   1 MiB buffers that a writer thread writes at the slot's offset and
+   hashes while the next is decompressed; lengths
    bounded by the release's and the slot's; both hashes compared when the
    stream ends; fsync;
-3. read back: the range's page cache dropped (``POSIX_FADV_DONTNEED``), the
-   slot read from the disk and its hash compared;
+3. read back, overlapped with 2: every 64 MiB the writer fdatasyncs and a
+   reader thread drops that range's page cache (``POSIX_FADV_DONTNEED``) and
+   reads it from the disk; the read-back's hash is compared at the end;
 4. the slot labelled ``osiris_<version>``;
 5. the UKI streamed to ``EFI/Linux/osiris_<version>+<tries>.efi.partial``,
    its hash checked as written and as read back, then renamed.
@@ -28,6 +30,8 @@ import hashlib
 import io
 import lzma
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -39,8 +43,16 @@ import zstandard
 from . import disk as gpt
 from .esp import PARTIAL, Esp, entry_name
 
-CHUNK = 1 << 20
-STAGES = ("download", "mid-write", "written", "read-back", "labelled", "uki-partial", "installed")
+CHUNK = 256 << 10  # network chunks
+OUT = 1 << 20  # decompressed buffers handed to the writer
+DEPTH = 4  # buffers in flight: memory is DEPTH x OUT whatever the image's size
+SYNC_EVERY = 64 << 20  # synced and handed to the read-back this often
+# Where the install tells its caller how far it is (the runner journals
+# some and its test-only pause hook may stop at any): the first chunk
+# received, half the image written, both hashes verified at the stream's
+# end, fsynced, read back, the slot labelled, the UKI's .partial checked,
+# the UKI renamed (installed).
+STAGES = ("download", "mid-write", "verified", "written", "read-back", "labelled", "uki-partial", "installed")
 
 
 class InstallError(Exception):
@@ -89,7 +101,7 @@ class Result:
 
 
 Progress = Callable[[str, int, "int | None"], None]
-Pause = Callable[[str], None]
+Stage = Callable[[str, dict], None]
 
 
 def plan(disk: Path, esp: Esp, *, booted: str, version: str) -> Plan:
@@ -99,6 +111,10 @@ def plan(disk: Path, esp: Esp, *, booted: str, version: str) -> Plan:
     if version == booted:
         raise InstallRefused(f"version {version}: it is the booted version (slot {mine.number}); nothing to install")
     entries = esp.entries()
+    bad = [e.name for e in entries if e.version == version and e.state == "bad"]
+    if bad:
+        raise InstallRefused(f"version {version}: it ran out of tries on this appliance ({', '.join(bad)}): "
+                             "not installed again; a newer release is needed")
     remove = [e for e in entries if e.version != booted]
     blessed = [e for e in entries if e.state == "blessed"]
     if blessed and all(e in remove for e in blessed):
@@ -114,12 +130,13 @@ class _Counted(io.RawIOBase):
     """The compressed chunks as a file: counted, hashed, and cut at
     ``limit`` bytes (a stream longer than the release says is refused)."""
 
-    def __init__(self, chunks: Iterable[bytes], limit: int, what: str, pause: Pause | None) -> None:
+    def __init__(self, chunks: Iterable[bytes], limit: int, what: str, stage: Stage | None,
+                 hashed: bool = True) -> None:
         self._it: Iterator[bytes] = iter(chunks)
         self._buf = memoryview(b"")
         self.n = 0
-        self.sha = hashlib.sha256()
-        self._limit, self._what, self._pause = limit, what, pause
+        self.sha = hashlib.sha256() if hashed else None
+        self._limit, self._what, self._stage = limit, what, stage
 
     def readable(self) -> bool:
         return True
@@ -130,12 +147,13 @@ class _Counted(io.RawIOBase):
                 chunk = next(self._it)
             except StopIteration:
                 return 0
-            if self.n == 0 and self._pause:
-                self._pause("download")
+            if self.n == 0 and self._stage:
+                self._stage("download", {"path": self._what})
             self.n += len(chunk)
             if self.n > self._limit:
                 raise InstallRefused(f"{self._what}: more than the release's {self._limit} bytes were served")
-            self.sha.update(chunk)
+            if self.sha is not None:
+                self.sha.update(chunk)
             self._buf = memoryview(chunk)
         k = min(len(b), len(self._buf))
         b[:k] = self._buf[:k]
@@ -166,79 +184,200 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
+class _ReadBack:
+    """Reads back what the writer has synced, on a thread of its own, while
+    the writer goes on: each range's cached pages are dropped first
+    (POSIX_FADV_DONTNEED; they are clean once synced), so the bytes come
+    from the medium; one sha256 over the slot, in order."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        self.sha = hashlib.sha256()
+        self.done = 0
+        self.error: OSError | InstallError | None = None
+        self.ranges: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="slot-read-back", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        buf = bytearray(OUT)
+        view = memoryview(buf)
+        while (item := self.ranges.get()) is not None:
+            if self.error is not None:
+                continue
+            offset, length = item
+            try:
+                os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+                end = offset + length
+                while offset < end:
+                    n = os.preadv(self.fd, [view[:min(OUT, end - offset)]], offset)
+                    if n <= 0:
+                        raise InstallError(f"short read at byte {offset}")
+                    self.sha.update(view[:n])
+                    offset += n
+                    self.done += n
+                os.posix_fadvise(self.fd, item[0], length, os.POSIX_FADV_DONTNEED)
+            except (OSError, InstallError) as exc:
+                self.error = exc
+
+    def add(self, offset: int, length: int) -> None:
+        if length:
+            self.ranges.put((offset, length))
+
+    def close_quietly(self) -> None:
+        self.error = self.error or InstallError("abandoned")
+        self.ranges.put(None)
+        self.thread.join()
+        os.close(self.fd)
+
+    def close(self) -> str:
+        self.ranges.put(None)
+        self.thread.join()
+        os.close(self.fd)
+        if self.error is not None:
+            raise InstallError(f"reading the slot back: {self.error}")
+        return self.sha.hexdigest()
+
+
+class _SlotWriter:
+    """pwrite and the image's sha256 on a thread of their own (both release
+    the GIL), so decompressing the next MiB overlaps writing this one; a
+    pool of DEPTH buffers bounds memory. Every SYNC_EVERY bytes it
+    fdatasyncs and hands what is on the medium to the read-back."""
+
+    def __init__(self, fd: int, start: int, back: _ReadBack) -> None:
+        self.fd = fd
+        self.start, self.synced, self.end = start, start, start
+        self.back = back
+        self.sha = hashlib.sha256()
+        self.error: OSError | None = None
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        self.full: queue.Queue[tuple[bytearray, int, int] | None] = queue.Queue()
+        for _ in range(DEPTH):
+            self.free.put(bytearray(OUT))
+        self.thread = threading.Thread(target=self._run, name="slot-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.full.get()) is not None:
+            buf, n, offset = item
+            if self.error is None:
+                view = memoryview(buf)[:n]
+                try:
+                    done = 0
+                    while done < n:
+                        done += os.pwrite(self.fd, view[done:], offset + done)
+                    self.sha.update(view)
+                    self.end = offset + n
+                    if self.end - self.synced >= SYNC_EVERY:
+                        os.fdatasync(self.fd)
+                        self.back.add(self.synced, self.end - self.synced)
+                        self.synced = self.end
+                except OSError as exc:
+                    self.error = exc
+                view.release()
+            self.free.put(buf)
+
+    def buffer(self) -> bytearray:
+        self.check()
+        return self.free.get()
+
+    def put(self, buf: bytearray, n: int, offset: int) -> None:
+        self.full.put((buf, n, offset))
+
+    def close(self) -> None:
+        self.full.put(None)
+        self.thread.join()
+
+    def finish(self) -> None:
+        """fsync the rest and hand it to the read-back."""
+        os.fsync(self.fd)
+        self.back.add(self.synced, self.end - self.synced)
+        self.synced = self.end
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise InstallError(f"writing the slot: {self.error}")
+
+
 def write_slot(p: Plan, image: ImageLike, chunks: Iterable[bytes], *, progress: Progress | None = None,
-               pause: Pause | None = None) -> tuple[int, int]:
+               stage: Stage | None = None, source_verified: bool = False) -> tuple[int, int]:
     """Stream ``chunks`` into the plan's target slot, verify, read back.
-    Returns (compressed bytes, image bytes)."""
+    ``source_verified``: the iterator itself raises at its end when the
+    compressed bytes' sha256 differs (release.ReleaseClient.stream does),
+    so it is not computed twice. Returns (compressed bytes, image bytes)."""
     slot = p.target.partition
     if slot.start == p.booted.partition.start:
         raise InstallRefused(f"{p.disk}: refusing to write the booted slot {slot.number}")
     if image.size > slot.size:
         raise InstallRefused(f"image {image.path}: {image.size} bytes do not fit slot {slot.number} ({slot.size} bytes)")
-    src = _Counted(chunks, image.length, f"image {image.path}", pause)
-    out_sha, written, half = hashlib.sha256(), 0, False
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
+    src = _Counted(chunks, image.length, f"image {image.path}", stage, hashed=not source_verified)
+    written, half = 0, False
+    back = _ReadBack(p.disk)
     fd = os.open(p.disk, os.O_WRONLY)
+    writer = _SlotWriter(fd, slot.start, back)
     try:
         reader = _decompressed(src, image.compression)
         try:
-            while n := reader.readinto(buf):
+            while True:
+                buf = writer.buffer()
+                n = _fill(reader, buf)
+                if not n:
+                    writer.free.put(buf)
+                    break
                 if written + n > image.size:
                     raise InstallRefused(f"image {image.path}: decompresses to more than the release's {image.size} bytes")
-                os.pwrite(fd, view[:n], slot.start + written)
-                out_sha.update(view[:n])
+                writer.put(buf, n, slot.start + written)
                 written += n
                 if progress:
                     progress("writing", written, image.size)
-                if pause and not half and written * 2 >= image.size:
+                if stage and not half and written * 2 >= image.size:
                     half = True
-                    pause("mid-write")
+                    stage("mid-write", {"bytes": written, "of": image.size})
             src.drain()  # to the stream's end: the release client checks its hash there
         except (zstandard.ZstdError, lzma.LZMAError, EOFError) as exc:
             raise InstallRefused(f"image {image.path}: not a valid {image.compression} stream ({exc})") from None
-        if src.n != image.length or src.sha.hexdigest() != image.sha256:
-            raise InstallRefused(f"image {image.path}: {src.n} bytes with sha256 {src.sha.hexdigest()}, "
+        finally:
+            writer.close()
+        writer.check()
+        out_sha = writer.sha
+        got = src.sha.hexdigest() if src.sha is not None else image.sha256
+        if src.n != image.length or got != image.sha256:
+            raise InstallRefused(f"image {image.path}: {src.n} bytes with sha256 {got}, "
                                  f"the release says {image.length} bytes with sha256 {image.sha256}")
         if written != image.size or out_sha.hexdigest() != image.image_sha256:
             raise InstallRefused(f"image {image.path}: decompressed to {written} bytes with sha256 "
                                  f"{out_sha.hexdigest()}, the release says {image.size} with {image.image_sha256}")
-        os.fsync(fd)
+        if stage:
+            stage("verified", {"compressed_bytes": src.n, "sha256": image.sha256, "image_bytes": written,
+                               "image_sha256": image.image_sha256})
+        writer.finish()
+    except BaseException:
+        back.close_quietly()
+        raise
     finally:
         os.close(fd)
-    if pause:
-        pause("written")
+    if stage:
+        stage("written", {"slot": slot.number, "offset": slot.start, "bytes": written})
     if progress:
-        progress("read-back", 0, image.size)
-    got = read_back(p.disk, slot.start, image.size, progress=progress)
-    if got != image.image_sha256:
+        progress("read-back", back.done, image.size)
+    got = back.close()
+    if back.done != image.size or got != image.image_sha256:
         raise InstallError(f"{p.disk}: slot {slot.number} read back with sha256 {got}, written {image.image_sha256}: "
                            "the disk did not keep what was written")
     return src.n, written
 
 
-def read_back(path: Path, offset: int, length: int, *, progress: Progress | None = None) -> str:
-    """sha256 of ``length`` bytes at ``offset`` as the disk has them: the
-    range's cached pages are dropped first, so this reads the medium."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-        h, done = hashlib.sha256(), 0
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
-        while done < length:
-            want = min(CHUNK, length - done)
-            n = os.preadv(fd, [view[:want]], offset + done)
-            if n <= 0:
-                raise InstallError(f"{path}: short read at byte {offset + done}")
-            h.update(view[:n])
-            done += n
-            if progress:
-                progress("read-back", done, length)
-        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
-        return h.hexdigest()
-    finally:
-        os.close(fd)
+def _fill(reader: io.RawIOBase | io.BufferedIOBase, buf: bytearray) -> int:
+    """Fill ``buf`` as far as the stream goes (a reader may return less)."""
+    view, n = memoryview(buf), 0
+    while n < len(buf):
+        k = reader.readinto(view[n:])
+        if not k:
+            break
+        n += k
+    view.release()
+    return n
 
 
 def install_uki(esp: Esp, version: str, tries: int, uki: TargetLike, chunks: Iterable[bytes]) -> str:
@@ -265,7 +404,7 @@ def install_uki(esp: Esp, version: str, tries: int, uki: TargetLike, chunks: Ite
 
 def install(disk: Path, esp: Esp, *, booted: str, version: str, tries: int, image: ImageLike,
             image_chunks: Iterable[bytes], uki: TargetLike, uki_chunks: Iterable[bytes],
-            progress: Progress | None = None, pause: Pause | None = None) -> Result:
+            progress: Progress | None = None, stage: Stage | None = None, source_verified: bool = False) -> Result:
     """Install ``version`` into the slot not booted; the entry on trial."""
     if tries < 1:
         raise InstallError(f"tries = {tries}: expected at least 1")
@@ -275,12 +414,13 @@ def install(disk: Path, esp: Esp, *, booted: str, version: str, tries: int, imag
         esp.remove(name)
     if p.target.partition.label != gpt.EMPTY:
         gpt.set_label(disk, p.target.number, gpt.EMPTY)
-    compressed, size = write_slot(p, image, image_chunks, progress=progress, pause=pause)
-    if pause:
-        pause("read-back")
+    compressed, size = write_slot(p, image, image_chunks, progress=progress, stage=stage,
+                                  source_verified=source_verified)
+    if stage:
+        stage("read-back", {"slot": p.target.number, "image_sha256": image.image_sha256})
     gpt.set_label(disk, p.target.number, gpt.PREFIX + version)
-    if pause:
-        pause("labelled")
+    if stage:
+        stage("labelled", {"slot": p.target.number, "label": gpt.PREFIX + version})
     if progress:
         progress("installing", 0, uki.length)
     try:
@@ -288,9 +428,9 @@ def install(disk: Path, esp: Esp, *, booted: str, version: str, tries: int, imag
     except BaseException:
         gpt.set_label(disk, p.target.number, gpt.EMPTY)  # nothing half-installed stays named
         raise
-    if pause:
-        pause("uki-partial")
+    if stage:
+        stage("uki-partial", {"entry": name + PARTIAL, "sha256": uki.sha256})
     esp.rename(name + PARTIAL, name)
-    if pause:
-        pause("installed")
+    if stage:
+        stage("installed", {"entry": name, "tries": tries, "slot": p.target.number})
     return Result(version, p.target.number, name, compressed, size, time.monotonic() - t0)
