@@ -181,9 +181,10 @@ class Appliance:
     """A v1 disk, a TUF repository (osiris-release) served over HTTPS, the
     runner's settings; helpers to publish, run and look at the disk."""
 
-    def __init__(self, tmp: Path, server, lab, *, booted: str = "1", timestamp_expiry: str = "1d") -> None:
+    def __init__(self, tmp: Path, server, lab, *, booted: str = "1", timestamp_expiry: str = "1d",
+                 disk: Path | None = None) -> None:
         self.tmp, self.server, self.lab = tmp, server, lab
-        self.disk, self.v1 = lab.build_disk(tmp / "disk")
+        self.disk = disk if disk is not None else lab.build_disk(tmp / "disk")[0]
         self.repo, self.keys = server.root, tmp / "online-keys"
         release_cli("keygen", str(tmp / "root.key"))
         release_cli("init", "--repo", str(self.repo), "--keys", str(self.keys), "--root-key", str(tmp / "root.key"),
@@ -198,10 +199,12 @@ class Appliance:
             "state_dir": str(self.state), "tries": 3, "runner": "inline"}}}))
         self.releases = {}
 
-    def publish(self, version: str, hardware: str = HW):
-        a = self.lab.release(self.tmp / f"v{version}", version)
+    def publish(self, version: str, hardware: str = HW, *, uki: Path | None = None, image: Path | None = None):
+        """Publish ``version`` (artefacts made here, or the given UKI and slot image)."""
+        a = self.lab.release(self.tmp / f"v{version}", version) if uki is None else None
         release_cli("publish", "--repo", str(self.repo), "--keys", str(self.keys), "--version", version,
-                    "--hardware", hardware, "--uki", str(a.uki_file), "--image", str(a.image_file), "--compression", "zstd")
+                    "--hardware", hardware, "--uki", str(uki or a.uki_file), "--image", str(image or a.image_file),
+                    "--compression", "zstd")
         self.releases[version] = a
         return a
 
