@@ -110,6 +110,9 @@ def main() -> None:
     p.add_argument("--idle-ramp", type=float, default=30, help="seconds to connect every endpoint before idling")
     p.add_argument("--evidence", action=argparse.BooleanOptionalAction, default=True,
                    help="the appliance's evidence log on (default) or off")
+    p.add_argument("--py-spy", metavar="FILE", type=Path,
+                   help="profile the appliance during the saturated run with py-spy (collapsed stacks to FILE; "
+                        "py-spy is not a dependency: install it beside the venv, e.g. uv tool install py-spy)")
     args = p.parse_args()
     tmp = tempfile.TemporaryDirectory(prefix="osiris-bench-ingest-")
     args.workdir = Path(tmp.name)
@@ -156,7 +159,14 @@ def main() -> None:
         sampler = Sampler(appliance.pid)
         sampler.start()
         cpu0 = cpu_seconds(appliance.pid)
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(appliance.pid), "--format", "raw", "--threads",
+                                    "--output", str(args.py_spy), "--duration", str(int(args.seconds + 5))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         real = load(args, f"127.0.0.1:{port}", "real")
+        if spy is not None:
+            spy.wait()
         real_cpu = cpu_seconds(appliance.pid) - cpu0
         # Latency is queueing at saturation; paced at half that rate it is the service's own.
         half = max(args.batch, real["events_per_s"] / 2)

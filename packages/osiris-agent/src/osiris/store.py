@@ -499,8 +499,9 @@ class Store:
         with self.transaction() as db:
             out: list[tuple[int, Incident | None, bool] | None] = []
             for obs in observations:
-                out.append(self._record(db, obs, now))
-                counts = hours.setdefault((obs.target, _iso(obs.observed_at)[:13]), [0, 0])
+                at = _iso(obs.observed_at)  # once: it is written three times
+                out.append(self._record(db, obs, now, at))
+                counts = hours.setdefault((obs.target, at[:13]), [0, 0])
                 counts[0] += 1
                 counts[1] += obs.status is Status.ERROR
             db.executemany(
@@ -516,8 +517,9 @@ class Store:
             return self.db.execute("SELECT 1 FROM observations WHERE report_id = ?",
                                    (report_id,)).fetchone() is not None
 
-    def _record(self, db: sqlite3.Connection, obs: Observation, now: str) -> tuple[int, Incident | None, bool] | None:
-        oid = self._insert_observation(db, obs)
+    def _record(self, db: sqlite3.Connection, obs: Observation, now: str,
+                at: str | None = None) -> tuple[int, Incident | None, bool] | None:
+        oid = self._insert_observation(db, obs, at)
         if oid is None:
             return None  # its report_id is stored already
         row = db.execute(
@@ -547,8 +549,10 @@ class Store:
         return oid, inc, True
 
     @staticmethod
-    def _insert_observation(db: sqlite3.Connection, obs: Observation) -> int | None:
-        """The new observation's id; None when its report_id is stored already."""
+    def _insert_observation(db: sqlite3.Connection, obs: Observation, at: str | None = None) -> int | None:
+        """The new observation's id; None when its report_id is stored already
+        (``at``: its time as the store writes it, if already made)."""
+        at = at or _iso(obs.observed_at)
         cur = db.execute(
             """INSERT INTO observations (target, check_id, status, reason, facts, observed_at, duration_ms,
                    report_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -559,7 +563,7 @@ class Store:
                 obs.status.value,
                 obs.reason,
                 json.dumps(obs.facts, sort_keys=True, default=str),
-                _iso(obs.observed_at),
+                at,
                 obs.duration_ms,
                 obs.report_id,
             ),
@@ -572,7 +576,7 @@ class Store:
             """INSERT INTO check_history (target, check_id, status, reason, since)
                SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (
                    SELECT 1 FROM check_state WHERE target = ? AND check_id = ? AND status = ?)""",
-            (obs.target, obs.check, obs.status.value, obs.reason, _iso(obs.observed_at),
+            (obs.target, obs.check, obs.status.value, obs.reason, at,
              obs.target, obs.check, obs.status.value),
         )
         db.execute(
@@ -583,7 +587,7 @@ class Store:
                    observed_at = excluded.observed_at,
                    parked_incident = CASE WHEN excluded.status = 'pass' THEN NULL
                                           ELSE check_state.parked_incident END""",
-            (obs.target, obs.check, obs.status.value, obs.reason, oid, _iso(obs.observed_at)),
+            (obs.target, obs.check, obs.status.value, obs.reason, oid, at),
         )
         return oid
 

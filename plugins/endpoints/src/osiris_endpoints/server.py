@@ -87,12 +87,16 @@ def _exact(text: str) -> int:
     return value
 
 
+# One decoder for every event (json.loads with hooks builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_float=_finite, parse_int=_exact)
+
+
 def parse_facts(text: str) -> dict[str, Any]:
     """An event's facts: a JSON object that canonical JSON and UTF-8 can
     hold (finite numbers, integers within 2^53, no lone surrogates), or
     ValueError saying what is wrong."""
     try:
-        facts = json.loads(text, parse_constant=_no_constants, parse_float=_finite, parse_int=_exact)
+        facts = _DECODER.decode(text)
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except ValueError as exc:
@@ -471,7 +475,8 @@ class Service(rpc.EndpointAgentServicer):
         except ValueError as exc:
             raise Refused(Code.INVALID_ARGUMENT, f"{where}: facts_json: {exc}") from None
         obs = evaluate(target, spec, facts)
-        return dataclasses.replace(obs, observed_at=observed_at, duration_ms=ev.duration_ms, report_id=report_id)
+        return Observation(obs.target, obs.check, obs.status, obs.reason, obs.facts, observed_at, ev.duration_ms,
+                           report_id)
 
     def _gap(self, name: str, report_id: str | None, facts: dict[str, Any]) -> Observation:
         spec = self.checks[COMPLETE]

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .canonical import canonical, to_json, utc_text
+from .canonical import canonical, utc_text
 from .errors import VerificationError
 from .keys import VerifyKey
 from .merkle import leaf_hash
@@ -102,8 +102,8 @@ def build_statement(identity: Identity, scrubber: Scrubber, kind: str, payload: 
     if not isinstance(kind, str) or not kind or len(kind) > 64:
         raise ValueError(f"evidence kind {kind!r}: expected a short non-empty string such as 'sweep'")
     counts: dict[str, int] = {}
-    clean_payload, c1 = scrubber.scrub(to_json(payload))
-    clean_policy, c2 = scrubber.scrub(to_json(policy)) if policy is not None else (None, {})
+    clean_payload, c1 = scrubber.scrub_json(payload)
+    clean_policy, c2 = scrubber.scrub_json(policy) if policy is not None else (None, {})
     for c in (c1, c2):
         for k, n in c.items():
             counts[k] = counts.get(k, 0) + n
