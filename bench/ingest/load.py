@@ -31,7 +31,9 @@ FACTS = json.dumps({"profiles": [{"name": n, "enabled": True, "default_inbound":
 
 
 async def read_acks(call, sent_at: dict[int, float], state: dict, acked: asyncio.Event, stats: dict) -> None:
-    """Acks as they come: the latency of each batch they cover."""
+    """Acks as they come: the latency of each batch they cover, for
+    batches sent inside the measured window (not during the ramp, while
+    the other endpoints' handshakes are still being made)."""
     while True:
         m = await call.read()
         if m is grpc.aio.EOF:
@@ -40,7 +42,9 @@ async def read_acks(call, sent_at: dict[int, float], state: dict, acked: asyncio
             now = time.perf_counter()
             through = m.ack.through_seq
             for top in [t for t in sent_at if t <= through]:
-                stats["latency"].append(now - sent_at.pop(top))
+                sent = sent_at.pop(top)
+                if sent >= stats["window_from"]:
+                    stats["latency"].append(now - sent)
             stats["acked"] += through - state["through"]
             state["through"] = through
             acked.set()
@@ -136,9 +140,10 @@ async def enrol_all(args) -> dict:
 
 async def main_async(args) -> dict:
     identities = [Identity.load(p.parent) for p in sorted(Path(args.dir).glob("*/identity.json"))][: args.count]
-    stats = {"acked": 0, "latency": [], "connected": 0, "errors": {}}
-    gate = asyncio.Event()
     started = time.monotonic() + args.ramp
+    stats = {"acked": 0, "latency": [], "connected": 0, "errors": {},
+             "window_from": time.perf_counter() + args.ramp}
+    gate = asyncio.Event()
     until = started + args.seconds
     tasks = [asyncio.create_task(one(i, args.address, args, until, stats, gate)) for i in identities]
     gate.set()

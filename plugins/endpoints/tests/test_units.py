@@ -69,3 +69,40 @@ def test_facts_are_json_objects_that_canonical_json_can_sign():
                      ('{"a": ' * 5000 + "1" + "}" * 5000, "nested too deeply")):
         with pytest.raises(ValueError, match=why):
             parse_facts(bad)
+
+
+async def test_a_batch_waiting_for_the_pipeline_is_not_decoded_yet():
+    """Back-pressure without memory: while the pipeline is full, a waiting
+    batch stays one protobuf message; its events become observations only
+    when it gets its turn (at saturation every stream had 50 decoded
+    observations waiting, most of the appliance's RSS)."""
+    import asyncio
+    import types
+
+    from osiris_endpoint_proto import agent_pb2 as pb
+    from osiris_endpoints.settings import Settings
+
+    service = Service.__new__(Service)
+    service.s = Settings(pipeline=1)
+    service.rates, service._seen = {}, {}
+    service.pipeline = asyncio.Semaphore(1)
+    service.counts = {"events": 0, "duplicates": 0, "batches": 0, "refused": 0}
+    decoded, emitted = [], []
+    service._observation = lambda target, cat, queue, ev, now: decoded.append(ev.seq) or types.SimpleNamespace(
+        check="c", seq=ev.seq)
+
+    async def emit(observations):
+        emitted.append(list(observations))
+
+    service.emit = emit
+    service.endpoints = types.SimpleNamespace(update=lambda name, change: None)
+    stream = types.SimpleNamespace(peer=types.SimpleNamespace(name="ws01"), target=None, gap_open=False)
+    batch = pb.Batch(events=[pb.Event(seq=i, check_id="c", facts_json="{}") for i in range(1, 51)])
+    await service.pipeline.acquire()  # another batch is being stored
+    task = asyncio.create_task(service._batch(stream, "q", None, 0, [], batch))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not task.done() and decoded == [], "the waiting batch was decoded before its turn"
+    service.pipeline.release()
+    assert await asyncio.wait_for(task, 30) == 50
+    assert decoded == list(range(1, 51)) and [[o.seq for o in b] for b in emitted] == [list(range(1, 51))]

@@ -406,31 +406,34 @@ class Service(rpc.EndpointAgentServicer):
         wait = rate.debt(len(batch.events))
         if wait:
             await asyncio.sleep(min(wait, 30.0))  # back-pressure: this stream is read more slowly
-        target = stream.target
-        observations, ranges = [], []
-        now = time.time()
-        for ev in batch.events:
-            if ev.seq < 1:
-                raise Refused(Code.INVALID_ARGUMENT, "event.seq: sequence numbers start at 1")
-            ranges.append((ev.seq, ev.seq))
-            if ev.seq <= acked or any(a <= ev.seq <= b for a, b in pending):
-                self.counts["duplicates"] += 1
-                continue
-            observations.append(self._observation(target, cat, queue, ev, now))
-        for gap in batch.gaps:
-            if gap.from_seq < 1 or gap.to_seq < gap.from_seq or gap.to_seq - gap.from_seq > 2 ** 40:
-                raise Refused(Code.INVALID_ARGUMENT, f"gap {gap.from_seq}..{gap.to_seq}: expected 1 <= from_seq <= "
-                                                     "to_seq")
-            ranges.append((gap.from_seq, gap.to_seq))
-            if gap.to_seq > acked:
-                observations.append(self._gap(name, f"endpoint/{name}/{queue}/gap/{gap.from_seq}-{gap.to_seq}", {
-                    "dropped": gap.to_seq - gap.from_seq + 1, "from_seq": gap.from_seq, "to_seq": gap.to_seq,
-                    "reason": gap.reason[:200] or "dropped by the endpoint"}))
-        rec_gap = any(o.check == COMPLETE for o in observations)
-        if not rec_gap and batch.events and stream.gap_open:
-            observations.append(self._gap(name, None, {"dropped": 0, "reason": "events arrive complete again"}))
-        if observations:
-            async with self.pipeline:
+        # Decoded inside the pipeline: a batch waiting for its turn is its
+        # protobuf message only, not 50 observations with their facts (at
+        # saturation every stream has one waiting: that was most of the RSS).
+        async with self.pipeline:
+            target = stream.target
+            observations, ranges = [], []
+            now = time.time()
+            for ev in batch.events:
+                if ev.seq < 1:
+                    raise Refused(Code.INVALID_ARGUMENT, "event.seq: sequence numbers start at 1")
+                ranges.append((ev.seq, ev.seq))
+                if ev.seq <= acked or any(a <= ev.seq <= b for a, b in pending):
+                    self.counts["duplicates"] += 1
+                    continue
+                observations.append(self._observation(target, cat, queue, ev, now))
+            for gap in batch.gaps:
+                if gap.from_seq < 1 or gap.to_seq < gap.from_seq or gap.to_seq - gap.from_seq > 2 ** 40:
+                    raise Refused(Code.INVALID_ARGUMENT, f"gap {gap.from_seq}..{gap.to_seq}: expected 1 <= from_seq <= "
+                                                         "to_seq")
+                ranges.append((gap.from_seq, gap.to_seq))
+                if gap.to_seq > acked:
+                    observations.append(self._gap(name, f"endpoint/{name}/{queue}/gap/{gap.from_seq}-{gap.to_seq}", {
+                        "dropped": gap.to_seq - gap.from_seq + 1, "from_seq": gap.from_seq, "to_seq": gap.to_seq,
+                        "reason": gap.reason[:200] or "dropped by the endpoint"}))
+            rec_gap = any(o.check == COMPLETE for o in observations)
+            if not rec_gap and batch.events and stream.gap_open:
+                observations.append(self._gap(name, None, {"dropped": 0, "reason": "events arrive complete again"}))
+            if observations:
                 await self.emit(observations)
         self.counts["events"] += len(observations)
         self.counts["batches"] += 1
