@@ -149,8 +149,12 @@ def main() -> None:
                                 stdout=subprocess.PIPE, text=True)
         bare_port = int(bare.stdout.readline())
         bare_cpu0 = cpu_seconds(bare.pid)
+        bare_sampler = Sampler(bare.pid)
+        bare_sampler.start()
         limit = load(args, f"127.0.0.1:{bare_port}", "bare")
         limit_cpu = cpu_seconds(bare.pid) - bare_cpu0
+        bare_sampler.stop.set()
+        bare_rss = max(bare_sampler.rss or [0.0])
         bare.terminate()
         bare.wait()
         bare = None
@@ -208,7 +212,7 @@ def main() -> None:
     rows = [
         ("endpoints enrolled (real Enroll)", f"{enrolled['enrolled']:,}", f"in {enrolled['seconds']:.1f} s"),
         ("bare grpc.aio server: events/s acked", f"{limit['events_per_s']:,.0f}",
-         f"p50 {limit['p50']} s, p99 {limit['p99']} s; {limit_cpu:.1f} CPU-s"),
+         f"p50 {limit['p50']} s, p99 {limit['p99']} s; {limit_cpu:.1f} CPU-s; RSS max {bare_rss:.0f} MiB"),
         ("appliance: events/s acked = stored", f"{real['events_per_s']:,.0f}",
          f"{ratio:.2f} x the bare server; p50 {real['p50']} s, p99 {real['p99']} s; {real_cpu:.1f} CPU-s"),
         ("appliance paced at half that: events/s", f"{paced['events_per_s']:,.0f}",
@@ -239,7 +243,7 @@ def main() -> None:
     print(json.dumps({
         "endpoints": args.endpoints, "batch": args.batch, "window": args.window, "seconds": args.seconds,
         "evidence": args.evidence,
-        "bare_events_per_s": limit["events_per_s"], "bare_p99_s": limit["p99"],
+        "bare_events_per_s": limit["events_per_s"], "bare_p99_s": limit["p99"], "bare_rss_mib_max": round(bare_rss, 1),
         "events_per_s": real["events_per_s"], "ratio_to_bare": round(ratio, 3), "p50_ack_s_saturated": real["p50"],
         "p99_ack_s_saturated": real["p99"], "paced_events_per_s": paced["events_per_s"],
         "p50_ack_s_paced": paced["p50"], "p99_ack_s": paced["p99"], "stored": stored, "acked": real["acked"],

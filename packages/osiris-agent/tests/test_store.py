@@ -115,6 +115,54 @@ def test_a_batch_is_recorded_as_one_at_a_time_would_be(tmp_path):
     assert many.latest() == one.latest() and many.count_incidents() == {"open": 2, "resolved": 0}
 
 
+
+def test_a_batch_repeating_checks_is_recorded_as_one_at_a_time_would_be(tmp_path):
+    """A batch may hold many results of one check (an endpoint's replayed
+    queue): the store remembers each check's status and open incident
+    within the transaction instead of asking again, and must end with the
+    same observations, history, state and incidents, and answer the same,
+    as recording them one by one; duplicates and parked episodes included."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    rng = random.Random(11)
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    one, many = Store(tmp_path / "one"), Store(tmp_path / "many")
+    seq = 0
+    for round_ in range(12):
+        batch = []
+        for _ in range(rng.randrange(1, 40)):
+            seq += 1
+            report = f"r{rng.randrange(1, seq + 1)}" if rng.random() < 0.15 else f"r{seq}"  # some redelivered
+            batch.append(Observation(rng.choice(["h1", "h2"]), rng.choice(["a", "b"]),
+                                     Status(rng.choice(["pass", "fail", "fail", "error"])), f"reason {seq % 3}",
+                                     {"n": seq}, t0 + timedelta(seconds=seq), 1.0, report))
+        singles = [one.record_many([o])[0] for o in batch]
+        together = many.record_many(batch)
+
+        def shape(results):
+            return [r and (r[0], r[1] and (r[1].id, r[1].target, r[1].check_id, r[1].state, r[1].occurrences),
+                           r[2]) for r in results]
+
+        assert shape(together) == shape(singles), f"round {round_}"
+        for store in (one, many):  # set an episode aside now and then: parked drift opens nothing
+            for inc in store.incidents("open"):
+                if inc.id % 3 == round_ % 3:
+                    store.resolve_incident(inc.id, "escalated", "L3", "told the MSP")
+
+    def dump(store):
+        db = store.db
+        return ([tuple(r) for r in db.execute("SELECT id, target, check_id, status, reason, facts, observed_at, "
+                                              "report_id FROM observations ORDER BY id")],
+                [tuple(r) for r in db.execute("SELECT target, check_id, status, reason, since FROM check_history "
+                                              "ORDER BY rowid")],
+                [tuple(r) for r in db.execute("SELECT * FROM check_state ORDER BY target, check_id")],
+                [tuple(r) for r in db.execute("SELECT id, target, check_id, state, occurrences, "
+                                              "first_observation_id, last_observation_id FROM incidents ORDER BY id")])
+
+    assert dump(many) == dump(one)
+    assert len(dump(one)[1]) > 8 and len(dump(one)[3]) > 3  # history and incidents were exercised
+
 def test_state_files_are_not_world_readable(tmp_path):
     store = Store(tmp_path / "s")
     record(store, obs())

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace as _replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -496,11 +496,16 @@ class Store:
         """
         now = _now()
         hours: dict[tuple[str, str], list[int]] = {}  # (target, hour): results, errors
+        # (target, check) -> (status, open incident) after its last
+        # observation in this transaction: what the database would answer
+        # for the next one of the same check (an endpoint's replayed queue
+        # holds many), without asking it again.
+        known: dict[tuple[str, str], tuple[Status, Incident | None]] = {}
         with self.transaction() as db:
             out: list[tuple[int, Incident | None, bool] | None] = []
             for obs in observations:
                 at = _iso(obs.observed_at)  # once: it is written three times
-                out.append(self._record(db, obs, now, at))
+                out.append(self._record(db, obs, now, at, known))
                 counts = hours.setdefault((obs.target, at[:13]), [0, 0])
                 counts[0] += 1
                 counts[1] += obs.status is Status.ERROR
@@ -517,23 +522,36 @@ class Store:
             return self.db.execute("SELECT 1 FROM observations WHERE report_id = ?",
                                    (report_id,)).fetchone() is not None
 
-    def _record(self, db: sqlite3.Connection, obs: Observation, now: str,
-                at: str | None = None) -> tuple[int, Incident | None, bool] | None:
-        oid = self._insert_observation(db, obs, at)
+    def _record(self, db: sqlite3.Connection, obs: Observation, now: str, at: str | None = None,
+                known: dict[tuple[str, str], tuple[Status, Incident | None]] | None = None,
+                ) -> tuple[int, Incident | None, bool] | None:
+        key = (obs.target, obs.check)
+        before = known.get(key) if known is not None else None
+        oid = self._insert_observation(db, obs, at, same_status=before is not None and before[0] is obs.status)
         if oid is None:
             return None  # its report_id is stored already
-        row = db.execute(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'",
-            (obs.target, obs.check),
-        ).fetchone()
+        result = self._apply(db, obs, now, oid, before)
+        if known is not None:
+            known[key] = (obs.status, result[1])
+        return result
+
+    def _apply(self, db: sqlite3.Connection, obs: Observation, now: str, oid: int,
+               before: tuple[Status, Incident | None] | None) -> tuple[int, Incident | None, bool]:
+        if before is not None:
+            open_ = before[1]  # the open incident (or none) after this check's previous observation
+        else:
+            row = db.execute(
+                f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE target = ? AND check_id = ? AND state = 'open'",
+                (obs.target, obs.check),
+            ).fetchone()
+            open_ = Incident(**dict(row)) if row else None
         if obs.status is not Status.FAIL:
-            return oid, Incident(**dict(row)) if row else None, False
-        if row is not None:
+            return oid, open_, False
+        if open_ is not None:
             db.execute(
                 "UPDATE incidents SET occurrences = occurrences + 1, updated_at = ?, last_observation_id = ? "
-                "WHERE id = ?", (now, oid, row["id"]))
-            inc = Incident(**{**dict(row), "occurrences": row["occurrences"] + 1, "updated_at": now})
-            return oid, inc, False
+                "WHERE id = ?", (now, oid, open_.id))
+            return oid, _replace(open_, occurrences=open_.occurrences + 1, updated_at=now), False
         parked = db.execute(
             "SELECT parked_incident FROM check_state WHERE target = ? AND check_id = ?", (obs.target, obs.check)
         ).fetchone()
@@ -549,9 +567,12 @@ class Store:
         return oid, inc, True
 
     @staticmethod
-    def _insert_observation(db: sqlite3.Connection, obs: Observation, at: str | None = None) -> int | None:
+    def _insert_observation(db: sqlite3.Connection, obs: Observation, at: str | None = None,
+                            same_status: bool = False) -> int | None:
         """The new observation's id; None when its report_id is stored already
-        (``at``: its time as the store writes it, if already made)."""
+        (``at``: its time as the store writes it, if already made;
+        ``same_status``: the check's state already has this status, so its
+        history goes on without a new stretch)."""
         at = at or _iso(obs.observed_at)
         cur = db.execute(
             """INSERT INTO observations (target, check_id, status, reason, facts, observed_at, duration_ms,
@@ -572,13 +593,14 @@ class Store:
             return None
         oid = int(cur.lastrowid)
         # A change of status (or a first result) starts a new stretch of history.
-        db.execute(
-            """INSERT INTO check_history (target, check_id, status, reason, since)
-               SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (
-                   SELECT 1 FROM check_state WHERE target = ? AND check_id = ? AND status = ?)""",
-            (obs.target, obs.check, obs.status.value, obs.reason, at,
-             obs.target, obs.check, obs.status.value),
-        )
+        if not same_status:
+            db.execute(
+                """INSERT INTO check_history (target, check_id, status, reason, since)
+                   SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (
+                       SELECT 1 FROM check_state WHERE target = ? AND check_id = ? AND status = ?)""",
+                (obs.target, obs.check, obs.status.value, obs.reason, at,
+                 obs.target, obs.check, obs.status.value),
+            )
         db.execute(
             """INSERT INTO check_state (target, check_id, status, reason, observation_id, observed_at)
                VALUES (?, ?, ?, ?, ?, ?)
