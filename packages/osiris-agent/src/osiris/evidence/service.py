@@ -194,7 +194,7 @@ class EvidenceService:
 
     @staticmethod
     def _observation(o: Any) -> dict[str, Any]:
-        return {"check": o.check, "status": o.status.value, "reason": o.reason, "facts": dict(o.facts),
+        return {"check": o.check, "status": o.status.value, "reason": o.reason, "facts": o.facts,
                 "observed_at": o.observed_at, "duration_ms": round(o.duration_ms, 3)}
 
     def policy(self, checks: Sequence[Any]) -> dict[str, Any]:
