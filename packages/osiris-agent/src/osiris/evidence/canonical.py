@@ -45,9 +45,10 @@ from typing import Any
 
 import rfc8785
 
-__all__ = ["to_json", "canonical", "canonical_reference", "utc_text", "CanonicalError"]
+__all__ = ["to_json", "canonical", "canonical_reference", "utc_text", "CanonicalError", "MAX_SAFE_INT", "json_number",
+           "utf8_text"]
 
-_MAX_INT = 2**53 - 1
+MAX_SAFE_INT = 2**53 - 1
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
@@ -62,16 +63,16 @@ def utc_text(dt: datetime) -> str:
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _number(x: float) -> Any:
+def json_number(x: float) -> Any:
     if math.isnan(x) or math.isinf(x):
         # JCS has no NaN or infinities; keep the information as text.
         return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
-    if x.is_integer() and abs(x) <= _MAX_INT:
+    if x.is_integer() and abs(x) <= MAX_SAFE_INT:
         return int(x)  # -0.0 becomes 0, as ECMAScript prints it
     return x
 
 
-def _text(s: str) -> str:
+def utf8_text(s: str) -> str:
     """Lone surrogates (from badly decoded bytes) cannot be UTF-8: replace them."""
     try:
         s.encode("utf-8")
@@ -81,7 +82,7 @@ def _text(s: str) -> str:
 
 
 def _key(k: Any) -> str:
-    return _text(str(k.value if isinstance(k, enum.Enum) else k))
+    return utf8_text(str(k.value if isinstance(k, enum.Enum) else k))
 
 
 def to_json(value: Any) -> Any:
@@ -95,23 +96,23 @@ def to_json(value: Any) -> Any:
     """
     t = type(value)
     if t is str:
-        return value if value.isascii() else _text(value)
+        return value if value.isascii() else utf8_text(value)
     if t is dict:
         return {(k if type(k) is str and k.isascii() else _key(k)): to_json(v) for k, v in value.items()}
     if t is list:
         return [to_json(v) for v in value]
     if value is None or t is bool or t is int:
-        return value if t is not int or -_MAX_INT <= value <= _MAX_INT else str(value)
+        return value if t is not int or -MAX_SAFE_INT <= value <= MAX_SAFE_INT else str(value)
     if t is float:
-        return _number(value)
+        return json_number(value)
     if isinstance(value, enum.Enum):  # before str and int: str- and int-valued enums
         return to_json(value.value)
     if isinstance(value, str):
-        return _text(str.__str__(value))
+        return utf8_text(str.__str__(value))
     if isinstance(value, int):
         return to_json(int(value))
     if isinstance(value, float):
-        return _number(float(value))
+        return json_number(float(value))
     if isinstance(value, Mapping):
         return {_key(k): to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -141,7 +142,7 @@ def _fast_ok(value: Any) -> bool:
         if t is str or t is bool or v is None:
             continue
         if t is int:
-            if not -_MAX_INT <= v <= _MAX_INT:
+            if not -MAX_SAFE_INT <= v <= MAX_SAFE_INT:
                 return False
         elif t is float:
             a = abs(v)

@@ -70,7 +70,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .canonical import _MAX_INT, _number, _text, to_json
+from .canonical import MAX_SAFE_INT, json_number, to_json, utf8_text
 from .settings import DEFAULT_MRN_PATTERNS, DEFAULT_NAME_FIELDS
 
 __all__ = ["Scrubber", "placeholder", "is_secret_name", "TYPES"]
@@ -356,14 +356,14 @@ class Scrubber:
         t = type(value)
         if t is str:
             if not value.isascii():
-                value = _text(value)
+                value = utf8_text(value)
             return self.scrub_text(value, counts) if _maybe(value) else value
         if t is bool or value is None:
             return value
         if t is int:
-            return value if -_MAX_INT <= value <= _MAX_INT else self._walk(str(value), counts)
+            return value if -MAX_SAFE_INT <= value <= MAX_SAFE_INT else self._walk(str(value), counts)
         if t is float:
-            return self._walk(_number(value), counts)
+            return self._walk(json_number(value), counts)
         if t is list:
             return [self._walk_json(v, counts) for v in value]
         if t is dict:
