@@ -75,7 +75,7 @@ async def test_a_batch_waiting_for_the_pipeline_is_not_decoded_yet():
     """Back-pressure without memory: while the pipeline is full, a waiting
     batch stays one protobuf message; its events become observations only
     when it gets its turn (at saturation every stream had 50 decoded
-    observations waiting, most of the appliance's RSS)."""
+    observations waiting)."""
     import asyncio
     import types
 

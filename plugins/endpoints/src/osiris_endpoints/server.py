@@ -408,7 +408,7 @@ class Service(rpc.EndpointAgentServicer):
             await asyncio.sleep(min(wait, 30.0))  # back-pressure: this stream is read more slowly
         # Decoded inside the pipeline: a batch waiting for its turn is its
         # protobuf message only, not 50 observations with their facts (at
-        # saturation every stream has one waiting: that was most of the RSS).
+        # saturation every stream has one waiting).
         async with self.pipeline:
             target = stream.target
             observations, ranges = [], []
