@@ -84,3 +84,47 @@ async def test_the_systemd_runner_is_asked_through_the_request_file(appliance):
     assert await unit == 0
     assert res.installed == "2" and not (app.state / "request" / "request.json").exists()
     assert app.slots()[1].partition.label == "osiris_2"
+
+
+async def test_the_agent_follows_the_journal_into_evidence_and_checks_at_start(tmp_path):
+    """osiris_startup: the runner's journal becomes signed evidence, and a
+    check is asked for at once (here it is refused: the trusted root is
+    not there, and the refusal is in the journal, hence in the evidence);
+    osiris_shutdown stops both."""
+    from osiris.app import load as load_agent
+    from osiris.evidence.log import EvidenceLog
+    from osiris.evidence.service import EvidenceService
+    from osiris.evidence.settings import EvidenceSettings
+    from osiris_update_ab import plugin
+
+    loaded = load_agent(config_data={"state_dir": str(tmp_path / "agent")}, environ={"OSIRIS_PLUGINS": "none"})
+    ctx = loaded.ctx
+    ctx.evidence = EvidenceService.open(ctx, EvidenceSettings())
+    state = tmp_path / "update"
+    state.mkdir()
+    (state / "journal.jsonl").write_text(json.dumps({"seq": 1, "at": "2026-12-05T03:00:00Z", "step": "found",
+                                                     "version": "2", "detail": {}}) + "\n")
+    settings = Settings(repository="https://127.0.0.1:9", trusted_root=tmp_path / "root.json", hardware="t640",
+                        state_dir=state, booted_version="1", disk=tmp_path / "none.img", runner="inline")
+    ctx.settings = lambda name: settings  # the plugin's section, as the agent would validate it
+
+    def steps():
+        log = EvidenceLog(ctx.paths.evidence_log, create=False)
+        try:
+            return [b["payload"]["step"] for b in (json.loads(e.body) for e in log.iter_entries())
+                    if b["kind"] == "update"]
+        finally:
+            log.close()
+
+    await plugin.osiris_startup(ctx)
+    try:
+        for _ in range(1200):
+            if "refused" in steps():
+                break
+            await asyncio.sleep(0.1)
+        assert steps()[:1] == ["found"] and "refused" in steps(), steps()
+    finally:
+        await plugin.osiris_shutdown(ctx)
+    assert id(ctx) not in plugin._TASKS
+    await ctx.evidence.close()
+    ctx.close()

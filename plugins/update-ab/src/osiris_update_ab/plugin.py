@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import os
 import sys
 import time
@@ -33,7 +34,10 @@ from osiris.records import (
 
 from . import disk as gpt
 from .esp import open_esp
+from .evidence import UpdateEvidence
 from .settings import NAME, Settings
+
+log = logging.getLogger("osiris.update_ab")
 
 RUNNER = [sys.executable, "-m", "osiris_update_ab.runner"]
 TERMINAL = ("idle", "up-to-date", "installed", "reboot-scheduled", "refused", "failed")
@@ -196,3 +200,40 @@ def osiris_settings():
 @hookimpl
 def osiris_update_backends(ctx):
     return AbBackend(ctx.settings(NAME))
+
+
+async def check_every(backend: AbBackend, interval: float) -> None:
+    """Ask for a check now and every ``interval`` seconds (modules/osiris-update.nix
+    has no timer: the agent asks). A failed check is in the runner's journal,
+    hence in the evidence; here it is logged and the loop goes on."""
+    while True:
+        try:
+            await backend.check()
+        except UpdateError as exc:
+            log.warning("update check: %s", exc)
+        await asyncio.sleep(interval)
+
+
+_TASKS: dict[int, list[asyncio.Task]] = {}
+
+
+@hookimpl
+async def osiris_startup(ctx):
+    """When updates are configured: follow the runner's journal and the boot
+    state into signed evidence (evidence.py), and check every check_interval."""
+    s: Settings = ctx.settings(NAME)
+    if s.missing():
+        return
+    backend = AbBackend(s)
+    tasks = [asyncio.ensure_future(check_every(backend, s.check_interval))]
+    if ctx.evidence is not None:
+        tasks.append(asyncio.ensure_future(UpdateEvidence(ctx, s.state_dir / "journal.jsonl", backend.status).run()))
+    _TASKS[id(ctx)] = tasks
+
+
+@hookimpl
+async def osiris_shutdown(ctx):
+    tasks = _TASKS.pop(id(ctx), [])
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
