@@ -2,6 +2,7 @@
 safety rails, rule reloading and promotion. Chaos tests against the lab
 live in tests/ (cross-package)."""
 
+import asyncio
 import importlib
 import textwrap
 from datetime import datetime, timezone
@@ -773,6 +774,36 @@ async def test_an_attempt_a_killed_agent_left_unfinished_is_closed_as_interrupte
     done = h.store.incident(inc.id)
     assert (done.outcome, done.tier) == ("escalated", "L3") and "flap guard" in done.detail
     assert h.mod.STATE["runs"] == []
+
+
+async def test_an_interrupted_attempt_is_closed_in_the_store_only_after_its_bundle_is_recorded(make):
+    # A kill between the two must leave the attempt open, for the next start
+    # to close and record; the other order could lose its bundle for good.
+    h = make()
+    h.rule()
+    h.engine.downstream = None
+    await h.sweep()
+    [inc] = h.store.incidents("open")
+    aid = h.store.begin_attempt(inc.id, "L1", "fix-setting", "test.fix", {}, dry_run=False)
+    release = asyncio.Event()
+
+    class SlowLog(EvidenceStage):
+        async def record(self, kind, payload, host=None):
+            if kind == "healing_attempt" and payload.get("interrupted"):
+                await release.wait()
+            await super().record(kind, payload, host)
+
+    ladder = _fresh_ladder(h)
+    ladder.evidence = ev = SlowLog()
+    ladder.start()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert [a["id"] for a in h.store.unfinished_attempts()] == [aid], "closed before its bundle was recorded"
+    assert h.mod.STATE["runs"] == [], "the adopted incident healed before the interrupted attempt was counted"
+    release.set()
+    await ladder.drain()
+    assert h.store.unfinished_attempts() == []
+    assert [p["attempt"] for kind, p in ev.bundles if kind == "healing_attempt" and p.get("interrupted")] == [aid]
 
 
 async def test_an_escalation_is_evidence_with_each_channel_and_its_result(make):

@@ -100,6 +100,7 @@ class Ladder:
         self._loaded_from: dict[str, str | None] | None = None  # rule files' digests at the last load
         self.resolved: dict[str, int] = {}  # outcomes since start, for /metrics
         self._background: set[asyncio.Task] = set()
+        self._recovery: asyncio.Task | None = None  # closing what a killed run left dispatched
 
     # -- the stage ------------------------------------------------------------------
 
@@ -150,24 +151,32 @@ class Ladder:
         """Load rules, close heal attempts a previous run left unfinished,
         and adopt incidents left open."""
         self.reload(force=True)
-        interrupted = self._close_interrupted()
-        if interrupted:
-            task = asyncio.get_running_loop().create_task(self._record_interrupted(interrupted),
+        unfinished = self.store.unfinished_attempts()
+        if unfinished:
+            task = asyncio.get_running_loop().create_task(self._close_interrupted(unfinished),
                                                           name="heal:interrupted")
+            self._recovery = task
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         for incident in self.store.incidents("open"):
             self._start(incident)
 
-    def _close_interrupted(self) -> list[dict[str, Any]]:
+    async def _close_interrupted(self, unfinished: list[dict[str, Any]]) -> None:
         """Attempts dispatched by a run that died before they finished (a
         kill mid-heal): closed as interrupted, counted as failures by the
         learning loop and as heals by the flap guard (the runbook may have
-        changed the host)."""
-        closed = []
-        for a in self.store.unfinished_attempts():
+        changed the host). Each one's bundle is recorded before it is closed
+        in the store, so a kill in between leaves it open for the next start
+        to close (its bundle then recorded twice, never missing); incidents
+        wait for this (``_handle``), so the flap guard counts them."""
+        detail = "interrupted: the agent stopped while the runbook was dispatched; its effect is unknown"
+        for a in unfinished:
             target = self.targets.get(a["target"])
-            detail = "interrupted: the agent stopped while the runbook was dispatched; its effect is unknown"
+            await self._evidence("healing_attempt", {
+                "attempt": a["id"], "incident": a["incident_id"], "target": a["target"], "check": a["check_id"],
+                "tier": a["tier"], "rule": a["rule_id"], "runbook": a["runbook"], "params": a["params"],
+                "dry_run": bool(a["dry_run"]), "ok": False, "interrupted": True, "detail": detail,
+                "dispatched_at": a["dispatched_at"]}, a["target"])
             sample = None
             if not a["dry_run"]:
                 sample = PatternSample(a["check_id"], target.role if target else "", a["runbook"], a["tier"], False,
@@ -175,16 +184,6 @@ class Ladder:
             self.store.finish_attempt(a["id"], False, detail, sample, interrupted=True)
             log.warning("heal attempt %d (incident %d, %s on %s) closed as interrupted",
                         a["id"], a["incident_id"], a["runbook"], a["target"])
-            closed.append({**a, "detail": detail})
-        return closed
-
-    async def _record_interrupted(self, closed: list[dict[str, Any]]) -> None:
-        for a in closed:
-            await self._evidence("healing_attempt", {
-                "attempt": a["id"], "incident": a["incident_id"], "target": a["target"], "check": a["check_id"],
-                "tier": a["tier"], "rule": a["rule_id"], "runbook": a["runbook"], "params": a["params"],
-                "dry_run": bool(a["dry_run"]), "ok": False, "interrupted": True, "detail": a["detail"],
-                "dispatched_at": a["dispatched_at"]}, a["target"])
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -278,6 +277,8 @@ class Ladder:
     # -- the ladder ---------------------------------------------------------------------
 
     async def _handle(self, incident: Incident, observation: Observation | None) -> None:
+        if self._recovery is not None:
+            await asyncio.wait([self._recovery])  # interrupted attempts closed (and counted) first
         try:
             await self._walk(incident, observation)
         except asyncio.CancelledError:
