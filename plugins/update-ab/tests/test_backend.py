@@ -128,3 +128,35 @@ async def test_the_agent_follows_the_journal_into_evidence_and_checks_at_start(t
     assert id(ctx) not in plugin._TASKS
     await ctx.evidence.close()
     ctx.close()
+
+
+def test_osiris_update_status_json_answers_on_the_test_disk(appliance):
+    # Done-when of issue 10: the operator's command, a real `osiris`
+    # process with the agent's config, on the test disk before and after an
+    # install.
+    import subprocess
+    from pathlib import Path
+
+    app = appliance
+    cfg = json.loads(app.settings.read_text())
+    cfg["state_dir"] = str(app.tmp / "agent-state")
+    path = app.tmp / "config.json"
+    path.write_text(json.dumps(cfg))
+    osiris = str(Path(sys.executable).with_name("osiris"))
+
+    def status() -> dict:
+        res = subprocess.run([osiris, "-c", str(path), "update", "status", "--json"],
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)
+
+    before = status()
+    assert before["configured"] is True and before["booted_version"] == "1"
+    assert [(e["version"], e["state"]) for e in before["entries"]] == [("1", "blessed")]
+    app.publish("2")
+    rc, _out, err = app.run("apply")
+    assert rc == 0, err
+    after = status()
+    assert [(e["version"], e["state"], e["tries_left"]) for e in after["entries"]] == [
+        ("1", "blessed", None), ("2", "trial", 3)]
+    assert [(s["version"], s["booted"]) for s in after["slots"]] == [("1", True), ("2", False)]
