@@ -330,3 +330,25 @@ def test_a_server_certificate_from_another_ca_is_refused(work, ca, tmp_path):
     with site(work, ca) as url:
         c = ReleaseClient(url=f"{url}/repo", metadata_dir=tmp_path / "m", trusted_root=pinned_root(work), hardware=HW, cafile=other.cafile)
         refused(lambda: c.latest(newer_than=None), "unreachable")
+
+
+def test_python_tufs_own_client_verifies_and_downloads_the_release(work, ca, monkeypatch, tmp_path):
+    """ngclient as shipped (its default fetcher, trusting the test CA through SSL_CERT_FILE), none of release.py."""
+    from tuf.ngclient import Updater
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.cafile))
+    with site(work, ca) as url:
+        updater = Updater(
+            metadata_dir=str(tmp_path / "ngclient"),
+            metadata_base_url=f"{url}/repo/metadata/",
+            target_base_url=f"{url}/repo/targets/",
+            target_dir=str(tmp_path / "downloads"),
+            bootstrap=pinned_root(work).read_bytes(),
+        )
+        (tmp_path / "ngclient").mkdir(exist_ok=True)
+        updater.refresh()
+        info = updater.get_targetinfo(f"{HW}/1.0/slot.img.zst")
+        assert info is not None and info.custom["version"] == "1.0" and info.custom["compression"] == "zstd"
+        path = updater.download_target(info)
+        original = (work / "build" / f"{HW}-1.0" / "slot.img").read_bytes()
+        assert zstandard.ZstdDecompressor().decompress(Path(path).read_bytes()) == original
