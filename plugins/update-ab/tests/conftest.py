@@ -23,6 +23,7 @@ import zstandard
 
 from osiris_update_ab import disk as gpt
 from osiris_update_ab.esp import ImageEsp
+from osiris_update_ab.release import SlotImage, Target
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tools"))
@@ -55,20 +56,6 @@ def squashfs(work: Path, version: str, payload: int) -> Path:
     img.unlink(missing_ok=True)
     run("mksquashfs", str(src), str(img), "-noappend", "-quiet", "-no-progress")
     return img
-
-
-@dataclass(frozen=True)
-class Target:
-    path: str
-    length: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class SlotImage(Target):
-    compression: str
-    size: int
-    image_sha256: str
 
 
 @dataclass(frozen=True)
