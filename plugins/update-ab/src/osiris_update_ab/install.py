@@ -176,7 +176,8 @@ def _decompressed(src: _Counted, compression: str) -> io.RawIOBase | io.Buffered
     raise InstallRefused(f"image compression {compression!r}: expected zstd, xz or none")
 
 
-def _sync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by its path (the runner's journal directory too)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -41,7 +41,7 @@ import click
 
 from . import disk as gpt
 from .esp import EspError, open_esp
-from .install import CHUNK, STAGES, InstallError, install
+from .install import CHUNK, STAGES, InstallError, fsync_path, install
 from .release import ReleaseClient, RepositoryUnreachable, UpdateRefused
 from .settings import Settings, SettingsError, load
 
@@ -53,14 +53,6 @@ JOURNAL_STEPS = {"verified": ("downloaded", "verified"), "written": ("written",)
 
 def utcnow() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -128,7 +120,7 @@ class Status:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_path(self.path.parent)
 
 
 def reboot_time(window: str | None, now: dt.datetime) -> dt.datetime:
